@@ -1,0 +1,33 @@
+# Two entry points: `make demo` and `make test`. Each sets up its own virtual environment.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+DEMO   ?= demo_out
+export HF_HUB_OFFLINE := 1
+export NUMBA_CACHE_DIR ?= $(CURDIR)/.numba_cache
+
+.PHONY: demo test venv bench clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	# torch from the pinned build on this machine's disk (an unpinned torch may pull several GB)
+	$(BIN)/python -m pip install -q torch==2.14.1 torchvision==0.29.1
+	$(BIN)/python -m pip install -q -e '.[fast,train,dev]'
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+demo: venv
+	bash scripts/demo.sh $(DEMO)
+
+test: venv
+	$(BIN)/python -m pytest -n 2 --dist loadfile -q tests
+
+bench: venv
+	$(BIN)/python benchmarks/decode.py
+
+clean:
+	rm -rf $(VENV) $(DEMO) .numba_cache .pytest_cache

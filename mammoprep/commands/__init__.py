@@ -1,0 +1,1 @@
+"""One module per CLI command; each holds thin click code that calls library functions."""

@@ -1,0 +1,3 @@
+"""mammotrain: streaming PyTorch training on mammoprep shards."""
+
+__version__ = "0.1.0"
