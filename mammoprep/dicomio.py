@@ -112,6 +112,8 @@ def _open(path: Path, header_only: bool):
             ds = pydicom.dcmread(path, force=True, stop_before_pixels=header_only)
         except InvalidDicomError as exc:
             raise NotDicomError(path, f"not a DICOM file ({exc})",
+                                tag="(0002,0000) File Meta / 'DICM' prefix at byte 128",
+                                value=_prefix(path),
                                 hint="pass DICOM files (Part 10 or raw data sets)") from None
         except (EOFError, OSError, ValueError, KeyError, TypeError, IndexError) as exc:
             raise TruncatedError(path, f"could not parse the DICOM data set "
@@ -120,7 +122,9 @@ def _open(path: Path, header_only: bool):
     for w in caught:
         text = str(w.message)
         if "End of file reached" in text or "truncated" in text.lower():
-            raise TruncatedError(path, f"the file ends early ({text})",
+            raise TruncatedError(path, "the file ends early, inside an element",
+                                 tag="(FFFE,E0DD) Sequence Delimitation Item",
+                                 value="missing: end of file reached first",
                                  hint="the file is truncated; re-export or re-download it")
     meta = getattr(ds, "file_meta", None)
     ts = str(meta.get("TransferSyntaxUID", "")) if meta is not None else ""
@@ -136,8 +140,17 @@ def _open(path: Path, header_only: bool):
         ds.file_meta.TransferSyntaxUID = ts
     if not _plausible(ds):
         raise NotDicomError(path, "not a DICOM file (no recognisable DICOM elements)",
+                            tag="(0002,0000) File Meta / 'DICM' prefix at byte 128",
+                            value=_prefix(path),
                             hint="pass DICOM files (Part 10 or raw data sets)")
     return ds, ts
+
+
+def _prefix(path: Path) -> str:
+    """What the file holds where 'DICM' should be (bytes 128-131), for messages."""
+    with open(path, "rb") as fh:
+        head = fh.read(132)
+    return repr(head[128:132]) if len(head) >= 132 else f"file of {len(head)} bytes"
 
 
 def _plausible(ds) -> bool:
