@@ -46,6 +46,7 @@ def register(name: str, module: str, priority: int) -> None:
 # Faster codecs first; the pydicom/pylibjpeg plug-in handles every transfer syntax last.
 register("libjpeg-turbo", "mammoprep.decoders.turbo", 10)
 register("charls", "mammoprep.decoders.charls", 10)
+register("openjph", "mammoprep.decoders.openjph", 10)
 register("pydicom", "mammoprep.decoders.pydicom_plugin", 100)
 
 
