@@ -1,0 +1,83 @@
+"""Box and coordinate conventions: the one place boxes are converted.
+
+* boxes: ``float [N, 4]`` xyxy (xmin, ymin, xmax, ymax) in pixel coordinates, where pixel
+  (row r, column c) covers [c, c+1) x [r, r+1): a box enclosing pixels c0..c1 is
+  (c0, r0, c1 + 1, r1 + 1);
+* a :class:`Transform` maps original stored-DICOM pixel coordinates to the coordinates of
+  the image written into a shard: crop, uniform scale, optional horizontal flip.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Transform:
+    """Original -> stored coordinates: ``x' = (x - x0) * scale`` (then ``w - x'`` if flipped).
+
+    crop_xyxy: the kept window of the original image, pixels (x0, y0, x1, y1), exclusive end.
+    scale: stored pixels per original pixel (same on both axes).
+    original_size / stored_size: [rows, cols].
+    """
+
+    crop_xyxy: tuple[int, int, int, int]
+    scale: float
+    flipped: bool
+    original_size: tuple[int, int]
+    stored_size: tuple[int, int]
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Transform":
+        return cls(tuple(d["crop_xyxy"]), float(d["scale"]), bool(d["flipped"]),
+                   tuple(d["original_size"]), tuple(d["stored_size"]))
+
+    def apply(self, boxes) -> np.ndarray:
+        """Map ``[N, 4]`` xyxy original-pixel boxes to stored-pixel boxes, clipped to the image."""
+        b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4).copy()
+        x0, y0 = self.crop_xyxy[0], self.crop_xyxy[1]
+        b[:, [0, 2]] = (b[:, [0, 2]] - x0) * self.scale
+        b[:, [1, 3]] = (b[:, [1, 3]] - y0) * self.scale
+        h, w = self.stored_size
+        if self.flipped:
+            b[:, [0, 2]] = w - b[:, [2, 0]]
+        b[:, [0, 2]] = np.clip(b[:, [0, 2]], 0, w)
+        b[:, [1, 3]] = np.clip(b[:, [1, 3]], 0, h)
+        return b
+
+
+def hflip(boxes, width: float) -> np.ndarray:
+    """Horizontal flip of ``[N, 4]`` xyxy boxes in an image ``width`` pixels wide."""
+    b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4).copy()
+    b[:, [0, 2]] = width - b[:, [2, 0]]
+    return b
+
+
+def scale(boxes, sx: float, sy: float, dx: float = 0.0, dy: float = 0.0) -> np.ndarray:
+    """``x * sx + dx``, ``y * sy + dy`` for ``[N, 4]`` xyxy boxes (resize and letterbox)."""
+    b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4).copy()
+    b[:, [0, 2]] = b[:, [0, 2]] * sx + dx
+    b[:, [1, 3]] = b[:, [1, 3]] * sy + dy
+    return b
+
+
+def xyxy_to_cxcywh(boxes, width: float, height: float) -> np.ndarray:
+    """Pixel xyxy -> normalised (cx, cy, w, h) in [0, 1], the detector's target format."""
+    b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    cx = (b[:, 0] + b[:, 2]) / 2 / width
+    cy = (b[:, 1] + b[:, 3]) / 2 / height
+    return np.stack([cx, cy, (b[:, 2] - b[:, 0]) / width, (b[:, 3] - b[:, 1]) / height], 1)
+
+
+def cxcywh_to_xyxy(boxes, width: float, height: float) -> np.ndarray:
+    """Normalised (cx, cy, w, h) -> pixel xyxy."""
+    b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    x0 = (b[:, 0] - b[:, 2] / 2) * width
+    y0 = (b[:, 1] - b[:, 3] / 2) * height
+    return np.stack([x0, y0, x0 + b[:, 2] * width, y0 + b[:, 3] * height], 1)
