@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	# torch from the pinned build on this machine's disk (an unpinned torch may pull several GB)
 	$(BIN)/python -m pip install -q torch==2.14.1 torchvision==0.29.1
-	$(BIN)/python -m pip install -q -e '.[fast,train,dev]'
+	$(BIN)/python -m pip install -q -e '.[fast,train,dask,dev]'
 	rm -f $(VENV)/.installed-*
 	touch $@
 

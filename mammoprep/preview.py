@@ -48,7 +48,7 @@ def render_preview(file: str | Path, ref: str | Path, out: str | Path,
     ax[1, 0].set_title("foreground histogram before")
     ax[1, 0].set_xlabel("detector value")
     ha = _fg_hist(after.pixels, rb)
-    hr = ref_obj.histogram.astype(np.float64)
+    hr = ref_obj.hist.astype(np.float64)
     hr[0] = 0
     hr /= max(hr.sum(), 1.0)
     x = np.arange(1 << rb)

@@ -12,8 +12,6 @@ import sys
 from pathlib import Path
 from typing import Callable, Iterable
 
-import numpy as np
-
 from .errors import MammoprepError, ReferenceError_
 
 
@@ -59,10 +57,9 @@ def build_reference(inputs: Iterable[str | Path], *, energy: str | None = "low",
                               hint="pass low-energy DICOMs (see manifests/energy_classes.csv) or "
                                    "--energy any")
     b = bits or max(r[2] for r in records)
-    hist = np.zeros(1 << b, np.int64)
-    for _, px, _ in records:
-        hist += foreground_histogram(px, b)
-    ref = Reference.from_histograms([hist], bits=b, sources=sorted(r[0] for r in records))
+    records.sort(key=lambda r: r[0])
+    ref = Reference.from_histograms((foreground_histogram(px, b) for _, px, _ in records),
+                                    bits=b, image_hashes=[r[0] for r in records])
     report["used"] = len(records)
     report["bits"] = b
     return ref, report
