@@ -1,7 +1,9 @@
 """16-bit grayscale PNG, written directly (deterministic, ~2x faster than Pillow's encoder).
 
-Rows use the PNG 'Sub' filter on big-endian 16-bit samples, then zlib. Any PNG reader
-(Pillow, OpenCV, imageio, browsers) reads the result; tests round-trip through Pillow.
+Rows use the PNG 'Sub' filter on big-endian 16-bit samples, then zlib-format deflate
+(libdeflate through imagecodecs where installed, about 2x faster than zlib at the same
+size; else the standard library). Any PNG reader (Pillow, OpenCV, imageio, browsers) reads
+the result; tests round-trip through Pillow. Bytes are deterministic for one environment.
 """
 
 from __future__ import annotations
@@ -13,6 +15,18 @@ import zlib
 import numpy as np
 
 _SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _deflate(data: bytes, level: int) -> bytes:
+    """zlib-format deflate: libdeflate if available, else zlib."""
+    try:
+        import imagecodecs
+
+        if imagecodecs.DEFLATE.available:
+            return imagecodecs.deflate_encode(data, level=level)
+    except (ImportError, AttributeError):
+        pass
+    return zlib.compress(data, level)
 
 
 def _chunk(kind: bytes, data: bytes) -> bytes:
@@ -32,7 +46,7 @@ def encode_png16(px: np.ndarray, level: int = 1) -> bytes:
     np.subtract(raw[:, 2:], raw[:, :-2], out=data[:, 3:])
     header = struct.pack(">IIBBBBB", w, h, 16, 0, 0, 0, 0)
     return (_SIGNATURE + _chunk(b"IHDR", header)
-            + _chunk(b"IDAT", zlib.compress(data.tobytes(), level)) + _chunk(b"IEND", b""))
+            + _chunk(b"IDAT", _deflate(data.tobytes(), level)) + _chunk(b"IEND", b""))
 
 
 def decode_png16(data: bytes) -> np.ndarray:
