@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# `make demo`: the main job on a built-in default, a small synthetic multi-vendor cohort.
+# `make demo`: the main job on a built-in default, a small synthetic multi-vendor cohort:
+# synth -> inspect -> low-energy reference -> harmonise + preview -> shards -> verify.
 set -euo pipefail
 OUT=${1:-demo_out}
 BIN=${BIN:-.venv/bin}
@@ -8,9 +9,25 @@ rm -rf "$OUT"
 mkdir -p "$OUT"
 
 echo "== 1. synthetic cohort -> $OUT/cohort"
-"$BIN/mammoprep" synth "$OUT/cohort" --patients 12 --seed 0
+"$BIN/mammoprep" synth "$OUT/cohort" --patients 24 --seed 0
 
-echo "== 2. inspect (one line per image; JSON lines in $OUT/inspect.jsonl)"
-"$BIN/mammoprep" inspect "$OUT/cohort" | head -n 8
-"$BIN/mammoprep" inspect --json "$OUT/cohort" > "$OUT/inspect.jsonl"
+echo "== 2. inspect (first lines; all of it as JSON lines in $OUT/inspect.jsonl)"
+"$BIN/mammoprep" inspect "$OUT/cohort" 2>/dev/null | head -n 5 | cut -c1-200
+"$BIN/mammoprep" inspect --json "$OUT/cohort" > "$OUT/inspect.jsonl" 2>/dev/null
 echo "   ... $(wc -l < "$OUT/inspect.jsonl") images inspected"
+
+echo "== 3. low-energy reference -> $OUT/reference.npz"
+"$BIN/mammoprep" reference "$OUT/cohort" -o "$OUT/reference.npz" 2>/dev/null
+
+echo "== 4. harmonise the cohort -> $OUT/harmonized (derived DICOMs)"
+"$BIN/mammoprep" harmonize --ref "$OUT/reference.npz" "$OUT/cohort" -o "$OUT/harmonized" 2>/dev/null
+HIGH=$(grep -l "IMS GIOTTO" "$OUT"/cohort/*/*/L_CC.dcm 2>/dev/null | head -n 1 || true)
+HIGH=${HIGH:-$(ls "$OUT"/cohort/*/*/L_CC.dcm | head -n 1)}
+"$BIN/mammoprep" preview "$HIGH" --ref "$OUT/reference.npz" -o "$OUT/preview.png"
+
+echo "== 5. shards (harmonised, 512 px, 5 patient-level folds) -> $OUT/shards"
+"$BIN/mammoprep" shard "$OUT/cohort" -o "$OUT/shards" --labels "lumina:$OUT/cohort" \
+  --ref "$OUT/reference.npz" --size 512 --samples-per-shard 16 2>/dev/null
+
+echo "== 6. verify"
+"$BIN/mammoprep" verify "$OUT/shards"

@@ -68,6 +68,7 @@ def _harmonize_one(job: tuple) -> dict:
     try:
         rec = preprocess(src, prep, salt=salt)
         m = rec.meta
+        Path(dest).parent.mkdir(parents=True, exist_ok=True)
         if fmt == "png":
             write_png16(dest, rec.pixels)
         else:
