@@ -31,3 +31,10 @@ bench: venv
 
 clean:
 	rm -rf $(VENV) $(DEMO) .numba_cache .pytest_cache
+
+# every task x view configuration + harmonisation ablation; settings (make or environment
+# variables, e.g. make train-all SHARDS=... BACKBONES="efficientnet_b0 resnet50" SIZE=224
+# EPOCHS=100): see scripts/train_all.sh
+.PHONY: train-all
+train-all: venv
+	bash scripts/train_all.sh

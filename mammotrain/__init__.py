@@ -1,3 +1,16 @@
-"""mammotrain: streaming PyTorch training on mammoprep shards."""
+"""mammotrain: streaming PyTorch training on mammoprep shards.
+
+Modules (torch is imported by these, never by :mod:`mammoprep`):
+
+* :mod:`mammotrain.tasks` - task registry (:class:`~mammotrain.tasks.TaskSpec`, ``get_task``);
+* :mod:`mammotrain.data` - manifest planning, patient-grouped splits, the webdataset stream
+  (``ShardStream``) and exact-step epochs (``EpochLoader``);
+* :mod:`mammotrain.models` - timm backbones, ``MultiViewClassifier``, local weights;
+* :mod:`mammotrain.gradcam` - Grad-CAM on the backbones' last feature maps;
+* :mod:`mammotrain.metrics` - ACC/AUC/precision/recall/F1/specificity (NumPy);
+* :mod:`mammotrain.train` - ``TrainConfig``, ``train_fold``, ``run_cv`` (DDP under torchrun);
+* :mod:`mammotrain.report` - tables, ROC curves, energy/vendor AUC, ablation, combined report;
+* :mod:`mammotrain.cli` - the ``mammotrain`` command.
+"""
 
 __version__ = "0.1.0"

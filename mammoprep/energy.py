@@ -1,0 +1,185 @@
+"""Which images get harmonised: the energy class of the acquisition system, from metadata only.
+
+LUMINA harmonises high-energy systems (IMS, GE) to a low-energy reference (Metaltronica,
+FUJIFILM, Siemens, Carestream). The decision reads the ``manufacturer`` and ``model`` meta
+fields ((0008,0070) and (0008,1090)), never a label or a path. The table is a CSV shipped as
+``manifests/energy_classes.csv`` (columns ``manufacturer``, ``model``, ``energy``, ``note``;
+lines starting with ``#`` are comments): each pattern is a case-insensitive regular
+expression searched in the value, an empty pattern matches anything (but not both empty),
+and the first matching row wins. A user file with the same columns replaces it.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from .errors import MammoprepError
+
+ENERGIES = ("high", "low", "unknown")
+COLUMNS = ("manufacturer", "model", "energy", "note")
+REQUIRED = ("manufacturer", "energy")  # model and note columns may be left out
+_FILE = "energy_classes.csv"
+
+
+class EnergyTableError(MammoprepError):
+    """An energy-class table that cannot be used (missing file, bad column, bad row)."""
+
+    kind = "bad_energy_table"
+
+
+@dataclass(frozen=True)
+class EnergyRule:
+    """One row of the table. ``line`` is the 1-based line number in ``source``."""
+
+    manufacturer: re.Pattern | None
+    model: re.Pattern | None
+    energy: str
+    note: str
+    source: str
+    line: int
+
+    def matches(self, manufacturer: str, model: str) -> bool:
+        return (self.manufacturer is None or self.manufacturer.search(manufacturer) is not None
+                ) and (self.model is None or self.model.search(model) is not None)
+
+
+@dataclass(frozen=True)
+class EnergyTable:
+    """Ordered rules; :meth:`classify` returns the first match's energy, else 'unknown'."""
+
+    rules: tuple[EnergyRule, ...]
+    source: str
+
+    def match(self, manufacturer: str | None, model: str | None = None) -> EnergyRule | None:
+        man, mod = (manufacturer or "").strip(), (model or "").strip()
+        for rule in self.rules:
+            if rule.matches(man, mod):
+                return rule
+        return None
+
+    def classify(self, manufacturer: str | None, model: str | None = None) -> str:
+        rule = self.match(manufacturer, model)
+        return "unknown" if rule is None else rule.energy
+
+
+def default_table_path() -> Path:
+    """The shipped table: ``<repo>/manifests/energy_classes.csv`` (source checkout or
+    editable install), else ``mammoprep/data/energy_classes.csv`` inside an installed
+    package. Raises :class:`EnergyTableError` listing both places when neither exists."""
+    here = Path(__file__).resolve()
+    candidates = [here.parents[1] / "manifests" / _FILE, here.parent / "data" / _FILE]
+    for path in candidates:
+        if path.is_file():
+            return path
+    raise EnergyTableError(None, "the shipped energy-class table was not found at "
+                           + " or ".join(str(p) for p in candidates),
+                           hint="pass the CSV path explicitly (columns: "
+                           + ", ".join(COLUMNS) + ")")
+
+
+def _compile(pattern: str, path: Path, line: int, column: str) -> re.Pattern | None:
+    pattern = pattern.strip()
+    if not pattern:
+        return None
+    try:
+        return re.compile(pattern, re.IGNORECASE)
+    except re.error as err:
+        raise EnergyTableError(path, f"row at line {line}, column '{column}': invalid "
+                               f"regular expression {pattern!r} ({err})") from None
+
+
+def _parse(path: Path) -> EnergyTable:
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise EnergyTableError(path, "energy-class table not found") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise EnergyTableError(path, f"cannot read energy-class table: {err}") from None
+    # keep physical line numbers: comments become empty lines, which csv skips
+    lines = ["" if ln.lstrip().startswith("#") else ln for ln in text.splitlines()]
+    reader = csv.reader(lines)
+    header: list[str] | None = None
+    rules: list[EnergyRule] = []
+    try:
+        for row in reader:
+            line = reader.line_num
+            if not row or all(not c.strip() for c in row):
+                continue
+            if header is None:
+                header = [c.strip().lower() for c in row]
+                missing = [c for c in REQUIRED if c not in header]
+                if missing:
+                    raise EnergyTableError(path, f"header at line {line} lacks column(s) "
+                                           f"{', '.join(missing)} (found {header}; expected "
+                                           f"{', '.join(COLUMNS)})")
+                continue
+            if len(row) > len(header):
+                raise EnergyTableError(path, f"row at line {line} has {len(row)} fields, "
+                                       f"the header has {len(header)} (quote fields "
+                                       "that contain commas)")
+            cells = dict(zip(header, [c.strip() for c in row]))
+            energy = cells.get("energy", "").lower()
+            if energy not in ENERGIES:
+                raise EnergyTableError(path, f"row at line {line}, column 'energy': "
+                                       f"{cells.get('energy', '')!r} is not one of "
+                                       f"{', '.join(ENERGIES)}")
+            man = _compile(cells.get("manufacturer", ""), path, line, "manufacturer")
+            mod = _compile(cells.get("model", ""), path, line, "model")
+            if man is None and mod is None:
+                raise EnergyTableError(path, f"row at line {line}: columns 'manufacturer' "
+                                       "and 'model' are both empty (the row would match "
+                                       "every image)")
+            rules.append(EnergyRule(man, mod, energy, cells.get("note", ""), str(path),
+                                    line))
+    except csv.Error as err:
+        raise EnergyTableError(path, f"CSV syntax error near line {reader.line_num}: {err}"
+                               ) from None
+    if header is None:
+        raise EnergyTableError(path, "energy-class table is empty (expected a header "
+                               f"{','.join(COLUMNS)})")
+    return EnergyTable(tuple(rules), str(path))
+
+
+@lru_cache(maxsize=8)
+def _load_cached(path: Path, mtime_ns: int) -> EnergyTable:
+    return _parse(path)
+
+
+def load_energy_table(path: str | Path | None = None) -> EnergyTable:
+    """Read an energy-class table (default: the shipped one, :func:`default_table_path`).
+
+    Raises:
+        EnergyTableError: missing/unreadable file, missing column, bad regex, bad energy
+            value; the message names the file, the line and the column.
+    """
+    p = default_table_path() if path is None else Path(path)
+    try:
+        mtime = p.stat().st_mtime_ns
+    except OSError:
+        raise EnergyTableError(p, "energy-class table not found") from None
+    return _load_cached(p.resolve(), mtime)
+
+
+def energy_class(manufacturer: str | None, model: str | None = None,
+                 table: EnergyTable | None = None) -> str:
+    """``'high' | 'low' | 'unknown'`` for a Manufacturer / Model Name pair."""
+    return (table or load_energy_table()).classify(manufacturer, model)
+
+
+def should_harmonize(meta: Mapping[str, Any], only_energy: str | None = None,
+                     table: EnergyTable | None = None) -> bool:
+    """Whether an image with metadata ``meta`` (keys ``manufacturer``, ``model``) is to be
+    harmonised. ``only_energy=None``: every image; ``'high'`` / ``'low'``: only images of
+    that class (images of the other class and of unknown class are left untouched; the
+    caller reports the unknown ones)."""
+    if only_energy is None:
+        return True
+    if only_energy not in ("high", "low"):
+        raise ValueError(f"only_energy must be None, 'high' or 'low', got {only_energy!r}")
+    return energy_class(meta.get("manufacturer"), meta.get("model"), table) == only_energy

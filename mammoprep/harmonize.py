@@ -1,0 +1,323 @@
+"""Foreground CDF matching to a low-energy reference (LUMINA Section 4, Eq. 7).
+
+For a source image ``I_s`` with foreground ``M = {pixel > 0}`` (after MONOCHROME1->2 and
+burned-in text removal, :mod:`mammoprep.foreground`):
+
+* ``H_s``: histogram of the foreground, one bin per integer level (bin 0 excluded);
+  ``H_r``: the reference's pooled foreground histogram over ``0..2^b - 1``;
+* ``C_s(p) = sum_{k<=p} H_s[k] / sum H_s`` and ``C_r(q)`` likewise;
+* ``T(p) = argmin_{q in 1..2^b-1} |C_s(p) - C_r(q)|`` (smallest q on ties; monotone);
+* ``I_o = T(I_s)`` on the foreground, exactly 0 elsewhere.
+
+**No dynamic range is lost to binning**: the source histogram has one bin per integer level
+(65536 bins unless the caller states a smaller bit depth), so an archive that declares 16
+bits but uses only ~1,700 levels keeps every level; matching an image to its own histogram
+gives back every level it had. ``T`` is computed in O(bins) by a monotone two-pointer sweep
+(:func:`mammoprep.kernels.match_sweep`) and applied as a lookup table.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+import numba
+import numpy as np
+
+from . import kernels
+from .errors import MammoprepError, ReferenceError_
+from .record import Record
+
+#: Bit depth of the LUMINA low-energy reference.
+DEFAULT_BITS = 12
+_FORMAT = 1
+_KEYS = ("format", "hist", "bits", "image_hashes", "count")
+
+
+class PixelRangeError(MammoprepError):
+    """Pixel values above the stated bit depth (never silently truncated)."""
+
+    kind = "pixel_range"
+
+
+def _check_bits(bits: int, what: str = "bits") -> int:
+    if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)) \
+            or not 1 <= int(bits) <= 16:
+        raise ValueError(f"{what} must be an integer in 1..16, got {bits!r}")
+    return int(bits)
+
+
+def _as_u16(pixels: np.ndarray) -> np.ndarray:
+    pixels = np.asarray(pixels)
+    if pixels.ndim != 2:
+        raise ValueError(f"pixels must be 2-D [rows, cols], got shape {pixels.shape}")
+    if pixels.dtype == np.uint16:
+        return pixels
+    if not np.issubdtype(pixels.dtype, np.integer):
+        raise ValueError(f"pixels must be an integer array, got {pixels.dtype}")
+    if pixels.size and (int(pixels.min()) < 0 or int(pixels.max()) > 65535):
+        raise PixelRangeError(None, f"pixel values {int(pixels.min())}..{int(pixels.max())}"
+                              " do not fit uint16")
+    return pixels.astype(np.uint16)
+
+
+def foreground_histogram(pixels: np.ndarray, bits: int = 16) -> np.ndarray:
+    """``int64 [2^bits]``: count of every foreground level of ``pixels`` (uint16 [rows,
+    cols]); bin 0 (background) is 0.
+
+    Raises:
+        PixelRangeError: a pixel value above ``2^bits - 1`` (with the count of such pixels).
+    """
+    bits = _check_bits(bits)
+    pixels = _as_u16(pixels)
+    nbins = 1 << bits
+    hist = kernels.histogram_u16(pixels, nbins, True, numba.get_num_threads())
+    if hist[nbins]:
+        raise PixelRangeError(None, f"{int(hist[nbins])} pixels have values above "
+                              f"{nbins - 1} = 2^{bits} - 1",
+                              hint="state the true bit depth (or leave bits=None)")
+    return hist[:nbins]
+
+
+def _cdf(hist: np.ndarray) -> np.ndarray:
+    """float64 normalised cumulative histogram (the one formula used for source and
+    reference, so equal counts give bit-identical CDFs)."""
+    c = np.cumsum(hist, dtype=np.int64)
+    return c / np.float64(c[-1])
+
+
+def match_lut(src_hist: np.ndarray, ref_cdf: np.ndarray) -> np.ndarray:
+    """``uint16 [len(src_hist)]`` lookup table ``T`` of Eq. 7 with ``T[0] = 0`` and
+    ``T[p] in 1..len(ref_cdf)-1``.
+
+    Args:
+        src_hist: foreground histogram of the source, ``int [levels]`` (bin 0 is ignored).
+        ref_cdf: normalised reference CDF, ``float64 [2^b]`` (:attr:`Reference.cdf`).
+    """
+    src = np.array(src_hist, dtype=np.int64)
+    if src.ndim != 1 or len(src) < 2:
+        raise ValueError("src_hist must be 1-D with at least 2 bins")
+    src[0] = 0
+    if src.sum() == 0:
+        raise MammoprepError(None, "cannot harmonise an image without foreground pixels "
+                             "(every pixel is 0)")
+    ref_cdf = np.ascontiguousarray(ref_cdf, dtype=np.float64)
+    if ref_cdf.ndim != 1 or len(ref_cdf) < 2 or len(ref_cdf) > 65536:
+        raise ValueError("ref_cdf must be 1-D with 2..65536 bins")
+    return kernels.match_sweep(_cdf(src), ref_cdf)
+
+
+def apply_lut(pixels: np.ndarray, lut: np.ndarray) -> np.ndarray:
+    """``uint16 [rows, cols]``: ``lut[pixels]``; background 0 stays 0 (``lut[0]`` must be
+    0). A pixel value without a LUT entry raises :class:`PixelRangeError`."""
+    pixels = _as_u16(pixels)
+    lut = np.asarray(lut)
+    if lut.ndim != 1 or len(lut) == 0 or len(lut) > 65536:
+        raise ValueError("lut must be 1-D with 1..65536 entries")
+    if lut[0] != 0:
+        raise ValueError(f"lut[0] must be 0 (background stays 0), got {lut[0]}")
+    if len(lut) < 65536:
+        top = int(pixels.max()) if pixels.size else 0
+        if top >= len(lut):
+            raise PixelRangeError(None, f"pixel value {top} has no entry in a LUT of "
+                                  f"{len(lut)} levels")
+    return kernels.apply_lut(pixels, _full_lut(lut))
+
+
+def _full_lut(lut: np.ndarray) -> np.ndarray:
+    full = np.zeros(65536, np.uint16)
+    full[: len(lut)] = lut
+    return full
+
+
+@dataclass(frozen=True, eq=False)
+class Reference:
+    """A harmonisation reference: the pooled foreground histogram of low-energy images.
+
+    Attributes:
+        hist: ``int64 [2^bits]``, pooled foreground counts, ``hist[0] == 0`` (read-only).
+        bits: bit depth ``b`` of the reference; matched images take levels ``1..2^b-1``.
+        image_hashes: one string per contributing image (e.g. sha256 of its pixels).
+        count: number of contributing images (``== len(image_hashes)``).
+    """
+
+    hist: np.ndarray
+    bits: int = DEFAULT_BITS
+    image_hashes: tuple[str, ...] = field(default_factory=tuple)
+    count: int = 0
+
+    def __post_init__(self) -> None:
+        problem = _reference_problem(self.hist, self.bits, self.image_hashes, self.count)
+        if problem:
+            raise ReferenceError_(None, problem)
+        hist = np.array(self.hist, dtype=np.int64)
+        hist.flags.writeable = False
+        object.__setattr__(self, "hist", hist)
+        object.__setattr__(self, "bits", int(self.bits))
+        object.__setattr__(self, "image_hashes", tuple(str(h) for h in self.image_hashes))
+        object.__setattr__(self, "count", int(self.count))
+
+    @classmethod
+    def from_histograms(cls, histograms: Iterable[np.ndarray], bits: int = DEFAULT_BITS,
+                        image_hashes: Sequence[str] | None = None) -> "Reference":
+        """Pool per-image foreground histograms (each ``int [levels]``, bin 0 ignored).
+
+        A histogram longer than ``2^bits`` is accepted only if it has no counts above
+        ``2^bits - 1``. ``image_hashes`` defaults to one placeholder per histogram
+        (``"hist-<i>"``)."""
+        bits = _check_bits(bits)
+        n = 1 << bits
+        pooled = np.zeros(n, np.int64)
+        k = 0
+        for k, h in enumerate(histograms, start=1):
+            h = np.asarray(h)
+            if h.ndim != 1 or not np.issubdtype(h.dtype, np.integer):
+                raise ReferenceError_(None, f"histogram {k} must be a 1-D integer array")
+            if (h < 0).any():
+                raise ReferenceError_(None, f"histogram {k} has negative counts")
+            if len(h) > n and h[n:].any():
+                top = n + int(np.flatnonzero(h[n:])[-1])
+                raise ReferenceError_(None, f"histogram {k} has level {top} above "
+                                      f"2^{bits} - 1", hint="build the reference with "
+                                      "images of that bit depth or raise bits")
+            m = min(len(h), n)
+            pooled[:m] += h[:m].astype(np.int64)
+        pooled[0] = 0
+        hashes = tuple(image_hashes) if image_hashes is not None else \
+            tuple(f"hist-{i}" for i in range(k))
+        if len(hashes) != k:
+            raise ReferenceError_(None, f"{len(hashes)} image hashes for {k} histograms")
+        return cls(pooled, bits, hashes, k)
+
+    @classmethod
+    def from_images(cls, images: Iterable[np.ndarray], bits: int = DEFAULT_BITS,
+                    image_hashes: Sequence[str] | None = None) -> "Reference":
+        """Pool the foreground histograms of ``uint16 [rows, cols]`` images (text already
+        removed). ``image_hashes`` defaults to sha256 of each image's bytes (16 hex)."""
+        bits = _check_bits(bits)
+        hists, hashes = [], []
+        for px in images:
+            px = _as_u16(px)
+            hists.append(foreground_histogram(px, bits))
+            hashes.append(hashlib.sha256(np.ascontiguousarray(px).tobytes()).hexdigest()[:16])
+        return cls.from_histograms(hists, bits,
+                                   hashes if image_hashes is None else image_hashes)
+
+    @cached_property
+    def cdf(self) -> np.ndarray:
+        """``float64 [2^bits]``: normalised cumulative foreground histogram, ``cdf[0] = 0``,
+        ``cdf[-1] = 1``."""
+        c = _cdf(self.hist)
+        c.flags.writeable = False
+        return c
+
+    @property
+    def digest(self) -> str:
+        """sha256 (16 hex) of the bit depth and the histogram: identifies the reference."""
+        h = hashlib.sha256(f"bits={self.bits};".encode())
+        h.update(self.hist.astype("<i8").tobytes())
+        return h.hexdigest()[:16]
+
+    def save(self, path: str | Path) -> Path:
+        """Write ``path`` (.npz; keys format, hist, bits, image_hashes, count)."""
+        path = Path(path)
+        hashes = np.array(self.image_hashes, dtype=np.str_) if self.image_hashes \
+            else np.zeros(0, dtype="<U1")
+        with open(path, "wb") as fh:
+            np.savez(fh, format=np.int64(_FORMAT), hist=self.hist.astype("<i8"),
+                     bits=np.int64(self.bits), image_hashes=hashes,
+                     count=np.int64(self.count))
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Reference":
+        """Read a reference written by :meth:`save`; raises :class:`ReferenceError_`
+        naming the file and what is wrong."""
+        path = Path(path)
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                missing = [k for k in _KEYS if k not in z.files]
+                if missing:
+                    raise ReferenceError_(path, f"not a mammoprep reference: missing key(s) "
+                                          f"{', '.join(missing)} (found {sorted(z.files)})")
+                arrays = {k: z[k] for k in _KEYS}
+        except ReferenceError_:
+            raise
+        except FileNotFoundError:
+            raise ReferenceError_(path, "reference file not found") from None
+        except (OSError, ValueError, EOFError) as err:
+            raise ReferenceError_(path, f"cannot read reference (.npz expected): {err}"
+                                  ) from None
+        if arrays["format"].shape != () or int(arrays["format"]) != _FORMAT:
+            raise ReferenceError_(path, f"unsupported reference format {arrays['format']!r}"
+                                  f" (this version reads format {_FORMAT})")
+        for key in ("bits", "count"):
+            a = arrays[key]
+            if a.shape != () or not np.issubdtype(a.dtype, np.integer):
+                raise ReferenceError_(path, f"'{key}' must be an integer scalar, got "
+                                      f"{a.dtype} {a.shape}")
+        hist, hashes = arrays["hist"], arrays["image_hashes"]
+        if not np.issubdtype(hist.dtype, np.integer):
+            raise ReferenceError_(path, f"'hist' must hold integers, got {hist.dtype}")
+        if hashes.ndim != 1 or (hashes.size and hashes.dtype.kind != "U"):
+            raise ReferenceError_(path, "'image_hashes' must be a 1-D array of strings")
+        bits, count = int(arrays["bits"]), int(arrays["count"])
+        problem = _reference_problem(hist, bits, tuple(hashes.tolist()), count)
+        if problem:
+            raise ReferenceError_(path, problem)
+        return cls(hist, bits, tuple(hashes.tolist()), count)
+
+
+def _reference_problem(hist, bits, hashes, count) -> str | None:
+    """What is wrong with these reference fields, or None."""
+    if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)) \
+            or not 1 <= int(bits) <= 16:
+        return f"bits must be an integer in 1..16, got {bits!r}"
+    hist = np.asarray(hist)
+    if hist.ndim != 1 or hist.shape[0] != 1 << int(bits):
+        return (f"histogram shape {hist.shape} does not match bits={bits} "
+                f"(expected ({1 << int(bits)},))")
+    if hist.size and not np.issubdtype(hist.dtype, np.integer):
+        return f"histogram must hold integers, got {hist.dtype}"
+    if (hist < 0).any():
+        return "histogram has negative counts"
+    if hist[0] != 0:
+        return f"histogram bin 0 (background) must be 0, got {int(hist[0])}"
+    if hist.sum() == 0:
+        return "histogram is empty (no foreground pixels)"
+    if int(count) != len(hashes):
+        return f"count {count} does not match the {len(hashes)} image hashes"
+    return None
+
+
+def harmonize_pixels(pixels: np.ndarray, reference: Reference,
+                     bits: int | None = None) -> np.ndarray:
+    """Match the foreground of ``pixels`` (uint16 [rows, cols]) to ``reference`` (Eq. 7).
+
+    Args:
+        bits: bit depth of the source; values above ``2^bits - 1`` raise
+            :class:`PixelRangeError`. ``None`` (default): one bin for every uint16 level.
+    Returns:
+        ``uint16 [rows, cols]``: background exactly 0, foreground in
+        ``1..2^reference.bits - 1``.
+    """
+    pixels = _as_u16(pixels)
+    hist = foreground_histogram(pixels, 16 if bits is None else bits)
+    top = int(np.flatnonzero(hist)[-1]) if hist.any() else 1
+    lut = match_lut(hist[: max(top, 1) + 1], reference.cdf)  # levels above the max: unused
+    return kernels.apply_lut(pixels, _full_lut(lut))
+
+
+def harmonize(record: Record, reference: Reference) -> Record:
+    """Record step: :func:`harmonize_pixels`; meta gains ``harmonized = True``,
+    ``reference_bits`` and ``bits_stored = reference.bits``."""
+    try:
+        pixels = harmonize_pixels(record.pixels, reference)
+    except MammoprepError as err:
+        raise type(err)(record.path, err.problem, tag=err.tag, value=err.value,
+                        hint=err.hint) from None
+    return record.evolve(pixels, step="harmonize", harmonized=True,
+                         reference_bits=reference.bits, bits_stored=reference.bits)

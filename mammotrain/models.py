@@ -1,0 +1,280 @@
+"""Backbones by timm name, the multi-view classifier of LUMINA, local pretrained weights.
+
+``MultiViewClassifier``: ``V`` views (1 = single-view, 2 = CC + MLO) of one breast go through
+one shared backbone (default) or one backbone per view; the pooled features of the views are
+concatenated (``[B, V * F]``) and passed to an MLP (hidden 128, ReLU, dropout 0.3) and the
+output layer (``[B, K]`` logits). Every backbone's last feature map passes through a
+:class:`FeatureTap` (an identity module), which is where Grad-CAM hooks in.
+
+Weights are never downloaded: backbones are built with ``pretrained=False``; ImageNet (or any)
+weights come only from a local ``.pth`` / ``.safetensors`` file (:func:`load_backbone_weights`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+
+class UnknownModelError(ValueError):
+    """A backbone name timm does not know."""
+
+
+def check_backbone_name(name: str) -> None:
+    """Raise :class:`UnknownModelError` (with close matches) unless timm knows ``name``."""
+    import timm
+
+    if not timm.is_model(name):
+        stem = name.split("_")[0][:6]
+        close = timm.list_models(f"*{stem}*")[:8] if stem else []
+        hint = f"; similar: {', '.join(close)}" if close else ""
+        raise UnknownModelError(f"Unknown model {name!r} (timm {timm.__version__}){hint}")
+
+
+def create_backbone(name: str, in_chans: int = 3, img_size: int | None = None,
+                    **kwargs: Any) -> nn.Module:
+    """A timm model without classifier (``num_classes=0``), random init, never downloaded.
+
+    ``img_size`` is passed to models that take it (ViT, Swin, EVA/DINOv3: fixed-size position
+    embeddings / windows) and ignored by the rest (CNNs). The model maps ``[B, in_chans, H, W]``
+    to pooled features ``[B, F]`` with ``F = feature_dim(model)``.
+    """
+    import timm
+
+    check_backbone_name(name)
+    kw = dict(pretrained=False, num_classes=0, in_chans=in_chans, **kwargs)
+    if img_size is not None:
+        try:
+            return timm.create_model(name, img_size=img_size, **kw)
+        except TypeError as exc:
+            if "img_size" not in str(exc):
+                raise
+    return timm.create_model(name, **kw)
+
+
+def feature_dim(backbone: nn.Module) -> int:
+    """Width ``F`` of ``backbone.forward_head(..., pre_logits=True)``."""
+    return int(getattr(backbone, "head_hidden_size", None) or backbone.num_features)
+
+
+class FeatureTap(nn.Identity):
+    """Identity on a backbone's last feature map (NCHW, NHWC or tokens ``[B, N, F]``).
+
+    Records the input size of the images so the map can be brought to ``[B, F, h, w]``.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.input_hw: tuple[int, int] | None = None
+
+
+def to_nchw(backbone: nn.Module, fmap: torch.Tensor, input_hw: tuple[int, int]) -> torch.Tensor:
+    """A backbone's ``forward_features`` output -> ``[B, F, h, w]``.
+
+    NCHW (CNNs) unchanged; NHWC (``output_fmt == 'NHWC'``, Swin) permuted; tokens
+    ``[B, P + h*w, F]`` (ViT, EVA/DINOv3): the ``P = num_prefix_tokens`` class/register tokens
+    dropped and the patch tokens laid out on the patch grid.
+    """
+    if fmap.ndim == 4:
+        if getattr(backbone, "output_fmt", "NCHW") == "NHWC":
+            return fmap.permute(0, 3, 1, 2)
+        return fmap
+    if fmap.ndim == 3:
+        tokens = fmap[:, int(getattr(backbone, "num_prefix_tokens", 0) or 0):]
+        n = tokens.shape[1]
+        h_in, w_in = input_hw
+        gh = max(1, round((n * h_in / w_in) ** 0.5))
+        gw = n // gh
+        if gh * gw != n:
+            raise ValueError(f"cannot lay {n} tokens on a grid for a {h_in}x{w_in} input")
+        return tokens.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], gh, gw)
+    raise ValueError(f"unexpected feature map shape {tuple(fmap.shape)}")
+
+
+class InputNorm(nn.Module):
+    """Grayscale in [0, 1] ``[..., 1, H, W]`` -> model input ``[..., in_chans, H, W]``:
+    replicated to 3 channels and ImageNet-normalised, or one channel normalised with the
+    means of the ImageNet values (:func:`mammotrain.data.normalize`)."""
+
+    def __init__(self, in_chans: int = 3):
+        super().__init__()
+        if in_chans not in (1, 3):
+            raise ValueError(f"in_chans must be 1 or 3, got {in_chans}")
+        self.in_chans = in_chans
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        from .data import normalize
+
+        if x.shape[-3] != 1:
+            raise ValueError(f"expected one grayscale channel [..., 1, H, W], got {tuple(x.shape)}")
+        return normalize(x, self.in_chans)
+
+
+class MultiViewClassifier(nn.Module):
+    """``x`` float ``[B, V, 1, H, W]`` (grayscale in [0, 1], as the loader yields) -> logits
+    float ``[B, K]``. :class:`InputNorm` makes the backbone input ``[B*V, in_chans, H, W]``.
+
+    backbone: timm name; views: V (1 or 2); shared: one backbone for all views (default) or
+    one per view; hidden/dropout: the MLP head (LUMINA: 128, 0.3); global_pool: the
+    backbone's pooling (timm's ``global_pool``: 'avg', 'max', ...; None = the model's default).
+    """
+
+    def __init__(self, backbone: str, num_classes: int, views: int = 2, shared: bool = True,
+                 in_chans: int = 3, img_size: int | None = None, hidden: int = 128,
+                 dropout: float = 0.3, global_pool: str | None = None):
+        super().__init__()
+        if views < 1:
+            raise ValueError(f"views must be >= 1, got {views}")
+        self.backbone_name, self.views, self.shared = backbone, views, shared or views == 1
+        n = 1 if self.shared else views
+        kw = {} if global_pool is None else {"global_pool": global_pool}
+        self.backbones = nn.ModuleList(create_backbone(backbone, in_chans, img_size, **kw)
+                                       for _ in range(n))
+        self.taps = nn.ModuleList(FeatureTap() for _ in range(n))
+        self.input_norm = InputNorm(in_chans)
+        self.feature_dim = feature_dim(self.backbones[0])
+        self.head = nn.Sequential(nn.Linear(views * self.feature_dim, hidden),
+                                  nn.ReLU(inplace=True), nn.Dropout(dropout),
+                                  nn.Linear(hidden, num_classes))
+        self.channels_last = False
+
+    def embed(self, i: int, x: torch.Tensor) -> torch.Tensor:
+        """Images ``[N, 1, H, W]`` in [0, 1] through backbone ``i`` -> pooled features
+        ``[N, F]``."""
+        x = self.input_norm(x)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        bb = self.backbones[i]
+        self.taps[i].input_hw = (x.shape[-2], x.shape[-1])
+        fmap = self.taps[i](bb.forward_features(x))
+        return bb.forward_head(fmap, pre_logits=True)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """``[B, V, 1, H, W]`` -> concatenated view features ``[B, V * F]``."""
+        if x.ndim != 5 or x.shape[1] != self.views:
+            raise ValueError(f"expected input [B, {self.views}, 1, H, W], got {tuple(x.shape)}")
+        b = x.shape[0]
+        if self.shared:
+            return self.embed(0, x.flatten(0, 1)).reshape(b, -1)
+        return torch.cat([self.embed(i, x[:, i]) for i in range(self.views)], dim=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.forward_features(x))
+
+    def load_pretrained(self, path: str | Path) -> list["LoadReport"]:
+        """Load a local weight file into every backbone (see :func:`load_backbone_weights`)."""
+        return [load_backbone_weights(bb, path) for bb in self.backbones]
+
+
+def build_model(backbone: str, num_classes: int, views: int = 2, shared: bool = True,
+                in_chans: int = 3, img_size: int | None = None, pretrained: str | None = None,
+                hidden: int = 128, dropout: float = 0.3, global_pool: str | None = None
+                ) -> tuple[MultiViewClassifier, list]:
+    """The classifier and, with ``pretrained``, one :class:`LoadReport` per backbone."""
+    model = MultiViewClassifier(backbone, num_classes, views, shared, in_chans, img_size,
+                                hidden, dropout, global_pool)
+    reports = model.load_pretrained(pretrained) if pretrained else []
+    return model, reports
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+# ------------------------------------------------------------------------ local weights
+
+@dataclass
+class LoadReport:
+    """Outcome of loading a weight file into a backbone (``strict=False``)."""
+
+    path: str
+    loaded: int
+    total: int
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    mismatched: list[str] = field(default_factory=list)
+    adapted: list[str] = field(default_factory=list)
+
+    def describe(self) -> str:
+        def few(xs):
+            return (", ".join(xs[:4]) + (f", ... ({len(xs)})" if len(xs) > 4 else "")) or "-"
+        return (f"{self.path}: loaded {self.loaded}/{self.total} tensors; "
+                f"missing {few(self.missing)}; unexpected {few(self.unexpected)}; "
+                f"shape mismatch {few(self.mismatched)}"
+                + (f"; summed to 1 channel {few(self.adapted)}" if self.adapted else ""))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Tensors of a ``.safetensors`` or ``.pth``/``.pt`` file (a state dict, or a checkpoint
+    with the state dict under ``state_dict`` / ``model`` / ``model_state``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: pretrained weight file not found")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        sd: Any = load_file(str(path))
+    else:
+        sd = torch.load(path, map_location="cpu", weights_only=True)
+    for k in ("state_dict", "model", "model_state"):
+        if isinstance(sd, dict) and isinstance(sd.get(k), dict):
+            sd = sd[k]
+            break
+    if not isinstance(sd, dict) or not all(torch.is_tensor(v) for v in sd.values()):
+        raise ValueError(f"{path}: not a state dict of tensors")
+    return sd
+
+
+_PREFIXES = ("module.", "backbone.", "backbones.0.", "model.", "encoder.")
+
+
+def _strip(sd: dict[str, torch.Tensor], own: set[str]) -> dict[str, torch.Tensor]:
+    """Remove wrapper prefixes (DDP ``module.``, a mammotrain checkpoint's ``backbones.0.``,
+    ...) while that increases the overlap with the model's keys."""
+    best = sd
+    changed = True
+    while changed:
+        changed = False
+        for p in _PREFIXES:
+            cand = {k[len(p):] if k.startswith(p) else k: v for k, v in best.items()}
+            if len(own & cand.keys()) > len(own & best.keys()):
+                best, changed = cand, True
+    return best
+
+
+def load_backbone_weights(backbone: nn.Module, path: str | Path) -> LoadReport:
+    """Load matching tensors of a local file into ``backbone`` (``strict=False``).
+
+    Classifier tensors and other extra keys are reported as unexpected, shape mismatches are
+    skipped and reported; a 3-channel input convolution loaded into a 1-channel model is
+    summed over its input channels. Raises ValueError when nothing matches (wrong file).
+    """
+    own = backbone.state_dict()
+    sd = _strip(read_state_dict(path), set(own))
+    take: dict[str, torch.Tensor] = {}
+    rep = LoadReport(str(path), 0, len(own))
+    for k, v in sd.items():
+        if k not in own:
+            rep.unexpected.append(k)
+        elif v.shape == own[k].shape:
+            take[k] = v
+        elif (v.ndim == 4 and own[k].ndim == 4 and own[k].shape[1] == 1 and v.shape[1] == 3
+              and v.shape[0] == own[k].shape[0] and v.shape[2:] == own[k].shape[2:]):
+            take[k] = v.sum(dim=1, keepdim=True)
+            rep.adapted.append(k)
+        else:
+            rep.mismatched.append(f"{k} {tuple(v.shape)}->{tuple(own[k].shape)}")
+    if not take:
+        raise ValueError(f"{path}: no tensor matches backbone "
+                         f"{type(backbone).__name__} (first keys: {list(sd)[:3]})")
+    backbone.load_state_dict(take, strict=False)
+    rep.loaded = len(take)
+    rep.missing = sorted(set(own) - set(take))
+    return rep

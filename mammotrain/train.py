@@ -1,0 +1,543 @@
+"""One trainer for every task: folds, epochs, checkpoints, evaluation, predictions.
+
+Layout of a run folder ``OUT``::
+
+    OUT/config.json            resolved TrainConfig, versions, example counts and exclusions
+    OUT/foldK/split.json       patient-disjoint train/val/test uids of test fold K
+    OUT/foldK/checkpoint.pt    last epoch (model, optimiser, scheduler, scaler, RNG, history)
+    OUT/foldK/best.pt          weights of the epoch selected on the validation split
+    OUT/foldK/history.jsonl    one line per epoch (train loss, val loss/metrics, lr, time)
+    OUT/foldK/train_log.rankR.jsonl   per-rank step counts (DDP)
+    OUT/foldK/predictions.parquet     test-fold predictions of the selected model
+    OUT/foldK/metrics.json     test-fold metrics
+    OUT/foldK/gradcam.png      Grad-CAM overlays of a few test examples
+
+The report (summary table, ROC curves, energy-/vendor-wise AUC) is written by
+:mod:`mammotrain.report` from the fold folders. Runs under ``torchrun`` use DDP (gloo on CPU,
+NCCL on GPU); rank 0 evaluates and writes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import random
+import time
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from .data import (EpochLoader, Example, Preprocess, ShardStream, Split, folds_in,
+                   plan_examples, read_manifest, split_examples)
+from .metrics import classification_metrics
+from .models import build_model, check_backbone_name, count_parameters
+from .tasks import get_task
+
+TRANSFORMER_PREFIXES = ("swin", "vit", "eva", "deit", "beit", "cait", "mambaout")
+
+#: fields that may differ when a run is resumed
+_RESUME_FREE = ("out", "workers", "device", "gradcam", "folds")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Every option of a training run (LUMINA defaults). Written to ``OUT/config.json``.
+
+    lr: None = 1e-5 for transformers (Swin, ViT, EVA/DINOv3), 1e-3 for CNNs (LUMINA).
+    folds: test folds to run (None = every fold in the manifest).
+    val_fraction: share of the training folds' patients held out for model selection.
+    select: model selection on the validation split: 'auc' (highest AUC, ties: lowest loss),
+        'loss' (lowest loss) or 'last' (last epoch).
+    amp / channels_last: None = on for CUDA, off for CPU.
+    max_steps_per_epoch: cap on optimiser steps per epoch (quick runs).
+    global_pool: backbone pooling passed to timm ('avg', 'max', ...; None = model default).
+    """
+
+    task: str = "diagnosis"
+    views: int = 2
+    backbone: str = "efficientnet_b0"
+    size: int = 224
+    shards: str = ""
+    out: str = "runs/run"
+    epochs: int = 100
+    batch_size: int = 32
+    lr: float | None = None
+    weight_decay: float = 1e-5
+    step_size: int = 30
+    gamma: float = 0.1
+    folds: tuple[int, ...] | None = None
+    val_fraction: float = 0.2
+    workers: int = 2
+    device: str = "auto"
+    shared: bool = True
+    pretrained: str | None = None
+    seed: int = 0
+    max_steps_per_epoch: int | None = None
+    in_chans: int = 3
+    resize: str = "square"
+    intensity: str = "bits"
+    flip_p: float = 0.5
+    hidden: int = 128
+    dropout: float = 0.3
+    global_pool: str | None = None
+    select: str = "auc"
+    amp: bool | None = None
+    channels_last: bool | None = None
+    deterministic: bool = True
+    eval_batch_size: int | None = None
+    shuffle_buffer: int = 64
+    gradcam: int = 4
+
+    def validate(self) -> "TrainConfig":
+        get_task(self.task)
+        check_backbone_name(self.backbone)
+        checks = [(self.views in (1, 2), "views", "1 or 2"),
+                  (self.size >= 16, "size", ">= 16"), (self.epochs >= 1, "epochs", ">= 1"),
+                  (self.batch_size >= 1, "batch_size", ">= 1"),
+                  (self.select in ("auc", "loss", "last"), "select", "auc, loss or last"),
+                  (0 <= self.val_fraction < 1, "val_fraction", "in [0, 1)"),
+                  (bool(self.shards), "shards", "a shard folder")]
+        for ok, name, what in checks:
+            if not ok:
+                raise ValueError(f"{name} must be {what}, got {getattr(self, name)!r}")
+        return self
+
+    def resolved(self) -> "TrainConfig":
+        """Defaults filled in: lr by backbone family, device, AMP and channels_last."""
+        lr = self.lr
+        if lr is None:
+            lr = 1e-5 if self.backbone.startswith(TRANSFORMER_PREFIXES) else 1e-3
+        device = self.device
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        cuda = device.startswith("cuda")
+        return replace(self, lr=lr, device=device,
+                       amp=cuda if self.amp is None else self.amp,
+                       channels_last=cuda if self.channels_last is None else self.channels_last,
+                       folds=tuple(self.folds) if self.folds is not None else None)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["folds"] = list(self.folds) if self.folds is not None else None
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+        names = {f.name for f in fields(cls)}
+        d = {k: v for k, v in d.items() if k in names}
+        if d.get("folds") is not None:
+            d["folds"] = tuple(d["folds"])
+        return cls(**d)
+
+    def preprocess(self) -> Preprocess:
+        return Preprocess(self.size, self.resize, self.intensity)
+
+
+# ------------------------------------------------------------------------ distributed
+
+@dataclass(frozen=True)
+class Dist:
+    """Process group membership (world = 1 without torchrun)."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            torch.distributed.barrier()
+
+
+def init_distributed(device: str) -> Dist:
+    """Join the torchrun process group when ``WORLD_SIZE > 1`` (gloo on CPU, NCCL on CUDA)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Dist()
+    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    if not torch.distributed.is_initialized():
+        backend = "nccl" if device.startswith("cuda") else "gloo"
+        if device.startswith("cuda"):
+            torch.cuda.set_device(local)
+        torch.distributed.init_process_group(backend)
+    return Dist(rank, world, local)
+
+
+def _device(cfg: TrainConfig, dist: Dist) -> torch.device:
+    if cfg.device.startswith("cuda") and dist.world > 1:
+        return torch.device("cuda", dist.local_rank)
+    return torch.device(cfg.device)
+
+
+def seed_everything(seed: int, deterministic: bool) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2 ** 32))
+    torch.manual_seed(seed)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = True
+        torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+# ----------------------------------------------------------------------------- helpers
+
+def _atomic_save(obj: Any, path: Path) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str))
+    os.replace(tmp, path)
+
+
+def _append_jsonl(path: Path, obj: dict) -> None:
+    with open(path, "a") as fh:
+        fh.write(json.dumps(obj, sort_keys=True, default=float) + "\n")
+
+
+def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    return model.module if hasattr(model, "module") else model
+
+
+def _autocast(cfg: TrainConfig, device: torch.device):
+    if cfg.amp and device.type == "cuda":
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.autocast("cuda", dtype=dtype)
+    return torch.autocast(device.type, enabled=False)
+
+
+def versions() -> dict[str, str]:
+    import timm
+    import webdataset
+
+    import mammoprep
+
+    from . import __version__
+    return {"mammotrain": __version__, "mammoprep": mammoprep.__version__,
+            "torch": torch.__version__, "timm": timm.__version__,
+            "webdataset": getattr(webdataset, "__version__", "?"),
+            "python": platform.python_version()}
+
+
+def prepare(cfg: TrainConfig) -> tuple[list[dict], list[Example], Any, list[int]]:
+    """Manifest rows, the task's examples, the plan report and the folds to run."""
+    task = get_task(cfg.task)
+    rows = read_manifest(cfg.shards)
+    examples, plan = plan_examples(rows, task, cfg.views)
+    available = folds_in(rows)
+    if not available:
+        raise ValueError(f"{cfg.shards}/images.parquet: no fold assigned; shard with --folds >= 2")
+    folds = list(cfg.folds) if cfg.folds is not None else available
+    bad = [f for f in folds if f not in available]
+    if bad:
+        raise ValueError(f"folds {bad} not in {cfg.shards}/images.parquet (folds: {available})")
+    return rows, examples, plan, folds
+
+
+def write_run_config(cfg: TrainConfig, plan, folds: list[int], resume: bool) -> None:
+    """``OUT/config.json``; with ``resume`` the stored config must match (except
+    :data:`_RESUME_FREE` fields)."""
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "config.json"
+    if resume and path.exists():
+        old = json.loads(path.read_text()).get("config", {})
+        new = cfg.to_dict()
+        diff = sorted(k for k in new if k not in _RESUME_FREE and old.get(k) != new[k])
+        if diff:
+            raise ValueError(f"{path}: --resume with other options than the stored run "
+                             f"({', '.join(f'{k}: {old.get(k)!r} -> {new[k]!r}' for k in diff)})")
+    _write_json(path, {"config": cfg.to_dict(), "versions": versions(), "folds": folds,
+                       "plan": plan.to_dict()})
+
+
+# -------------------------------------------------------------------------- evaluation
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, loader: EpochLoader, cfg: TrainConfig,
+            device: torch.device) -> dict[str, Any]:
+    """Run ``model`` over ``loader`` -> {'uid': [N], 'label': int [N], 'probs': float [N, K],
+    'loss': mean cross-entropy}."""
+    task = get_task(cfg.task)
+    crit = task.make_loss()
+    model.eval()
+    uids, labels, probs, loss_sum = [], [], [], 0.0
+    for batch in loader:
+        x = batch["image"].to(device, non_blocking=True)
+        y = batch["label"].to(device)
+        with _autocast(cfg, device):
+            logits = model(x)
+        loss_sum += float(crit(logits.float(), y)) * len(y)
+        probs.append(task.activate(logits).cpu().numpy())
+        labels.append(batch["label"].numpy())
+        uids.extend(batch["uid"])
+    n = len(uids)
+    return {"uid": uids, "label": np.concatenate(labels) if labels else np.zeros(0, np.int64),
+            "probs": np.concatenate(probs) if probs else np.zeros((0, task.num_classes)),
+            "loss": loss_sum / max(n, 1)}
+
+
+def _eval_loader(cfg: TrainConfig, examples: list[Example]) -> EpochLoader:
+    stream = ShardStream(cfg.shards, examples, cfg.preprocess(), train=False, seed=cfg.seed)
+    return EpochLoader(stream, cfg.eval_batch_size or cfg.batch_size,
+                       workers=min(cfg.workers, 2), drop_last=False)
+
+
+def _selection_score(cfg: TrainConfig, val: dict[str, float]) -> tuple[float, float]:
+    auc = val.get("auc", float("nan"))
+    if cfg.select == "auc":
+        return (auc if math.isfinite(auc) else -math.inf, -val["loss"])
+    return (-val["loss"], 0.0)
+
+
+def predictions_table(pred: dict[str, Any], examples: dict[str, Example], fold: int,
+                      split: str) -> list[dict[str, Any]]:
+    """Rows of ``predictions.parquet``: uid, key, view ('cc', 'mlo' or 'cc+mlo'), patient,
+    fold, split, label, pred (arg-max), scores (class probabilities), score (binary: p of
+    class 1; multi-class: p of the label), energy, manufacturer."""
+    rows = []
+    for uid, label, p in zip(pred["uid"], pred["label"], pred["probs"]):
+        e = examples[uid]
+        rows.append({"uid": uid, "key": e.key, "view": "+".join(e.views), "patient": e.patient,
+                     "fold": fold, "split": split, "label": int(label),
+                     "pred": int(np.argmax(p)), "scores": [float(v) for v in p],
+                     "score": float(p[1] if len(p) == 2 else p[int(label)]),
+                     "energy": e.energy, "manufacturer": e.manufacturer})
+    return rows
+
+
+def write_predictions(rows: list[dict[str, Any]], path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = pa.schema([("uid", pa.string()), ("key", pa.string()), ("view", pa.string()),
+                        ("patient", pa.string()), ("fold", pa.int16()), ("split", pa.string()),
+                        ("label", pa.int16()), ("pred", pa.int16()),
+                        ("scores", pa.list_(pa.float32())), ("score", pa.float32()),
+                        ("energy", pa.string()), ("manufacturer", pa.string())])
+    tmp = path.with_suffix(".tmp")
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), tmp)
+    os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------------------- training
+
+def train_fold(cfg: TrainConfig, test_fold: int, *, resume: bool = False,
+               dist: Dist | None = None, log: Callable[[str], None] = print,
+               prepared: tuple | None = None) -> dict[str, Any]:
+    """Train on the training folds (minus validation patients), select the epoch on the
+    validation split, evaluate it on ``test_fold``. Returns the test metrics (rank 0; other
+    ranks return {}). ``cfg`` must be resolved (:meth:`TrainConfig.resolved`)."""
+    dist = dist or Dist()
+    task = get_task(cfg.task)
+    out = Path(cfg.out) / f"fold{test_fold}"
+    if resume and (out / "metrics.json").exists() and (out / "predictions.parquet").exists():
+        if dist.main:
+            log(f"fold {test_fold}: done earlier, kept ({out / 'metrics.json'})")
+        return json.loads((out / "metrics.json").read_text())
+    _, examples, plan, _ = prepared or prepare(cfg)
+    split = split_examples(examples, test_fold, cfg.val_fraction, cfg.seed)
+    if not split.train or not split.test:
+        raise ValueError(f"fold {test_fold}: empty split ({split.describe()})")
+    device = _device(cfg, dist)
+    seed_everything(cfg.seed * 1000 + test_fold, cfg.deterministic)
+    if dist.main:
+        out.mkdir(parents=True, exist_ok=True)
+        if not resume:
+            for name in ("checkpoint.pt", "best.pt", "history.jsonl", "metrics.json",
+                         "predictions.parquet"):
+                (out / name).unlink(missing_ok=True)
+            for p in out.glob("train_log.rank*.jsonl"):
+                p.unlink()
+        _write_json(out / "split.json", {"test_fold": test_fold, **{
+            k: [e.uid for e in getattr(split, k)] for k in ("train", "val", "test")}})
+        log(split.describe())
+    dist.barrier()
+
+    stream = ShardStream(cfg.shards, split.train, cfg.preprocess(), train=True, seed=cfg.seed,
+                         rank=dist.rank, world=dist.world, flip_p=cfg.flip_p,
+                         shuffle_buffer=cfg.shuffle_buffer)
+    loader = EpochLoader(stream, cfg.batch_size, workers=cfg.workers,
+                         max_steps=cfg.max_steps_per_epoch, pin_memory=device.type == "cuda")
+    val_loader = _eval_loader(cfg, split.val) if (split.val and dist.main) else None
+    select = cfg.select if split.val else "last"
+
+    model, reports = build_model(cfg.backbone, task.num_classes, cfg.views, cfg.shared,
+                                 cfg.in_chans, cfg.size, cfg.pretrained, cfg.hidden, cfg.dropout,
+                                 cfg.global_pool)
+    for r in reports:
+        if dist.main:
+            log(f"pretrained: {r.describe()}")
+    model.to(device)
+    if cfg.channels_last and device.type == "cuda":
+        model.to(memory_format=torch.channels_last)
+        model.channels_last = True
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, cfg.step_size, cfg.gamma)
+    scaler = torch.amp.GradScaler(device.type, enabled=bool(
+        cfg.amp and device.type == "cuda" and not torch.cuda.is_bf16_supported()))
+    criterion = task.make_loss()
+    start, best_score, best_epoch, history = 0, (-math.inf, -math.inf), -1, []
+    ckpt_path = out / "checkpoint.pt"
+    if resume and ckpt_path.exists():
+        ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        model.load_state_dict(ck["model"])
+        optimizer.load_state_dict(ck["optimizer"])
+        scheduler.load_state_dict(ck["scheduler"])
+        scaler.load_state_dict(ck["scaler"])
+        torch.set_rng_state(ck["rng"]["torch"])
+        np.random.set_state(ck["rng"]["numpy"])
+        start, best_epoch, history = ck["epoch"] + 1, ck["best_epoch"], ck["history"]
+        best_score = tuple(ck["best_score"])
+        if dist.main:
+            log(f"fold {test_fold}: resumed after epoch {ck['epoch'] + 1}")
+    net = model
+    if dist.world > 1:
+        net = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    for epoch in range(start, cfg.epochs):
+        t0 = time.time()
+        loader.set_epoch(epoch)
+        net.train()
+        steps, seen, loss_sum = 0, 0, 0.0
+        for batch in loader:
+            x = batch["image"].to(device, non_blocking=True)
+            y = batch["label"].to(device, non_blocking=True)
+            with _autocast(cfg, device):
+                logits = net(x)
+                loss = criterion(logits.float(), y)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            steps += 1
+            seen += len(y)
+            loss_sum += float(loss.detach()) * len(y)
+        lr = optimizer.param_groups[0]["lr"]
+        scheduler.step()
+        _append_jsonl(out / f"train_log.rank{dist.rank}.jsonl",
+                      {"fold": test_fold, "epoch": epoch, "rank": dist.rank, "world": dist.world,
+                       "steps": steps, "examples": seen, "expected_steps": loader.steps})
+        rec = {"epoch": epoch, "train_loss": loss_sum / max(seen, 1), "steps": steps, "lr": lr}
+        if dist.main:
+            improved = False
+            if val_loader is not None:
+                val = predict(model, val_loader, cfg, device)
+                vm = classification_metrics(val["label"], val["probs"])
+                vm["loss"] = val["loss"]
+                rec.update({f"val_{k}": v for k, v in vm.items()})
+                score = _selection_score(cfg, vm)
+                if select == "last" or score > best_score:
+                    best_score, best_epoch, improved = score, epoch, True
+            else:
+                best_epoch, improved = epoch, True
+            if improved:
+                _atomic_save({"model": model.state_dict(), "epoch": epoch}, out / "best.pt")
+            rec["seconds"] = round(time.time() - t0, 2)
+            history.append(rec)
+            _append_jsonl(out / "history.jsonl", rec)
+            _atomic_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                          "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+                          "epoch": epoch, "best_epoch": best_epoch,
+                          "best_score": list(best_score), "history": history,
+                          "rng": {"torch": torch.get_rng_state(),
+                                  "numpy": np.random.get_state()},
+                          "config": cfg.to_dict()}, ckpt_path)
+            val_txt = (f" val loss {rec['val_loss']:.4f} {task.metric_label('auc')} "
+                       f"{rec.get('val_auc', float('nan')):.3f}" if "val_loss" in rec else "")
+            log(f"fold {test_fold} epoch {epoch + 1}/{cfg.epochs}: train loss "
+                f"{rec['train_loss']:.4f} ({steps} steps, {seen} examples){val_txt} "
+                f"{rec['seconds']:.1f}s{' *' if improved else ''}")
+        dist.barrier()
+
+    result: dict[str, Any] = {}
+    if dist.main:
+        result = evaluate_fold(cfg, model, split, examples, device, out, log)
+    dist.barrier()
+    return result
+
+
+def evaluate_fold(cfg: TrainConfig, model, split: Split, examples: list[Example],
+                  device: torch.device, out: Path, log: Callable[[str], None]) -> dict[str, Any]:
+    """Load the selected weights, predict the test fold, write predictions/metrics/Grad-CAM."""
+    from .report import plot_gradcam
+
+    best = torch.load(out / "best.pt", map_location="cpu", weights_only=False)
+    model.load_state_dict(best["model"])
+    by_uid = {e.uid: e for e in examples}
+    pred = predict(model, _eval_loader(cfg, split.test), cfg, device)
+    if len(pred["uid"]) != len(split.test):
+        log(f"warning: fold {split.test_fold}: {len(split.test) - len(pred['uid'])} test "
+            "examples listed in images.parquet were not found in the shards")
+    rows = predictions_table(pred, by_uid, split.test_fold, "test")
+    write_predictions(rows, out / "predictions.parquet")
+    metrics = classification_metrics(pred["label"], pred["probs"])
+    metrics.update({"fold": split.test_fold, "selected_epoch": int(best["epoch"]),
+                    "test_loss": pred["loss"], "n_train": len(split.train),
+                    "n_val": len(split.val), "n_test": len(split.test),
+                    "params": count_parameters(model)})
+    _write_json(out / "metrics.json", metrics)
+    task = get_task(cfg.task)
+    log(f"fold {split.test_fold} test (epoch {int(best['epoch']) + 1} selected on validation): "
+        + ", ".join(f"{task.metric_label(k)} {metrics[k]:.3f}" for k in task.metrics))
+    if cfg.gradcam > 0:
+        try:
+            cases = _gradcam_cases(rows, cfg.gradcam)
+            plot_gradcam(model, cfg, [by_uid[u] for u in cases], out / "gradcam.png", device)
+        except Exception as exc:  # noqa: BLE001 - a figure must not lose the fold's results
+            log(f"warning: fold {split.test_fold}: Grad-CAM failed ({type(exc).__name__}: {exc})")
+    return metrics
+
+
+def _gradcam_cases(rows: list[dict[str, Any]], n: int) -> list[str]:
+    """Test uids for Grad-CAM: the most confident example of each class, round-robin."""
+    by_label: dict[int, list] = {}
+    for r in sorted(rows, key=lambda r: -r["scores"][r["label"]]):
+        by_label.setdefault(r["label"], []).append(r["uid"])
+    order = sorted(by_label, reverse=True)
+    picked: list[str] = []
+    while len(picked) < n and any(by_label[k] for k in order):
+        for k in order:
+            if by_label[k] and len(picked) < n:
+                picked.append(by_label[k].pop(0))
+    return picked
+
+
+def run_cv(cfg: TrainConfig, *, resume: bool = False, log: Callable[[str], None] = print,
+           report: bool = True) -> dict[str, Any]:
+    """Every requested fold of ``cfg`` (resolved here), then the run report (rank 0)."""
+    cfg = cfg.validate().resolved()
+    dist = init_distributed(cfg.device)
+    prepared = prepare(cfg)
+    _, _, plan, folds = prepared
+    if dist.main:
+        write_run_config(cfg, plan, folds, resume)
+        log(plan.describe())
+        log(f"config: task {cfg.task}, {cfg.views}-view, {cfg.backbone} "
+            f"({'shared' if cfg.shared else 'independent'}), {cfg.size}px, {cfg.epochs} epochs, "
+            f"batch {cfg.batch_size}, lr {cfg.lr:g}, device {cfg.device}, world {dist.world}")
+    dist.barrier()
+    results = {}
+    for f in folds:
+        results[f] = train_fold(cfg, f, resume=resume, dist=dist, log=log, prepared=prepared)
+    summary: dict[str, Any] = {}
+    if dist.main and report:
+        from .report import write_run_report
+
+        summary = write_run_report(cfg.out)
+        log(f"report: {Path(cfg.out) / 'summary.md'}")
+    dist.barrier()
+    return summary

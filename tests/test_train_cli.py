@@ -1,0 +1,71 @@
+"""`mammotrain` CLI through click's CliRunner: validation (exit 2 with the message) and the
+cv / report / ablation / combine commands on real shards."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from mammotrain.cli import main
+
+from .test_train_shards import train_shards, train_shards_harmonized  # noqa: F401
+
+TINY = ["--backbone", "test_resnet", "--size", "32", "--epochs", "1", "--batch-size", "4",
+        "--workers", "0", "--max-steps-per-epoch", "1", "--device", "cpu", "--gradcam", "1"]
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--task", "cancer"], "unknown task 'cancer'; known tasks: diagnosis, birads2"),
+    (["--task", "density", "--backbone", "resnet5000"], "Unknown model 'resnet5000'"),
+    (["--task", "density", "--folds", "a,b"], "expected comma-separated fold numbers"),
+    (["--task", "density", "--views", "4"], "4 is not in the range 1<=x<=2"),
+])
+def test_bad_options_exit_2_with_a_message(tmp_path, args, message):
+    r = CliRunner().invoke(main, ["cv", "--shards", str(tmp_path), "--out", str(tmp_path / "o"),
+                                  *args])
+    assert r.exit_code == 2, r.output
+    assert message in r.output
+
+
+def test_missing_manifest_is_a_one_line_error(tmp_path):
+    r = CliRunner().invoke(main, ["cv", "--task", "density", "--shards", str(tmp_path),
+                                  "--out", str(tmp_path / "o"), *TINY])
+    assert r.exit_code == 1
+    assert "images.parquet: manifest not found" in r.output
+
+
+def test_cv_report_and_combine(train_shards, tmp_path):
+    out = tmp_path / "density"
+    r = CliRunner().invoke(main, ["cv", "--task", "density", "--views", "2", "--shards",
+                                  str(train_shards), "--out", str(out), "--folds", "3",
+                                  "--independent", *TINY])
+    assert r.exit_code == 0, r.output
+    assert "fold 3 test" in r.output
+    cfg = json.loads((out / "config.json").read_text())["config"]
+    assert cfg["shared"] is False and cfg["folds"] == [3] and cfg["task"] == "density"
+    md = (out / "summary.md").read_text()
+    assert "macro-AUC" in md and "macro-F1" in md
+    (out / "summary.md").unlink()
+    r = CliRunner().invoke(main, ["report", str(out)])
+    assert r.exit_code == 0 and (out / "summary.md").exists()
+    r = CliRunner().invoke(main, ["combine", str(out), "-o", str(tmp_path / "all.md")])
+    assert r.exit_code == 0 and "## density" in (tmp_path / "all.md").read_text()
+
+
+def test_ablation_raw_vs_harmonized(train_shards, train_shards_harmonized, tmp_path):
+    out = tmp_path / "abl"
+    r = CliRunner().invoke(main, ["ablation", "--raw-shards", str(train_shards),
+                                  "--harmonized-shards", str(train_shards_harmonized),
+                                  "--task", "diagnosis", "--views", "2", "--out", str(out),
+                                  "--folds", "0,1", *TINY])
+    assert r.exit_code == 0, r.output
+    md = (out / "ablation.md").read_text()
+    assert "| metric | raw | harmonised | delta (points) |" in md
+    assert "Energy-wise AUC" in md and (out / "ablation_roc.png").exists()
+    raw = json.loads((out / "raw" / "config.json").read_text())["config"]
+    harm = json.loads((out / "harmonized" / "config.json").read_text())["config"]
+    assert raw["shards"] == str(train_shards) and harm["shards"] == str(train_shards_harmonized)
+    assert {k: v for k, v in raw.items() if k not in ("shards", "out")} == \
+        {k: v for k, v in harm.items() if k not in ("shards", "out")}
