@@ -438,7 +438,15 @@ def local_executor(jobs: int):
 
 
 def _worker_init() -> None:
-    os.environ.setdefault("NUMBA_NUM_THREADS", "1")
+    """One Numba thread per worker process. The environment variable only counts before
+    Numba is imported: changing it afterwards makes Numba's first compilation in this
+    process fail ("Cannot set NUMBA_NUM_THREADS to a different value once the threads have
+    been launched"), so it is only set when Numba is not loaded yet; ``set_num_threads``
+    caps the threads either way."""
+    import sys
+
+    if "numba" not in sys.modules:
+        os.environ.setdefault("NUMBA_NUM_THREADS", "1")
     try:
         import numba
 

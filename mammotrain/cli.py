@@ -5,6 +5,9 @@
       --shards shards/ --out runs/diag2v
   mammotrain train --fold 0 ...            one test fold (same options as cv)
   mammotrain ablation --raw-shards raw/ --harmonized-shards harm/ --out runs/abl ...
+  mammotrain cv --task detection --backbone convnextv2_tiny --shards shards/ --out runs/det
+  mammotrain predict --checkpoint runs/det/fold0/best.pt --shards new_shards/ -o preds.parquet
+  mammotrain predict --checkpoint runs/det/fold0/best.pt --dicom new_dicoms/ -o preds.parquet
   mammotrain report runs/diag2v            rebuild a run's report from its fold folders
   mammotrain combine runs/* --ablation runs/abl -o report.md
 """
@@ -18,7 +21,7 @@ from pathlib import Path
 import click
 
 # the LUMINA defaults live in TrainConfig; the CLI only mirrors them
-DEFAULTS = dict(epochs=100, batch_size=32, weight_decay=1e-5, step_size=30, gamma=0.1,
+DEFAULTS = dict(batch_size=32, weight_decay=1e-5, step_size=30, gamma=0.1,
                 val_fraction=0.2, workers=2, seed=0)
 
 
@@ -77,21 +80,27 @@ def training_options(shards: bool = True):
     """The options shared by train / cv / ablation."""
     opts = [
         click.option("--task", type=TaskType(), required=True,
-                     help="diagnosis, birads2, birads3 or density."),
-        click.option("--views", type=click.IntRange(1, 2), default=2, show_default=True,
-                     help="1: one example per image; 2: CC + MLO pairs of a breast."),
+                     help="diagnosis, birads2, birads3, density (classification) or "
+                          "detection (multi-task DETR: malignancy + lesion boxes)."),
+        click.option("--views", type=click.IntRange(1, 2), default=None,
+                     help="1: one example per image; 2: CC + MLO pairs of a breast "
+                          "[default: 2; detection: 1, the only mode]."),
         click.option("--backbone", type=BackboneType(), default="efficientnet_b0",
                      show_default=True, help="Any timm model name."),
-        click.option("--size", type=click.IntRange(16), default=224, show_default=True,
-                     help="Model input, square (pixels)."),
+        click.option("--size", type=click.IntRange(16), default=None,
+                     help="Model input, square (pixels) [default: 224; detection 512]."),
         click.option("--out", "-o", type=click.Path(file_okay=False), required=True,
                      help="Output folder of the run."),
-        click.option("--epochs", type=click.IntRange(1), default=DEFAULTS["epochs"],
-                     show_default=True),
+        click.option("--epochs", type=click.IntRange(1), default=None,
+                     help="[default: 100; detection 400]"),
+        click.option("--patience", type=click.IntRange(0), default=None,
+                     help="Early stopping: epochs without a better validation score "
+                          "[default: off; detection 150]; 0 = off."),
         click.option("--batch-size", type=click.IntRange(1), default=DEFAULTS["batch_size"],
                      show_default=True),
         click.option("--lr", type=click.FloatRange(0, min_open=True), default=None,
-                     help="Learning rate [default: 1e-5 transformers (Swin, ViT), 1e-3 CNNs]."),
+                     help="Learning rate [default: detection 1e-4; else 1e-5 transformers "
+                          "(Swin, ViT), 1e-3 CNNs]."),
         click.option("--wd", "weight_decay", type=click.FloatRange(0),
                      default=DEFAULTS["weight_decay"], show_default=True,
                      help="AdamW weight decay."),
@@ -119,10 +128,18 @@ def training_options(shards: bool = True):
                      help="3: grayscale replicated + ImageNet normalisation; 1: one channel."),
         click.option("--resize", type=click.Choice(["square", "letterbox"]), default="square",
                      show_default=True, help="Square resize (LUMINA) or keep the aspect ratio."),
-        click.option("--select", type=click.Choice(["auc", "loss", "last"]), default="auc",
-                     show_default=True, help="Model selection on the validation split."),
+        click.option("--select", type=click.Choice(["auc", "loss", "last", "map25"]),
+                     default="auc", show_default=True,
+                     help="Model selection on the validation split (map25: detection only)."),
         click.option("--gradcam", type=click.IntRange(0), default=4, show_default=True,
-                     help="Test examples per fold shown with Grad-CAM."),
+                     help="Test examples per fold shown with Grad-CAM (detection: with "
+                          "predicted and true boxes)."),
+        click.option("--queries", type=click.IntRange(1), default=3, show_default=True,
+                     help="Detection: learned object queries."),
+        click.option("--dec-layers", type=click.IntRange(1), default=3, show_default=True,
+                     help="Detection: deformable decoder layers."),
+        click.option("--det-lambda", type=click.FloatRange(0), default=1.0, show_default=True,
+                     help="Detection: weight of the detection loss (L = L_cls + lambda L_det)."),
         click.option("--amp/--no-amp", default=None, help="Mixed precision [default: on CUDA]."),
         click.option("--resume", is_flag=True,
                      help="Continue from the folds' checkpoints; finished folds are kept."),
@@ -214,6 +231,81 @@ def ablation_cmd(raw_shards, harmonized_shards, **kw):
     if init_distributed("cpu").main:
         write_ablation_report(out / "raw", out / "harmonized", out)
         _log(f"report: {out / 'ablation.md'}")
+
+
+@main.command("predict")
+@click.option("--checkpoint", "-c", type=click.Path(dir_okay=False, exists=True), required=True,
+              help="A run's foldK/best.pt (or checkpoint.pt).")
+@click.option("--shards", type=click.Path(file_okay=False, exists=True), default=None,
+              help="Shard folder to predict (labels optional).")
+@click.option("--dicom", "dicoms", multiple=True, type=click.Path(exists=True),
+              help="DICOM files or folders (repeatable): prepared with the training shards' "
+                   "mammoprep options (config.json), then predicted.")
+@click.option("--ref", default=None, metavar="REF",
+              help="With --dicom: harmonisation reference [default: the training shards']. "
+                   "'none' = no harmonisation.")
+@click.option("--shard-size", type=click.IntRange(16), default=None,
+              help="With --dicom: stored size [default: the training shards'].")
+@click.option("--out", "-o", type=click.Path(dir_okay=False), required=True,
+              help="Predictions (Parquet).")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--batch-size", type=click.IntRange(1), default=None)
+@click.option("--workers", type=click.IntRange(0), default=0, show_default=True)
+@click.option("--figure", type=click.IntRange(0), default=8, show_default=True,
+              help="Detection: images drawn with their boxes into OUT's .png.")
+@_run
+def predict_cmd(checkpoint, shards, dicoms, ref, shard_size, out, device, batch_size, workers,
+                figure):
+    """Scores of every image or breast (and boxes, for detection) with a trained model.
+
+    Writes OUT (Parquet: uid, key, view, patient, label (-1 = none), pred, scores, score,
+    energy, manufacturer; detection adds boxes [x0, y0, x1, y1] in model-input pixels with
+    their objectness, best first), OUT's .metrics.json where labels exist, and for
+    detection a PNG of boxes.
+    """
+    from .train import predict_shards
+
+    if bool(shards) == bool(dicoms):
+        raise click.UsageError("give either --shards or --dicom")
+    if shards:
+        predict_shards(checkpoint, shards, out, device=device, batch_size=batch_size,
+                       workers=workers, figure=figure, log=_log)
+        return
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="mammotrain-predict-") as tmp:
+        _shard_dicoms(checkpoint, dicoms, Path(tmp) / "shards", ref, shard_size)
+        predict_shards(checkpoint, Path(tmp) / "shards", out, device=device,
+                       batch_size=batch_size, workers=workers, figure=figure, log=_log)
+
+
+def _shard_dicoms(checkpoint, dicoms, out: Path, ref, shard_size) -> None:
+    """DICOMs -> shards with the training shards' mammoprep options (no labels, no folds)."""
+    import json
+
+    from mammoprep.identity import resolve_salt
+    from mammoprep.pipeline import PrepConfig
+    from mammoprep.shards import ShardConfig, build_shards
+
+    from .train import load_checkpoint
+
+    cfg, _, _ = load_checkpoint(checkpoint)
+    src = Path(cfg.shards) / "config.json"
+    prep = json.loads(src.read_text())["config"]["prep"] if src.exists() else {}
+    if not prep and shard_size is None:
+        raise ValueError(f"{src} not found: give --shard-size (and --ref) for the DICOMs")
+    if ref is not None:
+        prep["reference"] = None if ref.lower() == "none" else ref
+    if shard_size is not None:
+        prep["size"] = shard_size
+    if prep.get("reference") and not Path(prep["reference"]).exists():
+        raise ValueError(f"harmonisation reference {prep['reference']} (from {src}) not "
+                         "found: give --ref REF or --ref none")
+    scfg = ShardConfig(prep=PrepConfig(**prep), labels=None, folds=0)
+    summary = build_shards([str(p) for p in dicoms], out, scfg, resolve_salt(None),
+                           log=_log)
+    _log(f"prepared {summary['images']} images ({summary['rejected']} rejected) from "
+         f"{len(dicoms)} input(s)")
 
 
 @main.command("report")

@@ -122,9 +122,12 @@ class PlanReport:
                 f"{dict(sorted(self.class_counts.items()))}")
 
 
-def plan_examples(rows: Sequence[dict[str, Any]], task: TaskSpec, views: int
-                  ) -> tuple[list[Example], PlanReport]:
-    """Manifest rows -> examples of ``task`` in ``views``-view mode (1 or 2), sorted by uid."""
+def plan_examples(rows: Sequence[dict[str, Any]], task: TaskSpec, views: int,
+                  unlabeled: bool = False) -> tuple[list[Example], PlanReport]:
+    """Manifest rows -> examples of ``task`` in ``views``-view mode (1 or 2), sorted by uid.
+
+    unlabeled: keep examples without a label (label -1) or fold (inference on new images:
+    ``mammotrain predict``) instead of excluding them."""
     if views not in (1, 2):
         raise ValueError(f"views must be 1 or 2, got {views!r}")
     by_key: dict[str, dict[str, dict]] = defaultdict(dict)
@@ -144,7 +147,9 @@ def plan_examples(rows: Sequence[dict[str, Any]], task: TaskSpec, views: int
             for v in sorted(per_view):
                 r = per_view[v]
                 label = task.label(r)
-                if label is None:
+                if unlabeled:
+                    out.append(make(f"{key}.{v}", key, (v,), -1 if label is None else label, r))
+                elif label is None:
                     excluded["label_null"] += 1
                 elif r.get("fold") is None:
                     excluded["no_fold"] += 1
@@ -153,7 +158,12 @@ def plan_examples(rows: Sequence[dict[str, Any]], task: TaskSpec, views: int
             continue
         labels = {v: task.label(r) for v, r in per_view.items()}
         first = per_view[sorted(per_view)[0]]
-        if all(lab is None for lab in labels.values()):
+        if unlabeled and all(v in per_view for v in VIEWS):
+            lab = labels[VIEWS[0]]
+            out.append(make(key, key, VIEWS, -1 if lab is None else lab, first))
+        elif unlabeled:
+            excluded["one_view"] += 1
+        elif all(lab is None for lab in labels.values()):
             excluded["label_null"] += 1
         elif len({lab for lab in labels.values()}) > 1:
             excluded["label_conflict"] += 1
@@ -356,7 +366,7 @@ def _decode(src: Iterator[tuple[str, dict]], examples: dict[str, Example], prep:
 
 def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
     """Examples -> batch: ``image`` float32 ``[B, V, 1, S, S]`` in [0, 1] (grayscale; see
-    :class:`Preprocess`), ``label`` int64 ``[B]``,
+    :class:`Preprocess`), ``label`` int64 ``[B]`` (-1 = unlabelled, inference only),
     ``uid``/``key`` lists of str, ``boxes`` list (B) of lists (V) of float32 ``[N, 4]``,
     ``flipped`` bool ``[B]``."""
     return {"image": torch.stack([s["image"] for s in samples]),

@@ -19,6 +19,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .detection_metrics import DETECTION_METRICS
 from .metrics import METRICS, classification_metrics, macro_roc, mean_std
 from .tasks import get_task
 
@@ -55,8 +56,9 @@ def _arrays(rows: Sequence[dict]) -> tuple[np.ndarray, np.ndarray]:
 
 
 def summarize(folds: Sequence[dict[str, Any]]) -> dict[str, tuple[float, float]]:
-    """metric -> (mean, std) over folds (fractions, not percent)."""
-    return {m: mean_std([f.get(m, float("nan")) for f in folds]) for m in METRICS}
+    """metric -> (mean, std) over folds (fractions, not percent); detection metrics too."""
+    return {m: mean_std([f.get(m, float("nan")) for f in folds])
+            for m in METRICS + DETECTION_METRICS}
 
 
 def subgroup_auc(rows: Sequence[dict[str, Any]], column: str) -> list[dict[str, Any]]:
@@ -182,6 +184,47 @@ def plot_gradcam(model, cfg, examples, path: Path, device) -> None:
     plt.close(fig)
 
 
+def plot_detections(cfg, examples, rows: dict[str, dict[str, Any]], path: Path,
+                    max_boxes: int = 3) -> None:
+    """Grid figure of test images at the model input: true boxes (green) and the
+    ``max_boxes`` highest-objectness predicted boxes (red, with their score); the title
+    gives the label and the malignancy probability. ``rows``: uid -> prediction row."""
+    from matplotlib.patches import Rectangle
+
+    from .data import EpochLoader, ShardStream
+
+    if not examples:
+        return
+    stream = ShardStream(cfg.shards, examples, cfg.preprocess(), train=False)
+    batch = next(iter(EpochLoader(stream, len(examples), workers=0, drop_last=False)))
+    imgs = batch["image"][:, 0, 0].numpy()
+    plt = _plt()
+    n = len(imgs)
+    cols = min(n, 4)
+    nrows = (n + cols - 1) // cols
+    fig, axes = plt.subplots(nrows, cols, figsize=(2.6 * cols, 2.8 * nrows), dpi=110,
+                             squeeze=False)
+    for ax in axes.flat:
+        ax.set_axis_off()
+    for i, uid in enumerate(batch["uid"]):
+        ax = axes.flat[i]
+        r = rows[uid]
+        img = imgs[i]
+        ax.imshow((img - img.min()) / max(img.max() - img.min(), 1e-6), cmap="gray")
+        for bx in batch["boxes"][i][0]:
+            ax.add_patch(Rectangle((bx[0], bx[1]), bx[2] - bx[0], bx[3] - bx[1], fill=False,
+                                   ec="lime", lw=1.2))
+        for bx, sc in list(zip(r.get("boxes") or [], r.get("box_scores") or []))[:max_boxes]:
+            ax.add_patch(Rectangle((bx[0], bx[1]), bx[2] - bx[0], bx[3] - bx[1], fill=False,
+                                   ec="red", lw=1.0, ls="--"))
+            ax.text(bx[0], max(bx[1] - 2, 0), f"{sc:.2f}", color="red", fontsize=5)
+        ax.set_title(f"{r['key'][:8]} {r['view']} y={r['label']} p={r['score']:.2f}",
+                     fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
 # ------------------------------------------------------------------------------- tables
 
 def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
@@ -268,9 +311,12 @@ def write_run_report(out: str | Path) -> dict[str, Any]:
            "## Figures", "", "![ROC curves per fold and mean](roc.png)", ""]
     md += [f"![Grad-CAM fold {f['fold']}](fold{f['fold']}/gradcam.png)" for f in run["folds"]
            if (out / f"fold{f['fold']}" / "gradcam.png").exists()]
+    md += [f"![predicted (red) vs true (green) boxes, fold {f['fold']}]"
+           f"(fold{f['fold']}/detections.png)" for f in run["folds"]
+           if (out / f"fold{f['fold']}" / "detections.png").exists()]
     (out / "summary.md").write_text("\n".join(md) + "\n")
     summary = {"title": run_title(cfg), "config": cfg, "folds": len(run["folds"]),
-               "summary": {m: {"mean": s[m][0], "std": s[m][1]} for m in METRICS},
+               "summary": {m: {"mean": s[m][0], "std": s[m][1]} for m in task.metrics},
                "energy_auc": energy, "vendor_auc": vendor}
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
     return summary

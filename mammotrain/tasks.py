@@ -4,8 +4,12 @@ The label rule of every task lives in :func:`mammoprep.labels.task_labels` (the 
 ``label_<task>`` columns are written with it); a spec names the manifest column and falls
 back to that rule when a manifest lacks the column. Adding a task = registering a spec.
 
-Every task is trained as a ``num_classes``-way softmax classifier with cross-entropy, binary
-tasks included (two logits); the score of a binary task is the probability of class 1.
+Classification tasks (``kind='classification'``) are trained as ``num_classes``-way softmax
+classifiers with cross-entropy, binary tasks included (two logits); the score of a binary task
+is the probability of class 1. The ``detection`` task (``kind='detection'``) is the
+multi-task DETR (:mod:`mammotrain.detr`): the diagnosis label as image-level target (one
+logit, sigmoid focal loss; reported as the two probabilities ``[1 - p, p]``) plus the lesion
+boxes of the shard JSON; single-view only.
 """
 
 from __future__ import annotations
@@ -18,6 +22,11 @@ from mammoprep.labels import task_labels
 
 BINARY_METRICS = ("acc", "auc", "precision", "recall", "f1", "specificity")
 MULTICLASS_METRICS = ("acc", "auc", "precision", "recall", "f1", "specificity")
+DETECTION_TASK_METRICS = ("acc", "auc", "recall", "specificity", "f1",
+                          "map50", "map25", "recall25", "miou")
+_METRIC_LABELS = {"acc": "ACC", "auc": "AUC", "precision": "Precision", "recall": "Recall",
+                  "f1": "F1", "specificity": "Specificity", "map50": "mAP@.5",
+                  "map25": "mAP@.25", "recall25": "R@.25", "miou": "mIoU"}
 
 
 class UnknownTaskError(ValueError):
@@ -26,14 +35,23 @@ class UnknownTaskError(ValueError):
 
 @dataclass(frozen=True)
 class TaskSpec:
-    """One classification task.
+    """One task.
 
-    name: registry key (also the ``label_<name>`` manifest column).
+    name: registry key.
     classes: class names, index = label value.
-    loss: 'cross_entropy' (logits ``[B, K]``, integer targets ``[B]``).
-    activation: 'softmax' (logits -> probabilities ``[B, K]``).
-    metrics: metric names reported per fold (see :mod:`mammotrain.metrics`); for tasks with
-        more than two classes AUC, precision, recall, F1 and specificity are macro averages.
+    kind: 'classification' (:class:`~mammotrain.models.MultiViewClassifier`) or 'detection'
+        (:class:`~mammotrain.detr.MultiTaskDETR`).
+    loss: 'cross_entropy' (logits ``[B, K]``, integer targets ``[B]``) or 'detr' (focal loss
+        of the image logit + matched box losses, :class:`~mammotrain.detr_loss.DetrCriterion`).
+    activation: 'softmax' (logits -> probabilities ``[B, K]``) or 'sigmoid' (one logit
+        ``[B, 1]`` -> ``[B, 2]`` = ``[1 - p, p]``).
+    metrics: metric names reported per fold (:mod:`mammotrain.metrics`,
+        :mod:`mammotrain.detection_metrics`); for tasks with more than two classes AUC,
+        precision, recall, F1 and specificity are macro averages.
+    label_from: the label rule used (manifest column ``label_<label_from>``; default: name).
+    views: the view modes the task supports (1 = single image, 2 = CC + MLO pair).
+    defaults: TrainConfig values of the task's paper where the user gives none
+        (epochs, size, lr, patience, views).
     """
 
     name: str
@@ -42,6 +60,17 @@ class TaskSpec:
     loss: str = "cross_entropy"
     activation: str = "softmax"
     metrics: tuple[str, ...] = BINARY_METRICS
+    kind: str = "classification"
+    label_from: str | None = None
+    views: tuple[int, ...] = (1, 2)
+    defaults: tuple[tuple[str, Any], ...] = (("epochs", 100), ("size", 224), ("views", 2))
+
+    def default(self, name: str, fallback: Any = None) -> Any:
+        return dict(self.defaults).get(name, fallback)
+
+    @property
+    def detection(self) -> bool:
+        return self.kind == "detection"
 
     @property
     def num_classes(self) -> int:
@@ -52,13 +81,20 @@ class TaskSpec:
         return self.num_classes == 2
 
     @property
+    def label_rule(self) -> str:
+        """Name of the rule in :func:`mammoprep.labels.task_labels` that gives the label."""
+        return self.label_from or self.name
+
+    @property
     def label_column(self) -> str:
-        return f"label_{self.name}"
+        return f"label_{self.label_rule}"
 
     def metric_label(self, metric: str) -> str:
-        """Column heading in reports: 'AUC' for binary tasks, 'macro-AUC' for multi-class."""
-        base = {"acc": "ACC", "auc": "AUC", "precision": "Precision", "recall": "Recall",
-                "f1": "F1", "specificity": "Specificity"}[metric]
+        """Column heading in reports: 'AUC' for binary tasks, 'macro-AUC' for multi-class,
+        'Sensitivity' for the detector's recall (the paper's name)."""
+        if self.detection and metric == "recall":
+            return "Sensitivity"
+        base = _METRIC_LABELS[metric]
         if not self.binary and metric in ("auc", "f1", "precision", "recall", "specificity"):
             return f"macro-{base}"
         return base
@@ -72,7 +108,8 @@ class TaskSpec:
         if self.label_column in row:
             v = row[self.label_column]
         else:
-            v = task_labels(row.get("pathology"), row.get("birads"), row.get("density"))[self.name]
+            v = task_labels(row.get("pathology"), row.get("birads"),
+                            row.get("density"))[self.label_rule]
         if v is None:
             return None
         v = int(v)
@@ -87,12 +124,36 @@ class TaskSpec:
 
         if self.loss == "cross_entropy":
             return nn.CrossEntropyLoss(weight=weight)
-        raise ValueError(f"task {self.name}: unknown loss {self.loss!r}")
+        raise ValueError(f"task {self.name}: no plain loss for {self.loss!r}; "
+                         "use make_criterion")
+
+    def make_criterion(self, size: int, det_lambda: float = 1.0):
+        """The trainer's objective: ``(outputs, batch) -> {'loss': scalar, ...named parts}``.
+
+        outputs: the model's output (logits ``[B, K]``, or the detector's dict); batch: the
+        loader's batch (``label`` int64 ``[B]``, ``boxes`` pixel xyxy at ``size``)."""
+        if self.loss == "detr":
+            from .detr_loss import DetrCriterion, LossWeights
+
+            crit = DetrCriterion(LossWeights(det=det_lambda))
+            return lambda out, batch: crit(out, batch, size)
+        ce = self.make_loss()
+        return lambda out, batch: {"loss": ce(out.float(), batch["label"].to(out.device))}
+
+    def logits(self, outputs):
+        """The image-level logits of a model's output (the detector returns a dict)."""
+        return outputs["logits"] if isinstance(outputs, dict) else outputs
 
     def activate(self, logits):
-        """Logits ``[B, K]`` -> probabilities ``[B, K]`` (float32)."""
+        """Logits ``[B, K]`` (softmax) or ``[B, 1]`` (sigmoid) -> probabilities ``[B, K]``
+        (float32)."""
         if self.activation == "softmax":
             return logits.float().softmax(dim=-1)
+        if self.activation == "sigmoid":
+            import torch
+
+            p = logits.float().sigmoid().reshape(-1, 1)
+            return torch.cat([1.0 - p, p], dim=1)
         raise ValueError(f"task {self.name}: unknown activation {self.activation!r}")
 
 
@@ -128,11 +189,17 @@ for _spec in (
              "BI-RADS 1-2 / 3-4 / 5-6; BI-RADS 0 excluded", metrics=MULTICLASS_METRICS),
     TaskSpec("density", ("A", "B", "C", "D"), "ACR density A-D; BI-RADS 0 included",
              metrics=MULTICLASS_METRICS),
+    TaskSpec("detection", ("benign", "malignant"),
+             "multi-task DETR: image-level malignancy (diagnosis rule) + lesion boxes",
+             loss="detr", activation="sigmoid", metrics=DETECTION_TASK_METRICS,
+             kind="detection", label_from="diagnosis", views=(1,),
+             defaults=(("epochs", 400), ("size", 512), ("views", 1), ("lr", 1e-4),
+                       ("patience", 150))),
 ):
     register_task(_spec)
 
 # the label rules (mammoprep.labels.TASKS) and the registry must agree on the classes
 for _name, _spec in _REGISTRY.items():
-    if LABEL_TASKS.get(_name) != _spec.num_classes:
+    if LABEL_TASKS.get(_spec.label_rule) != _spec.num_classes:
         raise RuntimeError(f"task {_name}: {_spec.num_classes} classes here, "
-                           f"{LABEL_TASKS.get(_name)} in mammoprep.labels.TASKS")
+                           f"{LABEL_TASKS.get(_spec.label_rule)} in mammoprep.labels.TASKS")

@@ -10,7 +10,8 @@ Layout of a run folder ``OUT``::
     OUT/foldK/train_log.rankR.jsonl   per-rank step counts (DDP)
     OUT/foldK/predictions.parquet     test-fold predictions of the selected model
     OUT/foldK/metrics.json     test-fold metrics
-    OUT/foldK/gradcam.png      Grad-CAM overlays of a few test examples
+    OUT/foldK/gradcam.png      Grad-CAM overlays of a few test examples (classification)
+    OUT/foldK/detections.png   predicted vs true boxes on a few test images (detection)
 
 The report (summary table, ROC curves, energy-/vendor-wise AUC) is written by
 :mod:`mammotrain.report` from the fold folders. Runs under ``torchrun`` use DDP (gloo on CPU,
@@ -36,7 +37,7 @@ from .data import (EpochLoader, Example, Preprocess, ShardStream, Split, folds_i
                    plan_examples, read_manifest, split_examples)
 from .metrics import classification_metrics
 from .models import build_model, check_backbone_name, count_parameters
-from .tasks import get_task
+from .tasks import TaskSpec, get_task
 
 TRANSFORMER_PREFIXES = ("swin", "vit", "eva", "deit", "beit", "cait", "mambaout")
 
@@ -48,7 +49,11 @@ _RESUME_FREE = ("out", "workers", "device", "gradcam", "folds")
 class TrainConfig:
     """Every option of a training run (LUMINA defaults). Written to ``OUT/config.json``.
 
-    lr: None = 1e-5 for transformers (Swin, ViT, EVA/DINOv3), 1e-3 for CNNs (LUMINA).
+    views / size / epochs / patience: None = the task's paper default (classification:
+    2-view, 224 px, 100 epochs, no early stopping; detection: 1-view, 512 px, 400 epochs,
+    patience 150 epochs on the validation split).
+    lr: None = the task's default (detection 1e-4), else 1e-5 for transformers (Swin, ViT,
+    EVA/DINOv3) and 1e-3 for CNNs (LUMINA).
     folds: test folds to run (None = every fold in the manifest).
     val_fraction: share of the training folds' patients held out for model selection.
     select: model selection on the validation split: 'auc' (highest AUC, ties: lowest loss),
@@ -56,15 +61,16 @@ class TrainConfig:
     amp / channels_last: None = on for CUDA, off for CPU.
     max_steps_per_epoch: cap on optimiser steps per epoch (quick runs).
     global_pool: backbone pooling passed to timm ('avg', 'max', ...; None = model default).
+    queries / dec_layers / det_lambda: detector shape and the weight of its detection loss.
     """
 
     task: str = "diagnosis"
-    views: int = 2
+    views: int | None = None
     backbone: str = "efficientnet_b0"
-    size: int = 224
+    size: int | None = None
     shards: str = ""
     out: str = "runs/run"
-    epochs: int = 100
+    epochs: int | None = None
     batch_size: int = 32
     lr: float | None = None
     weight_decay: float = 1e-5
@@ -92,14 +98,25 @@ class TrainConfig:
     eval_batch_size: int | None = None
     shuffle_buffer: int = 64
     gradcam: int = 4
+    patience: int | None = None
+    queries: int = 3
+    dec_layers: int = 3
+    det_lambda: float = 1.0
 
     def validate(self) -> "TrainConfig":
-        get_task(self.task)
+        """Check a resolved config (:meth:`resolved`); raises ValueError naming the field."""
+        task = get_task(self.task)
         check_backbone_name(self.backbone)
-        checks = [(self.views in (1, 2), "views", "1 or 2"),
-                  (self.size >= 16, "size", ">= 16"), (self.epochs >= 1, "epochs", ">= 1"),
+        if self.views not in task.views:
+            raise ValueError(f"views must be {' or '.join(map(str, task.views))} for task "
+                             f"{task.name}, got {self.views!r}")
+        selects = ("auc", "loss", "last") + (("map25",) if task.detection else ())
+        checks = [(self.size is not None and self.size >= 16, "size", ">= 16"),
+                  (self.epochs is not None and self.epochs >= 1, "epochs", ">= 1"),
                   (self.batch_size >= 1, "batch_size", ">= 1"),
-                  (self.select in ("auc", "loss", "last"), "select", "auc, loss or last"),
+                  (self.select in selects, "select", ", ".join(selects)),
+                  (self.patience is None or self.patience >= 0, "patience", ">= 0 (0 = off)"),
+                  (self.queries >= 1, "queries", ">= 1"),
                   (0 <= self.val_fraction < 1, "val_fraction", "in [0, 1)"),
                   (bool(self.shards), "shards", "a shard folder")]
         for ok, name, what in checks:
@@ -108,15 +125,19 @@ class TrainConfig:
         return self
 
     def resolved(self) -> "TrainConfig":
-        """Defaults filled in: lr by backbone family, device, AMP and channels_last."""
-        lr = self.lr
+        """Defaults filled in: the task's views / size / epochs / patience / lr (else lr by
+        backbone family), device, AMP and channels_last."""
+        task = get_task(self.task)
+        lr = self.lr if self.lr is not None else task.default("lr")
         if lr is None:
             lr = 1e-5 if self.backbone.startswith(TRANSFORMER_PREFIXES) else 1e-3
+        fill = {k: task.default(k) for k in ("views", "size", "epochs", "patience")
+                if getattr(self, k) is None}
         device = self.device
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         cuda = device.startswith("cuda")
-        return replace(self, lr=lr, device=device,
+        return replace(self, lr=lr, device=device, **fill,
                        amp=cuda if self.amp is None else self.amp,
                        channels_last=cuda if self.channels_last is None else self.channels_last,
                        folds=tuple(self.folds) if self.folds is not None else None)
@@ -265,28 +286,67 @@ def write_run_config(cfg: TrainConfig, plan, folds: list[int], resume: bool) -> 
 
 # -------------------------------------------------------------------------- evaluation
 
+def build_task_model(cfg: TrainConfig) -> tuple[torch.nn.Module, list]:
+    """The model of ``cfg`` (resolved): the multi-view classifier, or the multi-task DETR for
+    detection tasks; plus the load reports of ``cfg.pretrained``."""
+    task = get_task(cfg.task)
+    if task.detection:
+        from .detr import DetrConfig, build_detector
+
+        return build_detector(cfg.backbone, cfg.in_chans, cfg.size, cfg.pretrained,
+                              DetrConfig(queries=cfg.queries, layers=cfg.dec_layers))
+    return build_model(cfg.backbone, task.num_classes, cfg.views, cfg.shared, cfg.in_chans,
+                       cfg.size, cfg.pretrained, cfg.hidden, cfg.dropout, cfg.global_pool)
+
+
 @torch.no_grad()
 def predict(model: torch.nn.Module, loader: EpochLoader, cfg: TrainConfig,
-            device: torch.device) -> dict[str, Any]:
+            device: torch.device, with_loss: bool = True) -> dict[str, Any]:
     """Run ``model`` over ``loader`` -> {'uid': [N], 'label': int [N], 'probs': float [N, K],
-    'loss': mean cross-entropy}."""
+    'loss': mean training objective}; detection adds per example 'boxes' float ``[Q, 4]``
+    (pixel xyxy at the model input), 'box_scores' ``[Q]`` (objectness probabilities) and
+    'gt_boxes' ``[T, 4]`` (the loader's boxes, same frame)."""
+    from .detr_loss import cxcywh_to_xyxy
+
     task = get_task(cfg.task)
-    crit = task.make_loss()
+    crit = task.make_criterion(cfg.size, cfg.det_lambda) if with_loss else None
     model.eval()
     uids, labels, probs, loss_sum = [], [], [], 0.0
+    det: dict[str, list] = {"boxes": [], "box_scores": [], "gt_boxes": []}
     for batch in loader:
         x = batch["image"].to(device, non_blocking=True)
-        y = batch["label"].to(device)
         with _autocast(cfg, device):
-            logits = model(x)
-        loss_sum += float(crit(logits.float(), y)) * len(y)
-        probs.append(task.activate(logits).cpu().numpy())
+            out = model(x)
+        if crit is not None:
+            loss_sum += float(crit(out, batch)["loss"]) * len(batch["label"])
+        probs.append(task.activate(task.logits(out)).cpu().numpy())
         labels.append(batch["label"].numpy())
         uids.extend(batch["uid"])
+        if task.detection:
+            boxes = (cxcywh_to_xyxy(out["pred_boxes"].float()) * cfg.size).cpu().numpy()
+            scores = out["pred_obj"].float().sigmoid().cpu().numpy()
+            det["boxes"].extend(boxes)
+            det["box_scores"].extend(scores)
+            det["gt_boxes"].extend(np.asarray(b[0], np.float32).reshape(-1, 4)
+                                   for b in batch["boxes"])
     n = len(uids)
-    return {"uid": uids, "label": np.concatenate(labels) if labels else np.zeros(0, np.int64),
-            "probs": np.concatenate(probs) if probs else np.zeros((0, task.num_classes)),
-            "loss": loss_sum / max(n, 1)}
+    res = {"uid": uids, "label": np.concatenate(labels) if labels else np.zeros(0, np.int64),
+           "probs": np.concatenate(probs) if probs else np.zeros((0, task.num_classes)),
+           "loss": loss_sum / max(n, 1)}
+    if task.detection:
+        res.update(det)
+    return res
+
+
+def task_metrics(task: TaskSpec, pred: dict[str, Any]) -> dict[str, float]:
+    """Metrics of :func:`predict`'s output: classification, plus detection for the
+    detector (:func:`mammotrain.detection_metrics.detection_metrics`)."""
+    m = classification_metrics(pred["label"], pred["probs"])
+    if task.detection:
+        from .detection_metrics import detection_metrics
+
+        m.update(detection_metrics(pred["boxes"], pred["box_scores"], pred["gt_boxes"]))
+    return m
 
 
 def _eval_loader(cfg: TrainConfig, examples: list[Example]) -> EpochLoader:
@@ -296,25 +356,34 @@ def _eval_loader(cfg: TrainConfig, examples: list[Example]) -> EpochLoader:
 
 
 def _selection_score(cfg: TrainConfig, val: dict[str, float]) -> tuple[float, float]:
-    auc = val.get("auc", float("nan"))
-    if cfg.select == "auc":
-        return (auc if math.isfinite(auc) else -math.inf, -val["loss"])
+    if cfg.select in ("auc", "map25"):
+        v = val.get(cfg.select, float("nan"))
+        return (v if math.isfinite(v) else -math.inf, -val["loss"])
     return (-val["loss"], 0.0)
 
 
-def predictions_table(pred: dict[str, Any], examples: dict[str, Example], fold: int,
+def predictions_table(pred: dict[str, Any], examples: dict[str, Example], fold: int | None,
                       split: str) -> list[dict[str, Any]]:
     """Rows of ``predictions.parquet``: uid, key, view ('cc', 'mlo' or 'cc+mlo'), patient,
-    fold, split, label, pred (arg-max), scores (class probabilities), score (binary: p of
-    class 1; multi-class: p of the label), energy, manufacturer."""
+    fold, split, label (-1 = unlabelled), pred (arg-max), scores (class probabilities),
+    score (binary: p of class 1; multi-class: p of the label, of the prediction when
+    unlabelled), energy, manufacturer. Detection adds ``boxes`` (``[Q, 4]`` pixel xyxy at the
+    model input, best first), ``box_scores`` (objectness) and ``gt_boxes``."""
     rows = []
-    for uid, label, p in zip(pred["uid"], pred["label"], pred["probs"]):
+    for i, (uid, label, p) in enumerate(zip(pred["uid"], pred["label"], pred["probs"])):
         e = examples[uid]
-        rows.append({"uid": uid, "key": e.key, "view": "+".join(e.views), "patient": e.patient,
-                     "fold": fold, "split": split, "label": int(label),
-                     "pred": int(np.argmax(p)), "scores": [float(v) for v in p],
-                     "score": float(p[1] if len(p) == 2 else p[int(label)]),
-                     "energy": e.energy, "manufacturer": e.manufacturer})
+        k = int(label) if label >= 0 else int(np.argmax(p))
+        row = {"uid": uid, "key": e.key, "view": "+".join(e.views), "patient": e.patient,
+               "fold": fold if fold is not None else e.fold, "split": split,
+               "label": int(label), "pred": int(np.argmax(p)), "scores": [float(v) for v in p],
+               "score": float(p[1] if len(p) == 2 else p[k]),
+               "energy": e.energy, "manufacturer": e.manufacturer}
+        if "boxes" in pred:
+            order = np.argsort(-pred["box_scores"][i], kind="stable")
+            row["boxes"] = pred["boxes"][i][order].round(2).tolist()
+            row["box_scores"] = pred["box_scores"][i][order].tolist()
+            row["gt_boxes"] = np.asarray(pred["gt_boxes"][i]).round(2).tolist()
+        rows.append(row)
     return rows
 
 
@@ -322,13 +391,17 @@ def write_predictions(rows: list[dict[str, Any]], path: Path) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    schema = pa.schema([("uid", pa.string()), ("key", pa.string()), ("view", pa.string()),
-                        ("patient", pa.string()), ("fold", pa.int16()), ("split", pa.string()),
-                        ("label", pa.int16()), ("pred", pa.int16()),
-                        ("scores", pa.list_(pa.float32())), ("score", pa.float32()),
-                        ("energy", pa.string()), ("manufacturer", pa.string())])
+    fields_ = [("uid", pa.string()), ("key", pa.string()), ("view", pa.string()),
+               ("patient", pa.string()), ("fold", pa.int16()), ("split", pa.string()),
+               ("label", pa.int16()), ("pred", pa.int16()),
+               ("scores", pa.list_(pa.float32())), ("score", pa.float32()),
+               ("energy", pa.string()), ("manufacturer", pa.string())]
+    if rows and "boxes" in rows[0]:
+        fields_ += [("boxes", pa.list_(pa.list_(pa.float32()))),
+                    ("box_scores", pa.list_(pa.float32())),
+                    ("gt_boxes", pa.list_(pa.list_(pa.float32())))]
     tmp = path.with_suffix(".tmp")
-    pq.write_table(pa.Table.from_pylist(rows, schema=schema), tmp)
+    pq.write_table(pa.Table.from_pylist(rows, schema=pa.schema(fields_)), tmp)
     os.replace(tmp, path)
 
 
@@ -374,9 +447,7 @@ def train_fold(cfg: TrainConfig, test_fold: int, *, resume: bool = False,
     val_loader = _eval_loader(cfg, split.val) if (split.val and dist.main) else None
     select = cfg.select if split.val else "last"
 
-    model, reports = build_model(cfg.backbone, task.num_classes, cfg.views, cfg.shared,
-                                 cfg.in_chans, cfg.size, cfg.pretrained, cfg.hidden, cfg.dropout,
-                                 cfg.global_pool)
+    model, reports = build_task_model(cfg)
     for r in reports:
         if dist.main:
             log(f"pretrained: {r.describe()}")
@@ -388,8 +459,9 @@ def train_fold(cfg: TrainConfig, test_fold: int, *, resume: bool = False,
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, cfg.step_size, cfg.gamma)
     scaler = torch.amp.GradScaler(device.type, enabled=bool(
         cfg.amp and device.type == "cuda" and not torch.cuda.is_bf16_supported()))
-    criterion = task.make_loss()
+    criterion = task.make_criterion(cfg.size, cfg.det_lambda)
     start, best_score, best_epoch, history = 0, (-math.inf, -math.inf), -1, []
+    stopped = False
     ckpt_path = out / "checkpoint.pt"
     if resume and ckpt_path.exists():
         ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
@@ -401,6 +473,7 @@ def train_fold(cfg: TrainConfig, test_fold: int, *, resume: bool = False,
         np.random.set_state(ck["rng"]["numpy"])
         start, best_epoch, history = ck["epoch"] + 1, ck["best_epoch"], ck["history"]
         best_score = tuple(ck["best_score"])
+        stopped = bool(ck.get("stopped", False))
         if dist.main:
             log(f"fold {test_fold}: resumed after epoch {ck['epoch'] + 1}")
     net = model
@@ -409,23 +482,23 @@ def train_fold(cfg: TrainConfig, test_fold: int, *, resume: bool = False,
             model, device_ids=[device.index] if device.type == "cuda" else None)
 
     for epoch in range(start, cfg.epochs):
+        if stopped:
+            break
         t0 = time.time()
         loader.set_epoch(epoch)
         net.train()
         steps, seen, loss_sum = 0, 0, 0.0
         for batch in loader:
             x = batch["image"].to(device, non_blocking=True)
-            y = batch["label"].to(device, non_blocking=True)
             with _autocast(cfg, device):
-                logits = net(x)
-                loss = criterion(logits.float(), y)
+                loss = criterion(net(x), batch)["loss"]
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
             steps += 1
-            seen += len(y)
-            loss_sum += float(loss.detach()) * len(y)
+            seen += len(batch["label"])
+            loss_sum += float(loss.detach()) * len(batch["label"])
         lr = optimizer.param_groups[0]["lr"]
         scheduler.step()
         _append_jsonl(out / f"train_log.rank{dist.rank}.jsonl",
@@ -436,7 +509,7 @@ def train_fold(cfg: TrainConfig, test_fold: int, *, resume: bool = False,
             improved = False
             if val_loader is not None:
                 val = predict(model, val_loader, cfg, device)
-                vm = classification_metrics(val["label"], val["probs"])
+                vm = task_metrics(task, val)
                 vm["loss"] = val["loss"]
                 rec.update({f"val_{k}": v for k, v in vm.items()})
                 score = _selection_score(cfg, vm)
@@ -445,14 +518,18 @@ def train_fold(cfg: TrainConfig, test_fold: int, *, resume: bool = False,
             else:
                 best_epoch, improved = epoch, True
             if improved:
-                _atomic_save({"model": model.state_dict(), "epoch": epoch}, out / "best.pt")
+                _atomic_save({"model": model.state_dict(), "epoch": epoch,
+                              "config": cfg.to_dict()}, out / "best.pt")
             rec["seconds"] = round(time.time() - t0, 2)
+            stopped = bool(cfg.patience) and epoch - best_epoch >= cfg.patience
+            rec["early_stop"] = stopped
             history.append(rec)
             _append_jsonl(out / "history.jsonl", rec)
             _atomic_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                           "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
                           "epoch": epoch, "best_epoch": best_epoch,
                           "best_score": list(best_score), "history": history,
+                          "stopped": stopped,
                           "rng": {"torch": torch.get_rng_state(),
                                   "numpy": np.random.get_state()},
                           "config": cfg.to_dict()}, ckpt_path)
@@ -461,6 +538,10 @@ def train_fold(cfg: TrainConfig, test_fold: int, *, resume: bool = False,
             log(f"fold {test_fold} epoch {epoch + 1}/{cfg.epochs}: train loss "
                 f"{rec['train_loss']:.4f} ({steps} steps, {seen} examples){val_txt} "
                 f"{rec['seconds']:.1f}s{' *' if improved else ''}")
+            if stopped:
+                log(f"fold {test_fold}: early stop, no better validation score for "
+                    f"{cfg.patience} epochs (best: epoch {best_epoch + 1})")
+        stopped = _agree(stopped, dist, device)
         dist.barrier()
 
     result: dict[str, Any] = {}
@@ -470,10 +551,19 @@ def train_fold(cfg: TrainConfig, test_fold: int, *, resume: bool = False,
     return result
 
 
+def _agree(flag: bool, dist: Dist, device: torch.device) -> bool:
+    """Rank 0's ``flag`` on every rank (early stopping under DDP)."""
+    if dist.world <= 1:
+        return flag
+    t = torch.tensor([int(flag)], device=device if device.type == "cuda" else "cpu")
+    torch.distributed.broadcast(t, 0)
+    return bool(t.item())
+
+
 def evaluate_fold(cfg: TrainConfig, model, split: Split, examples: list[Example],
                   device: torch.device, out: Path, log: Callable[[str], None]) -> dict[str, Any]:
     """Load the selected weights, predict the test fold, write predictions/metrics/Grad-CAM."""
-    from .report import plot_gradcam
+    from .report import plot_detections, plot_gradcam
 
     best = torch.load(out / "best.pt", map_location="cpu", weights_only=False)
     model.load_state_dict(best["model"])
@@ -484,21 +574,26 @@ def evaluate_fold(cfg: TrainConfig, model, split: Split, examples: list[Example]
             "examples listed in images.parquet were not found in the shards")
     rows = predictions_table(pred, by_uid, split.test_fold, "test")
     write_predictions(rows, out / "predictions.parquet")
-    metrics = classification_metrics(pred["label"], pred["probs"])
+    task = get_task(cfg.task)
+    metrics = task_metrics(task, pred)
     metrics.update({"fold": split.test_fold, "selected_epoch": int(best["epoch"]),
                     "test_loss": pred["loss"], "n_train": len(split.train),
                     "n_val": len(split.val), "n_test": len(split.test),
                     "params": count_parameters(model)})
     _write_json(out / "metrics.json", metrics)
-    task = get_task(cfg.task)
     log(f"fold {split.test_fold} test (epoch {int(best['epoch']) + 1} selected on validation): "
         + ", ".join(f"{task.metric_label(k)} {metrics[k]:.3f}" for k in task.metrics))
     if cfg.gradcam > 0:
         try:
             cases = _gradcam_cases(rows, cfg.gradcam)
-            plot_gradcam(model, cfg, [by_uid[u] for u in cases], out / "gradcam.png", device)
+            if task.detection:
+                plot_detections(cfg, [by_uid[u] for u in cases], {r["uid"]: r for r in rows},
+                                out / "detections.png")
+            else:
+                plot_gradcam(model, cfg, [by_uid[u] for u in cases], out / "gradcam.png",
+                             device)
         except Exception as exc:  # noqa: BLE001 - a figure must not lose the fold's results
-            log(f"warning: fold {split.test_fold}: Grad-CAM failed ({type(exc).__name__}: {exc})")
+            log(f"warning: fold {split.test_fold}: figure failed ({type(exc).__name__}: {exc})")
     return metrics
 
 
@@ -519,7 +614,7 @@ def _gradcam_cases(rows: list[dict[str, Any]], n: int) -> list[str]:
 def run_cv(cfg: TrainConfig, *, resume: bool = False, log: Callable[[str], None] = print,
            report: bool = True) -> dict[str, Any]:
     """Every requested fold of ``cfg`` (resolved here), then the run report (rank 0)."""
-    cfg = cfg.validate().resolved()
+    cfg = cfg.resolved().validate()
     dist = init_distributed(cfg.device)
     prepared = prepare(cfg)
     _, _, plan, folds = prepared
@@ -541,3 +636,76 @@ def run_cv(cfg: TrainConfig, *, resume: bool = False, log: Callable[[str], None]
         log(f"report: {Path(cfg.out) / 'summary.md'}")
     dist.barrier()
     return summary
+
+
+# ---------------------------------------------------------------------------- inference
+
+def load_checkpoint(path: str | Path) -> tuple[TrainConfig, dict[str, torch.Tensor], int]:
+    """(config, model state dict, epoch) of a ``best.pt`` / ``checkpoint.pt``; the config
+    comes from the file or, for older files, from the run's ``config.json`` two folders up."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: checkpoint not found")
+    ck = torch.load(path, map_location="cpu", weights_only=False)
+    if not isinstance(ck, dict) or "model" not in ck:
+        raise ValueError(f"{path}: not a mammotrain checkpoint (no 'model' entry)")
+    cfg = ck.get("config")
+    if cfg is None:
+        run_cfg = path.resolve().parent.parent / "config.json"
+        if not run_cfg.exists():
+            raise ValueError(f"{path}: the checkpoint holds no config and {run_cfg} is missing")
+        cfg = json.loads(run_cfg.read_text())["config"]
+    return TrainConfig.from_dict(cfg), ck["model"], int(ck.get("epoch", -1))
+
+
+def predict_shards(checkpoint: str | Path, shards: str | Path, out: str | Path, *,
+                   device: str = "auto", batch_size: int | None = None, workers: int = 0,
+                   figure: int = 8, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Scores (and boxes, for detection) of every example of ``shards`` with a trained model.
+
+    Every image (single-view) or CC + MLO breast (two-view) in ``SHARDS/images.parquet`` is
+    predicted, labelled or not. Writes ``out`` (Parquet, the columns of
+    :func:`predictions_table`; ``label`` -1 = no label), ``out``'s ``.metrics.json`` when
+    labels are present (metrics over the labelled examples) and, for detection, a figure
+    ``.png`` with the boxes of the first ``figure`` images. Returns {'rows', 'metrics'}.
+    """
+    cfg0, state, epoch = load_checkpoint(checkpoint)
+    cfg = replace(cfg0, shards=str(shards), device=device, pretrained=None,
+                  workers=workers, amp=None, channels_last=None).resolved()
+    task = get_task(cfg.task)
+    dev = torch.device(cfg.device)
+    model, _ = build_task_model(cfg)
+    model.load_state_dict(state)
+    model.to(dev)
+    examples, plan = plan_examples(read_manifest(shards), task, cfg.views, unlabeled=True)
+    if not examples:
+        raise ValueError(f"{shards}: nothing to predict ({plan.describe()})")
+    log(f"{checkpoint}: {task.name} {cfg.views}-view {cfg.backbone} {cfg.size}px (epoch "
+        f"{epoch + 1}); {len(examples)} {plan.unit}s in {shards}")
+    stream = ShardStream(shards, examples, cfg.preprocess(), train=False, seed=cfg.seed)
+    loader = EpochLoader(stream, batch_size or cfg.eval_batch_size or cfg.batch_size,
+                         workers=workers, drop_last=False)
+    pred = predict(model, loader, cfg, dev, with_loss=False)
+    by_uid = {e.uid: e for e in examples}
+    rows = predictions_table(pred, by_uid, None, "predict")
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_predictions(rows, out)
+    metrics: dict[str, Any] = {}
+    labelled = np.asarray(pred["label"]) >= 0
+    if labelled.any():
+        sub = {k: ([v[i] for i in np.flatnonzero(labelled)] if isinstance(v, list)
+                   else v[labelled] if isinstance(v, np.ndarray) else v)
+               for k, v in pred.items()}
+        metrics = task_metrics(task, sub)
+        metrics["n"] = int(labelled.sum())
+        _write_json(out.with_suffix(".metrics.json"), metrics)
+        log(f"{int(labelled.sum())} labelled: " + ", ".join(
+            f"{task.metric_label(k)} {metrics[k]:.3f}" for k in task.metrics))
+    if task.detection and figure > 0:
+        from .report import plot_detections
+
+        plot_detections(cfg, [by_uid[r["uid"]] for r in rows[:figure]],
+                        {r["uid"]: r for r in rows}, out.with_suffix(".png"))
+    log(f"predictions: {out} ({len(rows)} rows)")
+    return {"rows": rows, "metrics": metrics}
