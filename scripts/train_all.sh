@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# `make train-all`: every task x view configuration of LUMINA plus the harmonisation ablation,
-# 5-fold cross-validation each, one combined Markdown report.
+# `make train-all`: every task x view configuration of LUMINA plus the harmonisation ablation
+# and the multi-task DETR (detection), 5-fold cross-validation each, one combined report.
 #
 # Default: a synthetic cohort (built here with `mammoprep synth`, `reference` and `shard`, raw
 # and harmonised, if absent) and a fast CPU setting: timm `test_resnet` from scratch at 64 px,
@@ -19,6 +19,10 @@
 #   EPOCHS BATCH WORKERS FOLDS DEVICE                           [12 16 2 all auto]
 #   STEP_SIZE   epochs between lr x0.1 steps      [30 when EPOCHS >= 90, else 2/3 of EPOCHS]
 #   PRETRAINED  local weight file (.pth/.safetensors) for every backbone   [none]
+#   DET_SHARDS  shards whose JSON carries lesion boxes, for detection       [synthetic, built
+#               here from synth's labels.csv; none with SHARDS set: no detection run]
+#   DET_SIZE DET_EPOCHS   detection input size and epochs (paper: 512, 400 with patience 150)
+#                                                                           [96, EPOCHS]
 #   EXTRA       more `mammotrain` options, e.g. "--lr 1e-4 --max-steps-per-epoch 20"
 #   PATIENTS SYNTH_SIZE SHARD_SIZE  the synthetic cohort           [120 256x208 96]
 # Runs resume: finished folds are kept, so an interrupted run continues where it stopped.
@@ -63,9 +67,19 @@ if [ -z "${SHARDS:-}" ]; then
                 --size "$SHARD_SIZE" --samples-per-shard 32 --allow-rejects -j 2 "${ref[@]}"
         fi
     done
+    if [ ! -f "$DATA/shards_boxes/images.parquet" ]; then
+        echo "== harmonised shards with lesion boxes ($SHARD_SIZE px) -> $DATA/shards_boxes"
+        "$BIN/mammoprep" shard "$COHORT" -o "$DATA/shards_boxes" --labels "csv:$COHORT/labels.csv" \
+            --size "$SHARD_SIZE" --samples-per-shard 32 --allow-rejects -j 2 \
+            --ref "$DATA/reference.npz"
+    fi
     SHARDS="$DATA/shards_harmonized"
     RAW_SHARDS="$DATA/shards_raw"
+    DET_SHARDS="$DATA/shards_boxes"
 fi
+DET_SHARDS=${DET_SHARDS:-}
+DET_SIZE=${DET_SIZE:-96}
+DET_EPOCHS=${DET_EPOCHS:-$EPOCHS}
 RAW_SHARDS=${RAW_SHARDS:-}
 
 common=(--epochs "$EPOCHS" --step-size "$STEP_SIZE" --batch-size "$BATCH" --workers "$WORKERS" --device "$DEVICE" --resume)
@@ -105,12 +119,20 @@ for bb in $BACKBONES; do
             --size "$size" --out "$R/$task-2v" "${common[@]}"
         runs+=("$R/$task-2v")
     done
+    if [ -n "$DET_SHARDS" ]; then
+        echo "== [$bb] detection (multi-task DETR), single-view"
+        det=("${common[@]}")
+        det[1]=$DET_EPOCHS
+        "$BIN/mammotrain" cv --shards "$DET_SHARDS" --task detection --backbone "$bb" \
+            --size "$DET_SIZE" --out "$R/detection-1v" "${det[@]}"
+        runs+=("$R/detection-1v")
+    fi
 done
 
 ELAPSED=$(( $(date +%s) - START ))
 NOTES="Shards: \`$SHARDS\` (harmonised)${RAW_SHARDS:+, raw for the ablation: \`$RAW_SHARDS\`}. \
 Backbones: $BACKBONES; input sizes: diagnosis $DIAG_SIZE, BI-RADS $BIRADS_SIZE, density \
-$DENSITY_SIZE; $EPOCHS epochs (lr x0.1 every $STEP_SIZE), batch $BATCH, device $DEVICE${EXTRA:+, extra: $EXTRA}. \
+$DENSITY_SIZE${DET_SHARDS:+, detection $DET_SIZE ($DET_EPOCHS epochs, shards \`$DET_SHARDS\`)}; $EPOCHS epochs (lr x0.1 every $STEP_SIZE), batch $BATCH, device $DEVICE${EXTRA:+, extra: $EXTRA}. \
 Values are %, mean ± std over the test folds; models selected on a patient-grouped \
 validation split of the training folds. Wall time of this invocation: ${ELAPSED}s."
 "$BIN/mammotrain" combine "${runs[@]}" "${ablations[@]}" -o "$OUT/report.md" \

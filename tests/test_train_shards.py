@@ -32,9 +32,11 @@ def mammoprep(*args: str) -> None:
 
 
 def build(root: Path, name: str, patients: int, seed: int, size: int, folds: int = 5,
-          per_shard: int = 8, harmonized: bool = False, synth_size: str = "512x416") -> Path:
+          per_shard: int = 8, harmonized: bool = False, synth_size: str = "512x416",
+          labels: str = "lumina") -> Path:
     """``mammoprep synth`` + (``reference``) + ``shard``; cached per process by ``name``.
-    The cohort is shared by every build with the same ``(patients, seed)``."""
+    The cohort is shared by every build with the same ``(patients, seed)``. ``labels``:
+    'lumina' (the spreadsheets: no boxes) or 'csv' (synth's flat table, with boxes)."""
     if name in _CACHE:
         return _CACHE[name]
     cohort = root / f"cohort-{patients}-{seed}-{synth_size}"
@@ -47,7 +49,8 @@ def build(root: Path, name: str, patients: int, seed: int, size: int, folds: int
         if harmonized:  # reference pooled from the cohort's low-energy images
             mammoprep("reference", str(cohort), "-o", str(root / f"{name}-ref.npz"))
             extra = ["--ref", str(root / f"{name}-ref.npz")]
-        mammoprep("shard", str(cohort), "-o", str(out), "--labels", f"lumina:{cohort}",
+        spec = f"lumina:{cohort}" if labels == "lumina" else f"csv:{cohort / 'labels.csv'}"
+        mammoprep("shard", str(cohort), "-o", str(out), "--labels", spec,
                   "--size", str(size), "--samples-per-shard", str(per_shard), "--folds",
                   str(folds), "--allow-rejects", "-j", "2", *extra)
     _CACHE[name] = out
