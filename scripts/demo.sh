@@ -12,7 +12,8 @@ echo "== 1. synthetic cohort -> $OUT/cohort"
 "$BIN/mammoprep" synth "$OUT/cohort" --patients 24 --seed 0
 
 echo "== 2. inspect (first lines; all of it as JSON lines in $OUT/inspect.jsonl)"
-"$BIN/mammoprep" inspect "$OUT/cohort" 2>/dev/null | head -n 5 | cut -c1-200
+"$BIN/mammoprep" inspect "$OUT/cohort" > "$OUT/inspect.txt" 2>/dev/null
+head -n 5 "$OUT/inspect.txt" | cut -c1-200
 "$BIN/mammoprep" inspect --json "$OUT/cohort" > "$OUT/inspect.jsonl" 2>/dev/null
 echo "   ... $(wc -l < "$OUT/inspect.jsonl") images inspected"
 
