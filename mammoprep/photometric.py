@@ -24,8 +24,8 @@ def to_uint16(values: np.ndarray) -> np.ndarray:
     if values.dtype == np.uint16:
         return values
     if np.issubdtype(values.dtype, np.integer):
-        return np.clip(values, 0, UINT16_MAX).astype(np.uint16)
-    return np.clip(np.rint(values), 0, UINT16_MAX).astype(np.uint16)
+        return np.clip(values, 0, UINT16_MAX).astype(np.uint16, copy=False)
+    return np.clip(np.rint(values), 0, UINT16_MAX).astype(np.uint16, copy=False)
 
 
 def rescale(stored: np.ndarray, slope: float, intercept: float) -> np.ndarray:
@@ -44,8 +44,8 @@ def lut_lookup(values: np.ndarray, first_mapped: int, table: np.ndarray) -> np.n
 def invert(values: np.ndarray, bits: int) -> np.ndarray:
     """MONOCHROME1 -> MONOCHROME2: ``(2^bits - 1) - x`` on values clipped to the range."""
     top = (1 << int(bits)) - 1
-    out = np.minimum(values, top).astype(np.uint16)
-    return (np.uint16(top) - out).astype(np.uint16)
+    out = np.minimum(values, top).astype(np.uint16, copy=False)   # one new array ...
+    return np.subtract(np.uint16(top), out, out=out)               # ... inverted in place
 
 
 def window(values: np.ndarray, center: float, width: float, function: str,

@@ -22,7 +22,7 @@
 #   DET_SHARDS  shards whose JSON carries lesion boxes, for detection       [synthetic, built
 #               here from synth's labels.csv; none with SHARDS set: no detection run]
 #   DET_SIZE DET_EPOCHS   detection input size and epochs (paper: 512, 400 with patience 150)
-#                                                                           [96, EPOCHS]
+#                                                                           [96, 8]
 #   EXTRA       more `mammotrain` options, e.g. "--lr 1e-4 --max-steps-per-epoch 20"
 #   PATIENTS SYNTH_SIZE SHARD_SIZE  the synthetic cohort           [120 256x208 96]
 # Runs resume: finished folds are kept, so an interrupted run continues where it stopped.
@@ -79,7 +79,7 @@ if [ -z "${SHARDS:-}" ]; then
 fi
 DET_SHARDS=${DET_SHARDS:-}
 DET_SIZE=${DET_SIZE:-96}
-DET_EPOCHS=${DET_EPOCHS:-$EPOCHS}
+DET_EPOCHS=${DET_EPOCHS:-8}
 RAW_SHARDS=${RAW_SHARDS:-}
 
 common=(--epochs "$EPOCHS" --step-size "$STEP_SIZE" --batch-size "$BATCH" --workers "$WORKERS" --device "$DEVICE" --resume)
