@@ -9,6 +9,11 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("MAMMOPREP_SALT", "test-salt")
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # one thread per xdist worker (set before torch / Numba are imported): two workers with
+    # two threads each on two cores make torch's training steps several times slower
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("NUMBA_NUM_THREADS", "1")
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DICOM = (REPO.parent / "shared" / "testdata" / "dicom").resolve()
