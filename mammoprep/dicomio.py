@@ -362,8 +362,9 @@ def read_dicom(path: str | os.PathLike, *, voi: bool = False, salt: str | bytes 
                           hint="the file is inconsistent; re-export it")
     stored = np.ascontiguousarray(stored)
     bits = int(meta["bits_stored"])
-    if stored.dtype.itemsize > 1 and bits < stored.dtype.itemsize * 8:
-        stored = stored & np.asarray((1 << bits) - 1, dtype=stored.dtype)  # unused high bits
+    if stored.dtype.itemsize > 1 and bits < stored.dtype.itemsize * 8:  # unused high bits
+        mask = np.asarray((1 << bits) - 1, dtype=stored.dtype)
+        stored = np.bitwise_and(stored, mask, out=stored if stored.flags.writeable else None)
 
     pad = _padding_mask(ds, stored)
     px, lut_kind, value_bits = _modality(ds, stored, bits, path)
@@ -374,8 +375,8 @@ def read_dicom(path: str | os.PathLike, *, voi: bool = False, salt: str | bytes 
             px, value_bits = photometric.apply_voi(px, choice, value_bits)
             voi_desc = choice.description
     inverted, reason = inversion_decision(ds)
-    if inverted:
-        px = photometric.invert(px, value_bits)
+    if inverted:  # px is this function's own array (decoded, or made by the LUTs)
+        px = photometric.invert(px, value_bits, inplace=True)
     else:
         px = photometric.to_uint16(px)
     n_pad = 0

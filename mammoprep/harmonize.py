@@ -294,12 +294,13 @@ def _reference_problem(hist, bits, hashes, count) -> str | None:
 
 
 def harmonize_pixels(pixels: np.ndarray, reference: Reference,
-                     bits: int | None = None) -> np.ndarray:
+                     bits: int | None = None, out: np.ndarray | None = None) -> np.ndarray:
     """Match the foreground of ``pixels`` (uint16 [rows, cols]) to ``reference`` (Eq. 7).
 
     Args:
         bits: bit depth of the source; values above ``2^bits - 1`` raise
             :class:`PixelRangeError`. ``None`` (default): one bin for every uint16 level.
+        out: uint16 array of the same shape (e.g. a view into a larger image) to write into.
     Returns:
         ``uint16 [rows, cols]``: background exactly 0, foreground in
         ``1..2^reference.bits - 1``.
@@ -308,14 +309,26 @@ def harmonize_pixels(pixels: np.ndarray, reference: Reference,
     hist = foreground_histogram(pixels, 16 if bits is None else bits)
     top = int(np.flatnonzero(hist)[-1]) if hist.any() else 1
     lut = match_lut(hist[: max(top, 1) + 1], reference.cdf)  # levels above the max: unused
-    return kernels.apply_lut(pixels, _full_lut(lut))
+    return kernels.apply_lut(pixels, _full_lut(lut), out)
 
 
 def harmonize(record: Record, reference: Reference) -> Record:
     """Record step: :func:`harmonize_pixels`; meta gains ``harmonized = True``,
-    ``reference_bits`` and ``bits_stored = reference.bits``."""
+    ``reference_bits`` and ``bits_stored = reference.bits``.
+
+    After text removal (``'remove_text'`` in ``meta['steps']``) every pixel outside
+    ``meta['breast_bbox']`` is exactly 0, so only the box is matched (same histogram, same
+    LUT, same output; about half the work on a typical mammogram)."""
     try:
-        pixels = harmonize_pixels(record.pixels, reference)
+        pixels = record.pixels
+        bbox = record.meta.get("breast_bbox")
+        if bbox and "remove_text" in record.meta.get("steps", ()):
+            y0, x0, y1, x1 = (int(v) for v in bbox)
+            out = np.zeros_like(_as_u16(pixels))
+            harmonize_pixels(pixels[y0:y1, x0:x1], reference, out=out[y0:y1, x0:x1])
+            pixels = out
+        else:
+            pixels = harmonize_pixels(pixels, reference)
     except MammoprepError as err:
         raise type(err)(record.path, err.problem, tag=err.tag, value=err.value,
                         hint=err.hint) from None

@@ -183,13 +183,21 @@ def _apply_lut_rows(pixels, lut, out, r0, r1):
             out[i, j] = lut[pixels[i, j]]
 
 
-@nb.njit(cache=True, parallel=True)
-def apply_lut(pixels, lut):
-    """``uint16 [rows, cols]``: ``lut[pixels]``. ``lut`` must have 65536 entries (one per
+def apply_lut(pixels, lut, out=None):
+    """``uint16 [rows, cols]``: ``lut[pixels]``, written into ``out`` when given (uint16, same
+    shape, may be a view into a larger image). ``lut`` must have 65536 entries (one per
     uint16 value; no bounds check here: :func:`mammoprep.harmonize.apply_lut` pads and
     validates)."""
+    if out is None:
+        out = np.empty(pixels.shape, np.uint16)
+    elif out.shape != pixels.shape or out.dtype != np.uint16:
+        raise ValueError(f"out must be uint16 {pixels.shape}, got {out.dtype} {out.shape}")
+    return _apply_lut_into(pixels, lut, out)
+
+
+@nb.njit(cache=True, parallel=True)
+def _apply_lut_into(pixels, lut, out):
     rows, cols = pixels.shape
-    out = np.empty((rows, cols), np.uint16)
     if rows * cols < PARALLEL_MIN_PIXELS:
         _apply_lut_rows(pixels, lut, out, 0, rows)
     else:

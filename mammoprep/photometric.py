@@ -41,9 +41,16 @@ def lut_lookup(values: np.ndarray, first_mapped: int, table: np.ndarray) -> np.n
     return table[idx]
 
 
-def invert(values: np.ndarray, bits: int) -> np.ndarray:
-    """MONOCHROME1 -> MONOCHROME2: ``(2^bits - 1) - x`` on values clipped to the range."""
+def invert(values: np.ndarray, bits: int, inplace: bool = False) -> np.ndarray:
+    """MONOCHROME1 -> MONOCHROME2: ``(2^bits - 1) - x`` on values clipped to the range.
+
+    inplace: overwrite ``values`` (a writeable uint16 array the caller owns) when nothing
+    needs clipping, instead of allocating the result."""
     top = (1 << int(bits)) - 1
+    if values.dtype == np.uint16 and values.size and int(values.max()) <= top:
+        # nothing to clip: one pass (the max is cheap)
+        out = values if inplace and values.flags.writeable else None
+        return np.subtract(np.uint16(top), values, out=out)
     out = np.minimum(values, top).astype(np.uint16, copy=False)   # one new array ...
     return np.subtract(np.uint16(top), out, out=out)               # ... inverted in place
 

@@ -229,6 +229,33 @@ def test_record_step():
         harmonize(rec.evolve(np.zeros((2, 2), np.uint16)), ref)
 
 
+def test_record_step_after_text_removal_matches_the_breast_box_only():
+    """After text removal only the breast box is matched: same pixels as the whole image."""
+    from mammoprep.foreground import remove_text
+    from mammoprep.synth import image_spec, plan_cohort, render_image
+
+    spec = image_spec(plan_cohort(2, seed=5, size=(256, 208))[0], "L", "CC")
+    rec = Record(render_image(spec).pixels, {"bits_stored": 16, "steps": ["read"]},
+                 path="s.dcm")
+    clean = remove_text(rec)
+    y0, x0, y1, x1 = clean.meta["breast_bbox"]
+    assert (y1 - y0) * (x1 - x0) < clean.pixels.size        # the box is smaller than the image
+    ref = ref_from_hist(np.r_[0, np.ones(4095, np.int64)], 12)
+    np.testing.assert_array_equal(harmonize(clean, ref).pixels,
+                                  harmonize_pixels(clean.pixels, ref))
+
+
+def test_apply_lut_into_a_view():
+    img = np.arange(24, dtype=np.uint16).reshape(4, 6)
+    lut = (np.arange(65536) * 2 % 65536).astype(np.uint16)
+    big = np.zeros((6, 8), np.uint16)
+    K.apply_lut(img[1:3, 2:5], lut, out=big[2:4, 1:4])
+    assert big[2:4, 1:4].tolist() == (img[1:3, 2:5] * 2).tolist() and big.sum() == \
+        (img[1:3, 2:5] * 2).sum()
+    with pytest.raises(ValueError, match="out must be uint16"):
+        K.apply_lut(img, lut, out=np.zeros((4, 6), np.int32))
+
+
 # ------------------------------------------------------------------ reference files
 
 def test_reference_roundtrip(tmp_path):
