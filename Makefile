@@ -26,8 +26,13 @@ demo: venv
 test: venv
 	$(BIN)/python -m pytest -n 2 --dist loadfile -q tests
 
+# every benchmark, each printing ratios against its baseline (results: benchmarks/RESULTS.md)
 bench: venv
 	$(BIN)/python benchmarks/decode.py
+	$(BIN)/python benchmarks/harmonize.py
+	$(BIN)/python benchmarks/harmonize_folder.py
+	NUMBA_NUM_THREADS=1 $(BIN)/python benchmarks/shard.py
+	$(BIN)/python benchmarks/loader.py --full-size 4096x3328
 
 clean:
 	rm -rf $(VENV) $(DEMO) .numba_cache .pytest_cache

@@ -23,6 +23,8 @@
 #               here from synth's labels.csv; none with SHARDS set: no detection run]
 #   DET_SIZE DET_EPOCHS   detection input size and epochs (paper: 512, 400 with patience 150)
 #                                                                           [96, 8]
+#   DET_LR      detection learning rate [paper: 1e-4 (pretrained backbones); synthetic
+#               default from scratch: 1e-3]
 #   EXTRA       more `mammotrain` options, e.g. "--lr 1e-4 --max-steps-per-epoch 20"
 #   PATIENTS SYNTH_SIZE SHARD_SIZE  the synthetic cohort           [120 256x208 96]
 # Runs resume: finished folds are kept, so an interrupted run continues where it stopped.
@@ -76,6 +78,7 @@ if [ -z "${SHARDS:-}" ]; then
     SHARDS="$DATA/shards_harmonized"
     RAW_SHARDS="$DATA/shards_raw"
     DET_SHARDS="$DATA/shards_boxes"
+    DET_LR=${DET_LR:-1e-3}
 fi
 DET_SHARDS=${DET_SHARDS:-}
 DET_SIZE=${DET_SIZE:-96}
@@ -123,6 +126,7 @@ for bb in $BACKBONES; do
         echo "== [$bb] detection (multi-task DETR), single-view"
         det=("${common[@]}")
         det[1]=$DET_EPOCHS
+        [ -n "${DET_LR:-}" ] && det+=(--lr "$DET_LR")
         "$BIN/mammotrain" cv --shards "$DET_SHARDS" --task detection --backbone "$bb" \
             --size "$DET_SIZE" --out "$R/detection-1v" "${det[@]}"
         runs+=("$R/detection-1v")
@@ -132,7 +136,7 @@ done
 ELAPSED=$(( $(date +%s) - START ))
 NOTES="Shards: \`$SHARDS\` (harmonised)${RAW_SHARDS:+, raw for the ablation: \`$RAW_SHARDS\`}. \
 Backbones: $BACKBONES; input sizes: diagnosis $DIAG_SIZE, BI-RADS $BIRADS_SIZE, density \
-$DENSITY_SIZE${DET_SHARDS:+, detection $DET_SIZE ($DET_EPOCHS epochs, shards \`$DET_SHARDS\`)}; $EPOCHS epochs (lr x0.1 every $STEP_SIZE), batch $BATCH, device $DEVICE${EXTRA:+, extra: $EXTRA}. \
+$DENSITY_SIZE${DET_SHARDS:+, detection $DET_SIZE ($DET_EPOCHS epochs${DET_LR:+, lr $DET_LR}, shards \`$DET_SHARDS\`)}; $EPOCHS epochs (lr x0.1 every $STEP_SIZE), batch $BATCH, device $DEVICE${EXTRA:+, extra: $EXTRA}. \
 Values are %, mean ± std over the test folds; models selected on a patient-grouped \
 validation split of the training folds. Wall time of this invocation: ${ELAPSED}s."
 "$BIN/mammotrain" combine "${runs[@]}" "${ablations[@]}" -o "$OUT/report.md" \

@@ -38,3 +38,26 @@ def test_torchrun_two_ranks_equal_steps(train_shards, tmp_path):
     assert a["steps"] == b["steps"] == a["expected_steps"] == per_rank // batch
     assert a["examples"] == b["examples"] == a["steps"] * batch
     assert (out / "fold0" / "metrics.json").exists()  # rank 0 evaluated the test fold
+
+
+def test_torchrun_detection_with_early_stopping(train_shards, tmp_path):
+    """The detector under DDP; rank 0's early-stopping decision reaches rank 1 (both ranks
+    train the same epochs, nobody waits in a collective the other left)."""
+    out = tmp_path / "ddp-det"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "mammotrain.cli", "train", "--fold", "1", "--task", "detection",
+           "--backbone", "test_resnet", "--size", "32", "--epochs", "4", "--patience", "1",
+           "--select", "loss", "--batch-size", "4", "--workers", "0", "--device", "cpu",
+           "--gradcam", "0", "--max-steps-per-epoch", "2", "--dec-layers", "1",
+           "--shards", str(train_shards), "--out", str(out)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, f"torchrun failed:\n{r.stdout[-3000:]}\n{r.stderr[-5000:]}"
+    epochs = {rank: len((out / "fold1" / f"train_log.rank{rank}.jsonl").read_text().splitlines())
+              for rank in (0, 1)}
+    assert epochs[0] == epochs[1] >= 2
+    history = [json.loads(ln) for ln in (out / "fold1" / "history.jsonl").read_text().splitlines()]
+    assert len(history) == epochs[0]
+    stopped = [h["epoch"] for h in history if h["early_stop"]]
+    assert stopped == ([] if epochs[0] == 4 else [epochs[0] - 1])
+    assert {"map25", "recall25"} <= set(json.loads((out / "fold1" / "metrics.json").read_text()))
