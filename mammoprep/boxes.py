@@ -52,6 +52,17 @@ class Transform:
         return b
 
 
+    def invert(self, boxes) -> np.ndarray:
+        """Map ``[N, 4]`` xyxy stored-pixel boxes back to original-pixel boxes (the inverse of
+        :meth:`apply` for boxes inside the stored image)."""
+        b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4).copy()
+        if self.flipped:
+            b[:, [0, 2]] = self.stored_size[1] - b[:, [2, 0]]
+        b[:, [0, 2]] = b[:, [0, 2]] / self.scale + self.crop_xyxy[0]
+        b[:, [1, 3]] = b[:, [1, 3]] / self.scale + self.crop_xyxy[1]
+        return b
+
+
 def hflip(boxes, width: float) -> np.ndarray:
     """Horizontal flip of ``[N, 4]`` xyxy boxes in an image ``width`` pixels wide."""
     b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4).copy()
@@ -64,6 +75,14 @@ def scale(boxes, sx: float, sy: float, dx: float = 0.0, dy: float = 0.0) -> np.n
     b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4).copy()
     b[:, [0, 2]] = b[:, [0, 2]] * sx + dx
     b[:, [1, 3]] = b[:, [1, 3]] * sy + dy
+    return b
+
+
+def unscale(boxes, sx: float, sy: float, dx: float = 0.0, dy: float = 0.0) -> np.ndarray:
+    """The inverse of :func:`scale`: ``(x - dx) / sx``, ``(y - dy) / sy``."""
+    b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4).copy()
+    b[:, [0, 2]] = (b[:, [0, 2]] - dx) / sx
+    b[:, [1, 3]] = (b[:, [1, 3]] - dy) / sy
     return b
 
 

@@ -260,8 +260,9 @@ def predict_cmd(checkpoint, shards, dicoms, ref, shard_size, out, device, batch_
 
     Writes OUT (Parquet: uid, key, view, patient, label (-1 = none), pred, scores, score,
     energy, manufacturer; detection adds boxes [x0, y0, x1, y1] in model-input pixels with
-    their objectness, best first), OUT's .metrics.json where labels exist, and for
-    detection a PNG of boxes.
+    their objectness, best first, and the same boxes in the original DICOM's pixels as
+    boxes_original), OUT's .metrics.json where labels exist, and for detection a PNG of
+    boxes.
     """
     from .train import predict_shards
 

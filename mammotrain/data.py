@@ -274,6 +274,26 @@ class Preprocess:
         return img[None], b.astype(np.float32)
 
 
+    def to_stored(self, boxes, stored_hw: tuple[int, int]) -> np.ndarray:
+        """Boxes ``[N, 4]`` xyxy at the model input (no flip) -> pixels of the stored image
+        of size ``stored_hw`` (rows, cols): the inverse of this resize."""
+        sx, sy, dx, dy = fit_mapping(stored_hw, self.size, self.resize)[:4]
+        return box_ops.unscale(boxes, sx, sy, dx, dy)
+
+
+def fit_mapping(hw: tuple[int, int], size: int, resize: str
+                ) -> tuple[float, float, float, float, int, int]:
+    """How an image of ``hw`` (rows, cols) is fitted into ``size x size``: box mapping
+    ``(sx, sy, dx, dy)`` for :func:`mammoprep.boxes.scale` and the resized ``(rows, cols)``
+    before padding. 'square' stretches; 'letterbox' keeps the aspect ratio, centred."""
+    h, w = hw
+    if resize == "square":
+        return size / w, size / h, 0.0, 0.0, size, size
+    s = size / max(h, w)
+    nh, nw = max(1, round(h * s)), max(1, round(w * s))
+    return nw / w, nh / h, float((size - nw) // 2), float((size - nh) // 2), nh, nw
+
+
 def to_unit(px: np.ndarray, bits: int | None) -> torch.Tensor:
     """``uint16 [H, W]`` -> float32 ``[H, W]`` in [0, 1]: ``px / (2**bits - 1)`` (16 if None)."""
     maxv = float((1 << int(bits or 16)) - 1)
@@ -291,21 +311,17 @@ def _resize(img: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
 def resize_square(img: torch.Tensor, size: int) -> tuple[torch.Tensor, tuple[float, ...]]:
     """float ``[H, W]`` -> ``[size, size]`` (bilinear); returns the box mapping
     ``(sx, sy, dx, dy)`` for :func:`mammoprep.boxes.scale`."""
-    h, w = img.shape
-    return _resize(img, (size, size)), (size / w, size / h, 0.0, 0.0)
+    sx, sy, dx, dy, _, _ = fit_mapping(tuple(img.shape), size, "square")
+    return _resize(img, (size, size)), (sx, sy, dx, dy)
 
 
 def letterbox(img: torch.Tensor, size: int) -> tuple[torch.Tensor, tuple[float, ...]]:
     """float ``[H, W]`` -> ``[size, size]``: aspect kept, longer side = size, centred, zero
     padded; returns the box mapping ``(sx, sy, dx, dy)``."""
-    h, w = img.shape
-    s = size / max(h, w)
-    nh, nw = max(1, round(h * s)), max(1, round(w * s))
-    small = _resize(img, (nh, nw))
+    sx, sy, dx, dy, nh, nw = fit_mapping(tuple(img.shape), size, "letterbox")
     out = img.new_zeros((size, size))
-    dy, dx = (size - nh) // 2, (size - nw) // 2
-    out[dy:dy + nh, dx:dx + nw] = small
-    return out, (nw / w, nh / h, float(dx), float(dy))
+    out[int(dy):int(dy) + nh, int(dx):int(dx) + nw] = _resize(img, (nh, nw))
+    return out, (sx, sy, dx, dy)
 
 
 def normalize(img: torch.Tensor, in_chans: int) -> torch.Tensor:
@@ -349,7 +365,7 @@ def _decode(src: Iterator[tuple[str, dict]], examples: dict[str, Example], prep:
         doc = json.loads(sample["json"]) if "json" in sample else {}
         flip = bool(flip_p > 0 and rng.random() < flip_p)  # one coin per example, all views
         image = torch.empty((len(ex.views), 1, prep.size, prep.size), dtype=torch.float32)
-        boxes = []
+        boxes, transforms = [], []
         for i, v in enumerate(ex.views):
             name = f"{v}.png"
             if name not in sample:
@@ -360,19 +376,25 @@ def _decode(src: Iterator[tuple[str, dict]], examples: dict[str, Example], prep:
             bits = info.get("value_bits") or info.get("bits") or doc.get("bits")
             image[i], b = prep(px, bits, (doc.get("boxes") or {}).get(v), flip)
             boxes.append(b)
+            t = (doc.get("transform") or {}).get(v)
+            transforms.append(dict(t, stored_size=list(px.shape)) if t else
+                              {"stored_size": list(px.shape)})
         yield {"image": image, "label": ex.label, "uid": uid, "key": ex.key,
-               "boxes": boxes, "flipped": flip}
+               "boxes": boxes, "transforms": transforms, "flipped": flip}
 
 
 def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
     """Examples -> batch: ``image`` float32 ``[B, V, 1, S, S]`` in [0, 1] (grayscale; see
     :class:`Preprocess`), ``label`` int64 ``[B]`` (-1 = unlabelled, inference only),
     ``uid``/``key`` lists of str, ``boxes`` list (B) of lists (V) of float32 ``[N, 4]``,
+    ``transforms`` list (B) of lists (V) of the shard JSON's original -> stored transform
+    (:class:`mammoprep.boxes.Transform` as a dict; at least ``stored_size``),
     ``flipped`` bool ``[B]``."""
     return {"image": torch.stack([s["image"] for s in samples]),
             "label": torch.tensor([s["label"] for s in samples], dtype=torch.int64),
             "uid": [s["uid"] for s in samples], "key": [s["key"] for s in samples],
             "boxes": [s["boxes"] for s in samples],
+            "transforms": [s["transforms"] for s in samples],
             "flipped": torch.tensor([s["flipped"] for s in samples], dtype=torch.bool)}
 
 

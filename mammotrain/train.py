@@ -305,14 +305,17 @@ def predict(model: torch.nn.Module, loader: EpochLoader, cfg: TrainConfig,
     """Run ``model`` over ``loader`` -> {'uid': [N], 'label': int [N], 'probs': float [N, K],
     'loss': mean training objective}; detection adds per example 'boxes' float ``[Q, 4]``
     (pixel xyxy at the model input), 'box_scores' ``[Q]`` (objectness probabilities) and
-    'gt_boxes' ``[T, 4]`` (the loader's boxes, same frame)."""
+    'gt_boxes' ``[T, 4]`` (the loader's boxes, same frame) and 'boxes_original' ``[Q, 4]``
+    (the predicted boxes in the pixels of the original DICOM, through the shard JSON's
+    transform; None where the shard has none)."""
     from .detr_loss import cxcywh_to_xyxy
 
     task = get_task(cfg.task)
     crit = task.make_criterion(cfg.size, cfg.det_lambda) if with_loss else None
     model.eval()
     uids, labels, probs, loss_sum = [], [], [], 0.0
-    det: dict[str, list] = {"boxes": [], "box_scores": [], "gt_boxes": []}
+    det: dict[str, list] = {"boxes": [], "box_scores": [], "gt_boxes": [], "boxes_original": []}
+    prep = cfg.preprocess()
     for batch in loader:
         x = batch["image"].to(device, non_blocking=True)
         with _autocast(cfg, device):
@@ -329,6 +332,8 @@ def predict(model: torch.nn.Module, loader: EpochLoader, cfg: TrainConfig,
             det["box_scores"].extend(scores)
             det["gt_boxes"].extend(np.asarray(b[0], np.float32).reshape(-1, 4)
                                    for b in batch["boxes"])
+            det["boxes_original"].extend(_to_original(prep, b, tr[0])
+                                         for b, tr in zip(boxes, batch["transforms"]))
     n = len(uids)
     res = {"uid": uids, "label": np.concatenate(labels) if labels else np.zeros(0, np.int64),
            "probs": np.concatenate(probs) if probs else np.zeros((0, task.num_classes)),
@@ -336,6 +341,20 @@ def predict(model: torch.nn.Module, loader: EpochLoader, cfg: TrainConfig,
     if task.detection:
         res.update(det)
     return res
+
+
+def _to_original(prep: Preprocess, boxes: np.ndarray, transform: dict) -> np.ndarray | None:
+    """Model-input xyxy boxes of an unflipped example -> original DICOM pixels, clipped."""
+    from mammoprep.boxes import Transform
+
+    if "crop_xyxy" not in transform:
+        return None
+    t = Transform.from_dict(transform)
+    b = t.invert(prep.to_stored(boxes, tuple(transform["stored_size"])))
+    h, w = t.original_size
+    b[:, [0, 2]] = np.clip(b[:, [0, 2]], 0, w)
+    b[:, [1, 3]] = np.clip(b[:, [1, 3]], 0, h)
+    return b
 
 
 def task_metrics(task: TaskSpec, pred: dict[str, Any]) -> dict[str, float]:
@@ -368,7 +387,8 @@ def predictions_table(pred: dict[str, Any], examples: dict[str, Example], fold: 
     fold, split, label (-1 = unlabelled), pred (arg-max), scores (class probabilities),
     score (binary: p of class 1; multi-class: p of the label, of the prediction when
     unlabelled), energy, manufacturer. Detection adds ``boxes`` (``[Q, 4]`` pixel xyxy at the
-    model input, best first), ``box_scores`` (objectness) and ``gt_boxes``."""
+    model input, best first), ``box_scores`` (objectness), ``gt_boxes`` (model input) and
+    ``boxes_original`` (the ``boxes`` in original DICOM pixels, same order)."""
     rows = []
     for i, (uid, label, p) in enumerate(zip(pred["uid"], pred["label"], pred["probs"])):
         e = examples[uid]
@@ -383,6 +403,8 @@ def predictions_table(pred: dict[str, Any], examples: dict[str, Example], fold: 
             row["boxes"] = pred["boxes"][i][order].round(2).tolist()
             row["box_scores"] = pred["box_scores"][i][order].tolist()
             row["gt_boxes"] = np.asarray(pred["gt_boxes"][i]).round(2).tolist()
+            orig = pred["boxes_original"][i]
+            row["boxes_original"] = None if orig is None else orig[order].round(1).tolist()
         rows.append(row)
     return rows
 
@@ -399,7 +421,8 @@ def write_predictions(rows: list[dict[str, Any]], path: Path) -> None:
     if rows and "boxes" in rows[0]:
         fields_ += [("boxes", pa.list_(pa.list_(pa.float32()))),
                     ("box_scores", pa.list_(pa.float32())),
-                    ("gt_boxes", pa.list_(pa.list_(pa.float32())))]
+                    ("gt_boxes", pa.list_(pa.list_(pa.float32()))),
+                    ("boxes_original", pa.list_(pa.list_(pa.float32())))]
     tmp = path.with_suffix(".tmp")
     pq.write_table(pa.Table.from_pylist(rows, schema=pa.schema(fields_)), tmp)
     os.replace(tmp, path)

@@ -218,6 +218,21 @@ def test_box_encloses_the_square_after_shard_and_loader(tmp_path_factory, resize
     ys, xs = np.nonzero(img > 0.7 * img.max())
     seen = np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], np.float64)
     assert np.abs(seen - box).max() <= 2.0, (seen, box)
+    if not flip:  # and back: model input -> stored -> original DICOM pixels (predict's boxes)
+        from mammotrain.train import _to_original
+
+        back = _to_original(Preprocess(512, resize), np.asarray([box]),
+                            batch["transforms"][0][0])
+        assert np.abs(back[0] - np.asarray(rows[0]["boxes_original"][0])).max() <= 1.0
+
+
+def test_transform_invert_round_trip():
+    from mammoprep.boxes import Transform
+
+    for flipped in (False, True):
+        t = Transform((100, 50, 400, 650), 0.5, flipped, (800, 500), (300, 150))
+        b = np.array([[120.0, 80.0, 200.0, 160.0], [300.0, 500.0, 390.0, 640.0]])
+        np.testing.assert_allclose(t.invert(t.apply(b)), b)
 
 
 # -------------------------------------------------------------------------- learning
@@ -294,6 +309,12 @@ def test_cv_detection_and_predict(lesion_shards, tmp_path):
     assert len(rows) == len(read_manifest(lesion_shards))      # every image, labelled or not
     assert any(r_["label"] == -1 for r_ in rows) and all(len(r_["boxes"]) == 3 for r_ in rows)
     assert p_out.with_suffix(".png").exists() and p_out.with_suffix(".metrics.json").exists()
+    by_key = {(r_["key"], r_["view"]): r_ for r_ in read_manifest(lesion_shards)}
+    for r_ in rows:  # boxes in the original DICOM's pixels, inside the image
+        m = by_key[(r_["key"], r_["view"])]
+        b = np.asarray(r_["boxes_original"])
+        assert b.shape == (3, 4) and (b[:, 2] >= b[:, 0]).all() and (b[:, 3] >= b[:, 1]).all()
+        assert b[:, [0, 2]].max() <= m["original_cols"] and b[:, [1, 3]].max() <= m["original_rows"]
 
 
 def test_predict_classification_and_dicom(train_shards, tmp_path):
