@@ -228,6 +228,18 @@ def _append_jsonl(path: Path, obj: dict) -> None:
         fh.write(json.dumps(obj, sort_keys=True, default=float) + "\n")
 
 
+def _progress(loader, main: bool, desc: str):
+    """A tqdm bar over the loader's steps on an interactive stderr (rank 0 only); the plain
+    iterable otherwise (logs and CI keep one line per epoch)."""
+    import sys
+
+    if not (main and sys.stderr.isatty()):
+        return loader
+    from tqdm import tqdm
+
+    return tqdm(loader, total=len(loader), desc=desc, unit="step", leave=False)
+
+
 def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
     return model.module if hasattr(model, "module") else model
 
@@ -316,7 +328,7 @@ def predict(model: torch.nn.Module, loader: EpochLoader, cfg: TrainConfig,
     uids, labels, probs, loss_sum = [], [], [], 0.0
     det: dict[str, list] = {"boxes": [], "box_scores": [], "gt_boxes": [], "boxes_original": []}
     prep = cfg.preprocess()
-    for batch in loader:
+    for batch in _progress(loader, True, "predict"):
         x = batch["image"].to(device, non_blocking=True)
         with _autocast(cfg, device):
             out = model(x)
@@ -511,7 +523,7 @@ def train_fold(cfg: TrainConfig, test_fold: int, *, resume: bool = False,
         loader.set_epoch(epoch)
         net.train()
         steps, seen, loss_sum = 0, 0, 0.0
-        for batch in loader:
+        for batch in _progress(loader, dist.main, f"fold {test_fold} epoch {epoch + 1}"):
             x = batch["image"].to(device, non_blocking=True)
             with _autocast(cfg, device):
                 loss = criterion(net(x), batch)["loss"]
