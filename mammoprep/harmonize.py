@@ -324,7 +324,7 @@ def harmonize(record: Record, reference: Reference) -> Record:
         bbox = record.meta.get("breast_bbox")
         if bbox and "remove_text" in record.meta.get("steps", ()):
             y0, x0, y1, x1 = (int(v) for v in bbox)
-            out = np.zeros_like(_as_u16(pixels))
+            out = np.zeros(pixels.shape, np.uint16)  # the view below is validated
             harmonize_pixels(pixels[y0:y1, x0:x1], reference, out=out[y0:y1, x0:x1])
             pixels = out
         else:

@@ -376,9 +376,9 @@ def _decode(src: Iterator[tuple[str, dict]], examples: dict[str, Example], prep:
             bits = info.get("value_bits") or info.get("bits") or doc.get("bits")
             image[i], b = prep(px, bits, (doc.get("boxes") or {}).get(v), flip)
             boxes.append(b)
-            t = (doc.get("transform") or {}).get(v)
-            transforms.append(dict(t, stored_size=list(px.shape)) if t else
-                              {"stored_size": list(px.shape)})
+            # the shard's original -> stored transform (it carries stored_size)
+            transforms.append((doc.get("transform") or {}).get(v)
+                              or {"stored_size": list(px.shape)})
         yield {"image": image, "label": ex.label, "uid": uid, "key": ex.key,
                "boxes": boxes, "transforms": transforms, "flipped": flip}
 
