@@ -16,7 +16,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	# torch from the pinned build on this machine's disk (an unpinned torch may pull several GB)
 	$(BIN)/python -m pip install -q torch==2.14.1 torchvision==0.29.1
-	$(BIN)/python -m pip install -q -e '.[fast,train,dask,dev]'
+	# gpl: pylibjpeg-libjpeg, the reference JPEG decoder the tests compare libjpeg-turbo with
+	$(BIN)/python -m pip install -q -e '.[fast,gpl,train,dask,dev]'
 	rm -f $(VENV)/.installed-*
 	touch $@
 
@@ -29,8 +30,11 @@ test: venv
 # every benchmark, each printing ratios against its baseline (results: benchmarks/RESULTS.md)
 bench: venv
 	$(BIN)/python benchmarks/decode.py
+	$(BIN)/python benchmarks/decode_scale.py
 	$(BIN)/python benchmarks/harmonize.py
 	$(BIN)/python benchmarks/harmonize_folder.py
+	$(BIN)/python benchmarks/reference_bits.py
+	$(BIN)/python benchmarks/derived.py
 	NUMBA_NUM_THREADS=1 $(BIN)/python benchmarks/shard.py
 	$(BIN)/python benchmarks/loader.py --full-size 4096x3328
 

@@ -6,6 +6,11 @@ Writes one 4096x3328 14-bit image in each transfer syntax (real encoders: pydico
 pylibjpeg-openjpeg, pyjpegls; imagecodecs for JPEG lossless and HTJ2K), then times
 ``read_dicom`` (decode + LUTs + inversion) with every available plug-in, and the raw
 ``read_bytes`` of the same file as the I/O floor. Prints ms per image and ratios.
+
+Then the reduced-resolution rows: the JPEG 2000 lossless image read with
+``read_dicom(min_size=...)`` at every resolution level the codestream offers (level ``r``:
+``1 / 2**r`` per axis, ``pillow-openjpeg``), in ms and as a ratio to the full decode by the
+default plug-in measured in the same run.
 """
 
 from __future__ import annotations
@@ -108,7 +113,8 @@ def main() -> None:
             io_ms = timed(lambda: path.read_bytes(), args.repeats)
             default_ms = None
             rows = []
-            for name in reversed(decoders.candidates(ts)):  # pydicom first: the baseline
+            for name in sorted(decoders.candidates(ts), key=lambda n: n != "pydicom"):
+                # pydicom first: the baseline
                 rec = read_dicom(path, decoder=name)
                 assert np.array_equal(rec.pixels, px), f"{label}/{name}: pixels differ"
                 ms = timed(lambda: read_dicom(path, decoder=name), args.repeats)
@@ -119,6 +125,30 @@ def main() -> None:
                     else "baseline"
                 print(f"| {label} | {path.stat().st_size / 1e6:.1f} | {io_ms:.1f} | {name} | "
                       f"{ms:.1f} | {ms / io_ms:.0f} | {speed} |")
+        reduced_rows(files["jpeg2000-lossless"], args.repeats)
+
+
+def reduced_rows(path: Path, repeats: int) -> None:
+    """ms per image per JPEG 2000 resolution level, beside the full default decode."""
+    import pydicom
+
+    from mammoprep.decoders import pillow_j2k
+
+    ds = pydicom.dcmread(path, force=True)  # written without a preamble
+    rows, cols = int(ds.Rows), int(ds.Columns)
+    full_ms = timed(lambda: read_dicom(path, decoder="pydicom"), repeats)
+    print(f"\n# reduced-resolution JPEG 2000 lossless, {rows}x{cols}, median of {repeats}, "
+          "read_dicom(min_size=...) ms/image")
+    print("| level | decoded size | decoder | ms | x full (pydicom) |")
+    print("|---|---|---|---|---|")
+    print(f"| full | {rows}x{cols} | pydicom | {full_ms:.1f} | 1.00x |")
+    for r in pillow_j2k.reductions(ds, str(ds.file_meta.TransferSyntaxUID))[1:]:
+        size = decoders.reduced_size(rows, cols, r)
+        rec = read_dicom(path, min_size=size)
+        assert rec.meta["decode_reduction"] == r and rec.pixels.shape == size
+        ms = timed(lambda: read_dicom(path, min_size=size), repeats)
+        print(f"| {r} | {size[0]}x{size[1]} | {rec.meta['decoder']} | {ms:.1f} | "
+              f"{ms / full_ms:.2f}x ({full_ms / ms:.1f}x faster) |")
 
 
 if __name__ == "__main__":

@@ -8,12 +8,18 @@ explicit VR little endian, and JPEG 2000 lossless), then for each: decode-only t
 removal, harmonisation to a low-energy reference, crop, resize to 1024, PNG, tar,
 manifests) on ONE process with one Numba thread. Prints images/s per core and the ratio
 pipeline / decode. Targets: >= 12 images/s per core uncompressed; <= 1.2x decode on J2K.
+
+Then the same JPEG 2000 cohort with ``--decode-scale auto`` (reduced-resolution decoding)
+beside the ``full`` run above, and how much the stored images of the two runs differ
+(benchmarks/decode_scale.py ``compare_shards``). Target: auto <= 0.4x the time of full,
+stored images within 1 % of full scale.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -41,6 +47,7 @@ def transcode(src: Path, dst: Path, ts: str | None) -> None:
 
 def main() -> None:
     import numba
+    import numpy as np
     from pydicom.uid import JPEG2000Lossless
 
     from mammoprep.dicomio import read_dicom
@@ -88,6 +95,31 @@ def main() -> None:
             pipe = (time.perf_counter() - t) / s["images"]
             print(f"| {name} | {dec * 1000:.0f} | {pipe * 1000:.0f} | {pipe / dec:.2f}x | "
                   f"{1 / pipe:.1f} |")
+            if name == "jpeg2000-lossless":
+                full_pipe = pipe
+        auto_cfg = ShardConfig(prep=PrepConfig(reference=str(tmp / "ref.npz"), size=1024,
+                                               decode_scale="auto"),
+                               samples_per_shard=16, folds=0)
+        t = time.perf_counter()
+        s = build_shards([str(tmp / "jpeg2000-lossless")], tmp / "out-auto", auto_cfg, salt)
+        auto_pipe = (time.perf_counter() - t) / s["images"]
+        print(f"| jpeg2000-lossless, --decode-scale auto | | {auto_pipe * 1000:.0f} | | "
+              f"{1 / auto_pipe:.1f} |")
+        print(f"\nshard --size 1024 on JPEG 2000 lossless: auto / full = "
+              f"{auto_pipe / full_pipe:.2f}x the time ({full_pipe / auto_pipe:.1f}x faster; "
+              "target <= 0.4x)")
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from collections import Counter
+
+        from decode_scale import compare_shards
+
+        rows = compare_shards(tmp / "out-jpeg2000-lossless", tmp / "out-auto")
+        mad = [r["mad_pct"] for r in rows]
+        levels = dict(sorted(Counter(r["reduction"] for r in rows).items()))
+        print(f"stored images auto vs full ({len(rows)}; images per decode level {levels}): "
+              f"MAD on the foreground mean {np.mean(mad):.3f} % / max {np.max(mad):.3f} % of "
+              f"full scale (target < 1 %); KS max {max(r['ks'] for r in rows):.4f}; mask IoU "
+              f"min {min(r['mask_iou'] for r in rows):.4f}")
 
 
 if __name__ == "__main__":

@@ -4,6 +4,9 @@ lazily, so ``mammoprep --help`` and each command start fast (no torch, no unused
 from __future__ import annotations
 
 import importlib
+import importlib.util
+import logging
+import sys
 
 import click
 
@@ -16,6 +19,7 @@ COMMANDS: dict[str, str] = {
     "preview": "mammoprep.commands.harmonize:preview_cmd",
     "shard": "mammoprep.commands.shard:shard_cmd",
     "verify": "mammoprep.commands.shard:verify_cmd",
+    "qc": "mammoprep.commands.qc:qc_cmd",
 }
 
 _HELP = {
@@ -26,6 +30,7 @@ _HELP = {
     "preview": "Before/after PNG of harmonisation with histograms.",
     "shard": "Write WebDataset shards and Parquet manifests.",
     "verify": "Check shards against their manifests.",
+    "qc": "Contact sheet of the breast segmentation (suspect images first).",
 }
 
 
@@ -53,18 +58,90 @@ class LazyGroup(click.Group):
                 formatter.write_dl(rows)
 
 
+class _OncePerMessage:
+    """logging filter: library messages (pydicom's logger, Python warnings) are shown once
+    per distinct text, however many files raise them; pydicom's ``warn_and_log`` sends each
+    one both as a log record and a warning, which count as one. ``mammoprep``'s own
+    messages always pass."""
+
+    def __init__(self) -> None:
+        self.seen: set[str] = set()
+
+    def filter(self, record) -> bool:
+        if record.name == "mammoprep" or record.name.startswith("mammoprep."):
+            return True
+        text = record.getMessage().split("\n", 1)[0]
+        if record.name == "py.warnings":  # "file:line: UserWarning: text" -> "text"
+            text = text.split("Warning: ", 1)[-1]
+            record.msg, record.args = text, ()
+        if text in self.seen:
+            return False
+        self.seen.add(text)
+        return True
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time (click's test runner swaps it
+    between invocations)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
+_HANDLER = None
+
+
+def setup_logging(verbose: int, quiet: bool) -> None:
+    """Messages through :mod:`logging` on stderr: warnings by default, ``-v`` info,
+    ``-vv`` debug, ``-q`` errors only. Python warnings (pydicom's) are routed to the log
+    and each distinct library message is shown once per run (:class:`_OncePerMessage`)."""
+    import warnings
+
+    global _HANDLER
+    level = (logging.ERROR if quiet else logging.DEBUG if verbose > 1 else
+             logging.INFO if verbose else logging.WARNING)
+    root = logging.getLogger()
+    if _HANDLER is not None:  # called again in one process (tests): replace, not add
+        root.removeHandler(_HANDLER)
+    _HANDLER = _StderrHandler()
+    _HANDLER.setFormatter(logging.Formatter("%(levelname)s: %(name)s: %(message)s"))
+    _HANDLER.setLevel(level)
+    _HANDLER.addFilter(_OncePerMessage())
+    root.addHandler(_HANDLER)
+    root.setLevel(min(root.level or logging.WARNING, level))
+    logging.getLogger("mammoprep").setLevel(level)
+    logging.captureWarnings(True)
+    warnings.simplefilter("ignore" if quiet else "always")
+
+
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="mammoprep")
-def main() -> None:
+@click.option("-v", "--verbose", count=True,
+              help="More messages on stderr (-v info, -vv debug).")
+@click.option("-q", "--quiet", is_flag=True, help="Errors only on stderr (no warnings).")
+@click.option("--progress/--no-progress", "progress", default=None,
+              help="Progress bars on stderr. Default: only when stderr is a terminal.")
+def main(verbose: int, quiet: bool, progress: bool | None) -> None:
     """Turn DICOM mammograms from any vendor into training-ready data.
 
     \b
-    Typical flow:
-      mammoprep synth cohort/ --patients 20 --seed 0
+    Typical flow (runs as printed, in an empty folder):
+      mammoprep synth cohort/ --patients 4 --size 256x208 --seed 0
       mammoprep inspect cohort/
-      mammoprep reference cohort/ -o ref.npz --only-energy low
+      mammoprep reference cohort/ -o ref.npz --energy low
       mammoprep harmonize --ref ref.npz cohort/ -o harmonised/
+      mammoprep shard cohort/ -o shards/ --labels lumina:cohort/ --ref ref.npz --size 256
+      mammoprep verify shards/
     """
+    from . import options
+
+    options.PROGRESS = progress
+    setup_logging(verbose, quiet)
 
 
 if __name__ == "__main__":  # pragma: no cover

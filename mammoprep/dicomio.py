@@ -8,22 +8,34 @@ without decoding pixels (for fast planning of large archives). Every failure is 
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 import warnings
+import zlib
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 import numpy as np
 
 from . import decoders, photometric
-from .errors import (DecodeError, InvalidHeaderError, MammoprepError, NoPixelDataError,
-                     NotDicomError, TruncatedError, UnsupportedImageError)
-from .identity import pseudonym, resolve_salt, uid_hash
+from .errors import (DecodeError, ImplausibleImageError, InvalidHeaderError, MammoprepError,
+                     NoContrastError, NoPixelDataError, NotDicomError, NotRegularFileError,
+                     PixelLengthError, TooLargeError, TruncatedError, UnreadableError,
+                     UnsupportedImageError)
+from .identity import pseudonym, resolve_salt
 from .record import Record
 
 IMPLICIT_LE = "1.2.840.10008.1.2"
 EXPLICIT_LE = "1.2.840.10008.1.2.1"
 EXPLICIT_BE = "1.2.840.10008.1.2.2"
+DEFLATED_LE = "1.2.840.10008.1.2.1.99"
+
+#: Inflated bytes of a deflated data set read before its image size is known (the header).
+INFLATE_HEADER_LIMIT = 16 << 20
+#: Allowance beyond header + Rows x Columns x Samples x Frames x BitsAllocated / 8 for
+#: elements after the pixel data (padding, signatures) when inflating.
+INFLATE_MARGIN = 1 << 20
 
 #: File name endings treated as DICOM when walking directories (plus extension-less files
 #: that look like DICOM). Files named explicitly on the command line are always read.
@@ -56,8 +68,67 @@ def _tag(ds_tag: str) -> str:
 
 # ----------------------------------------------------------------------------- discovery
 
+_FILE_KINDS = {stat.S_IFIFO: "a FIFO (named pipe)", stat.S_IFCHR: "a character device",
+               stat.S_IFBLK: "a block device", stat.S_IFSOCK: "a socket",
+               stat.S_IFDIR: "a directory"}
+
+
+def regular_file_problem(path: str | os.PathLike) -> MammoprepError | None:
+    """None if ``path`` is (a symlink to) a regular file, else the typed error to report.
+
+    Only ``stat``/``lstat`` are used: a FIFO, device or socket is never opened, so it can
+    neither block nor stream without end."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        if os.path.islink(path):
+            return NotRegularFileError(path, "a symbolic link to a missing file",
+                                       value=_link_target(path),
+                                       hint="fix or remove the link")
+        return NotDicomError(path, "file not found", hint="check the path")
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return NotRegularFileError(path, "a symbolic link loop (the link points back to "
+                                       "itself)", value=_link_target(path),
+                                       hint="fix or remove the link")
+        return _os_error(path, exc)
+    if stat.S_ISREG(st.st_mode):
+        return None
+    what = _FILE_KINDS.get(stat.S_IFMT(st.st_mode), "not a regular file")
+    if stat.S_ISDIR(st.st_mode):
+        try:
+            with os.scandir(path):
+                pass
+        except OSError as exc:
+            return UnreadableError(path, f"a folder that cannot be listed "
+                                   f"({exc.strerror or exc}); its files were not read",
+                                   hint="check the folder's permissions")
+        return NotDicomError(path, "is a directory")
+    return NotRegularFileError(path, f"not a regular file but {what}",
+                               hint="pass DICOM files; it was not opened (reading it could "
+                                    "block or never end)")
+
+
+def _link_target(path) -> str | None:
+    try:
+        return os.readlink(path)
+    except OSError:
+        return None
+
+
+def _os_error(path, exc: OSError) -> MammoprepError:
+    """Typed error for an OS refusal to read ``path``."""
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return UnreadableError(path, "permission denied", hint="check the file's permissions")
+    return UnreadableError(path, f"cannot read the file ({exc.strerror or exc})",
+                           hint="check the disk and the path")
+
+
 def looks_like_dicom(path: Path) -> bool:
-    """Cheap sniff: 'DICM' at byte 128, or an implicit-VR group 0002/0008 tag at byte 0."""
+    """Cheap sniff: 'DICM' at byte 128, or an implicit-VR group 0002/0008 tag at byte 0.
+    False for anything but a regular file (never opens a FIFO or device)."""
+    if regular_file_problem(path) is not None:
+        return False
     try:
         with open(path, "rb") as fh:
             head = fh.read(132)
@@ -72,14 +143,24 @@ def iter_dicom_paths(paths: Iterable[str | os.PathLike]) -> Iterator[Path]:
     """Files named explicitly, and DICOM-looking files under directories (recursive, sorted).
 
     Under a directory, a file counts if its suffix is in :data:`DICOM_SUFFIXES`, or it has no
-    suffix and :func:`looks_like_dicom`. Yields each path once.
+    suffix and :func:`looks_like_dicom`. Yields each path once. Nothing is opened but
+    extension-less regular files: a FIFO, device, socket or symlink loop named ``*.dcm`` is
+    yielded so that reading it gives a typed reject (:func:`regular_file_problem`), an
+    extension-less one is skipped. Symlinked folders are not followed (no cycles). A
+    folder that cannot be listed is yielded too, so that reading it reports it
+    (:class:`~mammoprep.errors.UnreadableError`) instead of skipping it without a word.
     """
     seen: set[Path] = set()
     for raw in paths:
         p = Path(raw)
-        if p.is_dir():
-            found = []
-            for root, dirs, files in os.walk(p):
+        if _is_dir(p):
+            found: list[Path] = []
+
+            def unlisted(exc: OSError, found=found) -> None:
+                if exc.filename is not None:
+                    found.append(Path(exc.filename))
+
+            for root, dirs, files in os.walk(p, onerror=unlisted):
                 dirs.sort()
                 for name in files:
                     f = Path(root) / name
@@ -95,27 +176,45 @@ def iter_dicom_paths(paths: Iterable[str | os.PathLike]) -> Iterator[Path]:
                 yield f
 
 
+def _is_dir(p: Path) -> bool:
+    try:
+        return stat.S_ISDIR(os.stat(p).st_mode)
+    except OSError:  # missing, loop, no permission: reported when read as a file
+        return False
+
+
 # ----------------------------------------------------------------------------- reading
 
 def _open(path: Path, header_only: bool):
     """dcmread with typed errors; fills in the transfer syntax of files without File Meta."""
-    import pydicom
     from pydicom.errors import InvalidDicomError
 
-    if not path.exists():
-        raise NotDicomError(path, "file not found", hint="check the path")
-    if path.is_dir():
-        raise NotDicomError(path, "is a directory")
-    with warnings.catch_warnings(record=True) as caught:
+    problem = regular_file_problem(path)  # stat only: FIFOs and devices are never opened
+    if problem is not None:
+        raise problem
+    try:
+        fh = open(path, "rb")
+    except OSError as exc:
+        raise _os_error(path, exc) from None
+    with fh, warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            ds = pydicom.dcmread(path, force=True, stop_before_pixels=header_only)
+            if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):  # replaced after the check
+                raise NotRegularFileError(path, "not a regular file",
+                                          hint="pass DICOM files")
+            ds = _read_dataset(fh, path, header_only)
+        except MammoprepError:
+            raise
         except InvalidDicomError as exc:
-            raise NotDicomError(path, f"not a DICOM file ({exc})",
-                                tag="(0002,0000) File Meta / 'DICM' prefix at byte 128",
-                                value=_prefix(path),
-                                hint="pass DICOM files (Part 10 or raw data sets)") from None
-        except (EOFError, OSError, ValueError, KeyError, TypeError, IndexError) as exc:
+            raise _not_dicom(path, str(exc)) from None
+        except RecursionError:
+            raise InvalidHeaderError(path, "sequences nested too deeply to parse",
+                                     tag="(FFFE,E000) Item",
+                                     value="nesting beyond Python's recursion limit",
+                                     hint="the header is corrupt or hostile; exclude this "
+                                          "file") from None
+        except (EOFError, OSError, ValueError, KeyError, TypeError, IndexError,
+                zlib.error) as exc:
             raise TruncatedError(path, f"could not parse the DICOM data set "
                                  f"({type(exc).__name__}: {exc})",
                                  hint="the file is truncated or corrupt; re-export it") from None
@@ -139,11 +238,123 @@ def _open(path: Path, header_only: bool):
             ds.file_meta = FileMetaDataset()
         ds.file_meta.TransferSyntaxUID = ts
     if not _plausible(ds):
-        raise NotDicomError(path, "not a DICOM file (no recognisable DICOM elements)",
-                            tag="(0002,0000) File Meta / 'DICM' prefix at byte 128",
-                            value=_prefix(path),
-                            hint="pass DICOM files (Part 10 or raw data sets)")
+        raise _not_dicom(path, "no recognisable DICOM elements")
     return ds, ts
+
+
+def _read_dataset(fh, path: Path, header_only: bool):
+    """``dcmread`` of an open regular file; a deflated data set goes through
+    :func:`_read_deflated` (bounded inflation) instead of pydicom's unbounded one."""
+    import pydicom
+
+    head = fh.read(4096)
+    fh.seek(0)
+    if head[128:132] == b"DICM" and DEFLATED_LE.encode() in head:
+        return _read_deflated(fh, path, header_only)
+    return pydicom.dcmread(fh, force=True, stop_before_pixels=header_only)
+
+
+def _at_pixel_data(tag, vr, length) -> bool:
+    return tag in (0x7FE00010, 0x7FE00009, 0x7FE00008)
+
+
+def _inflate(d, pending: bytes, limit: int) -> tuple[bytes, bytes]:
+    """Up to ``limit`` more inflated bytes from ``d`` (a raw-deflate decompressobj) fed with
+    ``pending``; returns (bytes, input not consumed yet). Never produces more than
+    ``limit`` bytes, whatever the compression ratio."""
+    out, n = [], 0
+    while n < limit and not d.eof:
+        piece = d.decompress(pending, limit - n)
+        pending = d.unconsumed_tail
+        if not piece and not pending:
+            break
+        n += len(piece)
+        out.append(piece)
+    return b"".join(out), pending
+
+
+def _read_deflated(fh, path: Path, header_only: bool):
+    """Deflated Explicit VR Little Endian, inflated with a cap.
+
+    The first :data:`INFLATE_HEADER_LIMIT` bytes are inflated and parsed up to (7FE0,0010);
+    the rest may only hold Rows x Columns x SamplesPerPixel x NumberOfFrames x
+    BitsAllocated / 8 bytes of pixel data plus :data:`INFLATE_MARGIN`. More is a
+    :class:`~mammoprep.errors.TooLargeError` (a decompression bomb), raised before the
+    excess is ever held in memory."""
+    import pydicom
+    from pydicom.dataset import FileDataset
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filereader import _read_file_meta_info, read_dataset, read_preamble
+
+    preamble = read_preamble(fh, True)
+    file_meta = _read_file_meta_info(fh)
+    if str(file_meta.get("TransferSyntaxUID", "")).rstrip("\0 ") != DEFLATED_LE:
+        fh.seek(0)
+        return pydicom.dcmread(fh, force=True, stop_before_pixels=header_only)
+    d = zlib.decompressobj(-zlib.MAX_WBITS)
+    data, pending = _inflate(d, fh.read(), INFLATE_HEADER_LIMIT)
+    if not d.eof:
+        head = DicomBytesIO(data)
+        found: list[int] = []
+
+        def at_pixels(tag, vr, length) -> bool:
+            if _at_pixel_data(tag, vr, length):
+                found.append(int(tag))
+            return bool(found)
+
+        header = read_dataset(head, False, True, stop_when=at_pixels)
+        if not found:
+            raise TooLargeError(path, "the deflated data set's header inflates to more than "
+                                f"{INFLATE_HEADER_LIMIT >> 20} MiB before the pixel data",
+                                tag="(0002,0010) TransferSyntaxUID", value=DEFLATED_LE,
+                                hint="a decompression bomb or a corrupt file; exclude it")
+        if header_only:
+            data = data[: head.tell()]
+        else:
+            dims = {k: _num(header, k) for k in ("Rows", "Columns", "BitsAllocated")}
+            missing = [k for k, v in dims.items() if v is None]
+            if missing:
+                raise InvalidHeaderError(path, "a required image attribute is missing",
+                                         tag=_tag(missing[0]), value=None,
+                                         hint="the header is incomplete; re-export the image")
+            pixels = (int(dims["Rows"]) * int(dims["Columns"]) * int(dims["BitsAllocated"])
+                      * int(_num(header, "SamplesPerPixel") or 1)
+                      * max(1, int(_num(header, "NumberOfFrames") or 1)) + 7) // 8
+            cap = head.tell() + 12 + pixels + INFLATE_MARGIN
+            rest, pending = _inflate(d, pending, cap - len(data) + 1)
+            if len(data) + len(rest) > cap:
+                raise TooLargeError(path, "deflated data inflate to more than the header "
+                                    "implies", tag=_tag("Rows"),
+                                    value=f"{int(dims['Rows'])}x{int(dims['Columns'])}x"
+                                          f"{int(dims['BitsAllocated'])} bits: at most "
+                                          f"{cap} bytes, got more",
+                                    hint="a decompression bomb or a corrupt file; exclude it")
+            if not d.eof:
+                raise TruncatedError(path, "the deflated data set ends early",
+                                     tag="(0002,0010) TransferSyntaxUID", value=DEFLATED_LE,
+                                     hint="the file is truncated; re-export or re-download "
+                                          "it")
+            data += rest
+    dataset = read_dataset(DicomBytesIO(data), False, True,
+                           stop_when=_at_pixel_data if header_only else None)
+    ds = FileDataset(str(path), dataset, preamble, file_meta, False, True)
+    ds.set_original_encoding(False, True, dataset._character_set)
+    return ds
+
+
+def _not_dicom(path: Path, detail: str) -> MammoprepError:
+    """NotDicomError, or for a file with the Part 10 'DICM' prefix (a DICOM file whose
+    content is unusable) InvalidHeaderError."""
+    prefix = _prefix(path)
+    if prefix == repr(b"DICM"):
+        return InvalidHeaderError(path, f"a DICOM file ('DICM' at byte 128) whose data set "
+                                  f"is unusable ({detail})", tag="(0002,0000) File Meta "
+                                  "Information and data set", value="no image attributes",
+                                  hint="the file is corrupt or truncated after its preamble; "
+                                       "re-export or re-download it")
+    return NotDicomError(path, f"not a DICOM file ({detail})",
+                         tag="(0002,0000) File Meta / 'DICM' prefix at byte 128", value=prefix,
+                         hint="pass DICOM files (Part 10 or raw data sets)")
 
 
 def _prefix(path: Path) -> str:
@@ -235,6 +446,7 @@ def header_meta(ds, ts: str, salt: bytes) -> dict[str, Any]:
         "manufacturer": _text(ds, "Manufacturer"),
         "model": _text(ds, "ManufacturerModelName"),
         "modality": _text(ds, "Modality"),
+        "sop_class_uid": sop_class_uid(ds),
         "kvp": _num(ds, "KVP"),
         "anode_target": _text(ds, "AnodeTargetMaterial") or None,
         "filter_material": _text(ds, "FilterMaterial") or None,
@@ -252,10 +464,20 @@ def header_meta(ds, ts: str, salt: bytes) -> dict[str, Any]:
         "rows": intval("Rows"),
         "columns": intval("Columns"),
         "pixel_spacing_mm": _spacing(ds),
-        "sop_uid_hash": uid_hash(ds.get("SOPInstanceUID")),
+        "sop_uid_hash": pseudonym(ds.get("SOPInstanceUID"), salt),
         "patient_hash": pseudonym(ds.get("PatientID"), salt),
         "study_hash": pseudonym(ds.get("StudyInstanceUID"), salt),
     }
+
+
+def sop_class_uid(ds) -> str:
+    """(0008,0016) SOP Class UID, else (0002,0002) Media Storage SOP Class UID; '' if
+    neither."""
+    uid = _text(ds, "SOPClassUID")
+    meta = getattr(ds, "file_meta", None)
+    if not uid and meta is not None:
+        uid = _text(meta, "MediaStorageSOPClassUID")
+    return uid
 
 
 def inversion_decision(ds) -> tuple[bool, str]:
@@ -276,10 +498,15 @@ def _check_image(ds, path: Path, ts: str) -> None:
     if "PixelData" not in ds or not ds["PixelData"].value:
         other = [k for k in ("FloatPixelData", "DoubleFloatPixelData") if k in ds]
         value = "absent" if "PixelData" not in ds else "empty"
+        rows, cols = _num(ds, "Rows"), _num(ds, "Columns")
+        hint = ("this is a header-only or non-image object; use `mammoprep inspect "
+                "--header-only` for its metadata")
+        if rows and cols and not other:  # an image header without its pixels
+            hint = (f"the header describes a {int(rows)}x{int(cols)} image but the file holds "
+                    "no pixels: it is truncated before (7FE0,0010), or a header-only export; "
+                    "re-export or re-download it")
         raise NoPixelDataError(path, "no pixel data" + (f" (only {other[0]})" if other else ""),
-                               tag="(7FE0,0010) PixelData", value=value,
-                               hint="this is a header-only or non-image object; use "
-                                    "`mammoprep inspect --header-only` for its metadata")
+                               tag="(7FE0,0010) PixelData", value=value, hint=hint)
     for key in ("Rows", "Columns", "BitsAllocated", "BitsStored"):
         if _num(ds, key) is None:
             raise InvalidHeaderError(path, "a required image attribute is missing",
@@ -292,6 +519,15 @@ def _check_image(ds, path: Path, ts: str) -> None:
                                  tag="(7FE0,0010) PixelData",
                                  value=f"{have} bytes, expected {need}",
                                  hint="the file is truncated; re-export or re-download it")
+        if have > need + 1:  # PS3.5 8.1.1: at most one pad byte to an even length
+            raise PixelLengthError(
+                path, "pixel data is longer than Rows x Columns x Bits Allocated / 8 (plus "
+                "one pad byte)", tag="(7FE0,0010) PixelData",
+                value=f"{have} bytes, header implies {need}",
+                hint="(0028,0010) Rows, (0028,0011) Columns or (0028,0100) Bits Allocated "
+                     "do not describe the data; re-export the image")
+    elif ts in CODESTREAM_END:
+        _check_codestream_end(ds, path, ts)
     photo = _text(ds, "PhotometricInterpretation").upper()
     spp = int(_num(ds, "SamplesPerPixel") or 1)
     if photo not in ("MONOCHROME1", "MONOCHROME2") or spp != 1:
@@ -314,9 +550,45 @@ def _check_image(ds, path: Path, ts: str) -> None:
                                     hint="rescale to 16 bits before preprocessing")
 
 
+#: Compressed transfer syntaxes whose codestream ends with an end marker (JPEG-LS EOI,
+#: JPEG 2000 / HTJ2K EOC, both FFD9): a codestream without it is truncated, even where a
+#: decoder returns an image (CharLS and OpenJPEG fill the missing part silently).
+CODESTREAM_END = {
+    "1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.81",  # JPEG-LS
+    "1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91",  # JPEG 2000
+    "1.2.840.10008.1.2.4.201", "1.2.840.10008.1.2.4.202", "1.2.840.10008.1.2.4.203",  # HTJ2K
+}
+
+
+def _check_codestream_end(ds, path: Path, ts: str) -> None:
+    """The last fragment of an encapsulated codestream must end with FFD9 (trailing zero
+    padding allowed)."""
+    from pydicom.encaps import generate_fragments
+
+    last = b""
+    try:
+        for frag in generate_fragments(ds.PixelData):
+            last = frag
+    except (ValueError, EOFError, KeyError, TypeError) as exc:
+        raise TruncatedError(path, f"the encapsulated pixel data cannot be split into "
+                             f"fragments ({exc})", tag="(7FE0,0010) PixelData",
+                             value=f"{len(ds.PixelData)} bytes",
+                             hint="the file is truncated or corrupt; re-export it") from None
+    if not last.rstrip(b"\0").endswith(b"\xff\xd9"):
+        raise TruncatedError(path, "the compressed codestream ends without its end marker "
+                             "(FFD9): it is truncated or corrupt", tag="(7FE0,0010) PixelData",
+                             value=f"{decoders._ts_name(ts)}, last bytes "
+                                   f"{last[-4:].hex() or 'none'}",
+                             hint="re-export or re-download the image")
+
+
 def _expected_bytes(ds) -> int:
+    """Native pixel data length the header implies: Rows x Columns x Samples x Frames x
+    Bits Allocated / 8 (without the pad byte to an even length)."""
     bits = int(_num(ds, "BitsAllocated"))
-    return (int(_num(ds, "Rows")) * int(_num(ds, "Columns")) * bits + 7) // 8
+    n = (int(_num(ds, "Rows")) * int(_num(ds, "Columns"))
+         * int(_num(ds, "SamplesPerPixel") or 1) * max(1, int(_num(ds, "NumberOfFrames") or 1)))
+    return (n * bits + 7) // 8
 
 
 def read_header(path: str | os.PathLike, salt: str | bytes | None = None) -> dict[str, Any]:
@@ -330,8 +602,16 @@ def read_header(path: str | os.PathLike, salt: str | bytes | None = None) -> dic
     return meta
 
 
+def read_header_dataset(path: str | os.PathLike):
+    """(pydicom data set without pixel data, transfer syntax UID) of a regular file, with
+    the same typed errors and limits as :func:`read_dicom`. The data set holds identifiers:
+    only :mod:`mammoprep.derived` uses it, to write derived files."""
+    return _open(Path(path), header_only=True)
+
+
 def read_dicom(path: str | os.PathLike, *, voi: bool = False, salt: str | bytes | None = None,
-               decoder: str | None = None) -> Record:
+               decoder: str | None = None,
+               min_size: int | tuple[int, int] | None = None) -> Record:
     """Decode one DICOM file into a MONOCHROME2 ``uint16 [rows, cols]`` record.
 
     Args:
@@ -340,6 +620,12 @@ def read_dicom(path: str | os.PathLike, *, voi: bool = False, salt: str | bytes 
             before inversion. Off by default: harmonisation works on detector values.
         salt: pseudonymisation salt (see :mod:`mammoprep.identity`).
         decoder: preferred decoder plug-in name (see :mod:`mammoprep.decoders`).
+        min_size: None (default) decodes the full image. Else the pixels only need to be at
+            least this large: ``(rows, cols)``, or an int for the longer side. JPEG 2000 is
+            then decoded at ``1 / 2**r`` of its size where a plug-in can (the largest ``r``
+            that stays at least ``min_size``); ``meta["decode_reduction"]`` is ``r`` (0 =
+            full), ``rows`` / ``columns`` stay the header's (original) size and
+            ``pixel_spacing_mm`` becomes the spacing of the returned pixels (x ``2**r``).
 
     Steps: decode -> Modality LUT / Rescale -> optional VOI -> MONOCHROME1 inversion ->
     Pixel Padding Value (and range) to 0. Raises MammoprepError subclasses on bad input.
@@ -350,21 +636,35 @@ def read_dicom(path: str | os.PathLike, *, voi: bool = False, salt: str | bytes 
     _check_image(ds, path, ts)
     meta = header_meta(ds, ts, salt_b)
 
-    stored, used = decoders.decode(ds, ts, path=str(path), prefer=decoder)
+    reduction = 0
+    if min_size is None:
+        stored, used = decoders.decode(ds, ts, path=str(path), prefer=decoder)
+    else:
+        got = decoders.decode_at_least(ds, ts, _min_rows_cols(min_size, meta), path=str(path),
+                                       prefer=decoder)
+        stored, used, reduction = got.pixels, got.decoder, got.reduction
     if stored.ndim != 2:
         raise UnsupportedImageError(path, "decoded pixel data is not 2-D",
                                     tag="(0028,0004) PhotometricInterpretation",
                                     value=f"array shape {stored.shape}",
                                     hint="exclude this file")
-    if stored.shape != (meta["rows"], meta["columns"]):
+    expected = decoders.reduced_size(meta["rows"], meta["columns"], reduction)
+    if stored.shape != expected:
         raise DecodeError(path, "decoded size differs from the header", tag=_tag("Rows"),
-                          value=f"{meta['rows']}x{meta['columns']} vs decoded {stored.shape}",
+                          value=f"{meta['rows']}x{meta['columns']} (reduced {reduction} "
+                                f"level(s): {expected}) vs decoded {stored.shape}",
                           hint="the file is inconsistent; re-export it")
     stored = np.ascontiguousarray(stored)
     bits = int(meta["bits_stored"])
     if stored.dtype.itemsize > 1 and bits < stored.dtype.itemsize * 8:  # unused high bits
         mask = np.asarray((1 << bits) - 1, dtype=stored.dtype)
         stored = np.bitwise_and(stored, mask, out=stored if stored.flags.writeable else None)
+    lo, hi = (int(stored.min()), int(stored.max())) if stored.size else (0, 0)
+    if lo == hi:
+        raise NoContrastError(path, "no contrast: every pixel has the same value",
+                                    tag="(7FE0,0010) PixelData", value=lo,
+                                    hint="a blank or failed exposure, or corrupt pixel data; "
+                                         "exclude this file")
 
     pad = _padding_mask(ds, stored)
     px, lut_kind, value_bits = _modality(ds, stored, bits, path)
@@ -386,8 +686,23 @@ def read_dicom(path: str | os.PathLike, *, voi: bool = False, salt: str | bytes 
             px = px.copy() if px is stored else px
             px[pad] = 0
     meta.update(inverted=inverted, inversion_reason=reason, modality_lut=lut_kind, voi=voi_desc,
-                value_bits=value_bits, padding_pixels=n_pad, decoder=used, steps=["decode"])
+                value_bits=value_bits, padding_pixels=n_pad, decoder=used, steps=["decode"],
+                decode_reduction=reduction)
+    if reduction:  # reduced pixel i covers original pixels [i 2^r, (i+1) 2^r), like a crop
+        px = decoders.recentre(px, reduction)
+    if reduction and meta.get("pixel_spacing_mm"):
+        meta["pixel_spacing_mm"] = [v * (1 << reduction) for v in meta["pixel_spacing_mm"]]
     return Record(pixels=np.ascontiguousarray(px, dtype=np.uint16), meta=meta, path=str(path))
+
+
+def _min_rows_cols(min_size: int | tuple[int, int], meta: dict[str, Any]) -> tuple[int, int]:
+    """(rows, cols) from ``min_size``: as given, or an int for the longer side (the shorter
+    side then scaled in proportion to the header's size)."""
+    if not isinstance(min_size, (int, np.integer)):
+        return int(min_size[0]), int(min_size[1])
+    rows, cols = int(meta["rows"]), int(meta["columns"])
+    k = int(min_size) / max(rows, cols, 1)
+    return int(np.ceil(rows * k - 1e-9)), int(np.ceil(cols * k - 1e-9))
 
 
 def _padding_mask(ds, stored: np.ndarray) -> np.ndarray | None:
@@ -430,6 +745,13 @@ def _modality(ds, stored: np.ndarray, bits: int, path: Path) -> tuple[np.ndarray
             path, "the Modality Rescale gives negative values (not detector values of a "
             "mammogram)", tag=_tag("RescaleIntercept"), value=intercept,
             hint=f"rescaled minimum would be {low:g}; exclude this file (e.g. CT)")
+    high = slope * float(stored.max(initial=0)) + intercept
+    if high > photometric.UINT16_MAX:
+        raise ImplausibleImageError(
+            path, "the Modality Rescale takes values beyond 16 bits (not detector values of a "
+            "mammogram)", tag=_tag("RescaleSlope"), value=slope,
+            hint=f"rescaled maximum would be {high:g} (intercept {intercept:g}); fix the "
+                 "header or exclude this file")
     top = slope * ((1 << bits) - 1) + intercept
     return photometric.rescale(stored, slope, intercept), "rescale", photometric.bits_for(top)
 

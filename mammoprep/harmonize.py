@@ -13,7 +13,8 @@ burned-in text removal, :mod:`mammoprep.foreground`):
 (65536 bins unless the caller states a smaller bit depth), so an archive that declares 16
 bits but uses only ~1,700 levels keeps every level; matching an image to its own histogram
 gives back every level it had. ``T`` is computed in O(bins) by a monotone two-pointer sweep
-(:func:`mammoprep.kernels.match_sweep`) and applied as a lookup table.
+(:func:`mammoprep.kernels.match_sweep`) and applied as a lookup table. The Numba kernels are
+imported on first use: loading a :class:`Reference` costs no Numba start-up.
 """
 
 from __future__ import annotations
@@ -24,10 +25,8 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
-import numba
 import numpy as np
 
-from . import kernels
 from .errors import MammoprepError, ReferenceError_
 from .record import Record
 
@@ -35,6 +34,8 @@ from .record import Record
 DEFAULT_BITS = 12
 _FORMAT = 1
 _KEYS = ("format", "hist", "bits", "image_hashes", "count")
+#: Optional per-image keys (added later; older files without them still load).
+_IMAGE_KEYS = ("image_bits", "image_vendors")
 
 
 class PixelRangeError(MammoprepError):
@@ -74,6 +75,10 @@ def foreground_histogram(pixels: np.ndarray, bits: int = 16) -> np.ndarray:
     bits = _check_bits(bits)
     pixels = _as_u16(pixels)
     nbins = 1 << bits
+    import numba
+
+    from . import kernels
+
     hist = kernels.histogram_u16(pixels, nbins, True, numba.get_num_threads())
     if hist[nbins]:
         raise PixelRangeError(None, f"{int(hist[nbins])} pixels have values above "
@@ -107,6 +112,8 @@ def match_lut(src_hist: np.ndarray, ref_cdf: np.ndarray) -> np.ndarray:
     ref_cdf = np.ascontiguousarray(ref_cdf, dtype=np.float64)
     if ref_cdf.ndim != 1 or len(ref_cdf) < 2 or len(ref_cdf) > 65536:
         raise ValueError("ref_cdf must be 1-D with 2..65536 bins")
+    from . import kernels
+
     return kernels.match_sweep(_cdf(src), ref_cdf)
 
 
@@ -124,6 +131,8 @@ def apply_lut(pixels: np.ndarray, lut: np.ndarray) -> np.ndarray:
         if top >= len(lut):
             raise PixelRangeError(None, f"pixel value {top} has no entry in a LUT of "
                                   f"{len(lut)} levels")
+    from . import kernels
+
     return kernels.apply_lut(pixels, _full_lut(lut))
 
 
@@ -139,20 +148,31 @@ class Reference:
 
     Attributes:
         hist: ``int64 [2^bits]``, pooled foreground counts, ``hist[0] == 0`` (read-only).
+            Pooled from images of several depths, each pixel counts ``2^u`` spread over
+            the levels it covers (:func:`rescale_histogram`); only the CDF matters.
         bits: bit depth ``b`` of the reference; matched images take levels ``1..2^b-1``.
         image_hashes: one string per contributing image (e.g. sha256 of its pixels).
         count: number of contributing images (``== len(image_hashes)``).
+        image_bits: bit depth of each contributing image before rescaling to ``bits``
+            (empty when unknown, e.g. a reference saved by an older version).
+        image_vendors: manufacturer of each contributing image ('' if absent; empty when
+            unknown).
     """
 
     hist: np.ndarray
     bits: int = DEFAULT_BITS
     image_hashes: tuple[str, ...] = field(default_factory=tuple)
     count: int = 0
+    image_bits: tuple[int, ...] = field(default_factory=tuple)
+    image_vendors: tuple[str, ...] = field(default_factory=tuple)
 
     def __post_init__(self) -> None:
-        problem = _reference_problem(self.hist, self.bits, self.image_hashes, self.count)
+        problem = _reference_problem(self.hist, self.bits, self.image_hashes, self.count) \
+            or _per_image_problem(self.image_bits, self.image_vendors, self.count)
         if problem:
             raise ReferenceError_(None, problem)
+        object.__setattr__(self, "image_bits", tuple(int(b) for b in self.image_bits))
+        object.__setattr__(self, "image_vendors", tuple(str(v) for v in self.image_vendors))
         hist = np.array(self.hist, dtype=np.int64)
         hist.flags.writeable = False
         object.__setattr__(self, "hist", hist)
@@ -162,12 +182,16 @@ class Reference:
 
     @classmethod
     def from_histograms(cls, histograms: Iterable[np.ndarray], bits: int = DEFAULT_BITS,
-                        image_hashes: Sequence[str] | None = None) -> "Reference":
+                        image_hashes: Sequence[str] | None = None,
+                        image_bits: Sequence[int] = (),
+                        image_vendors: Sequence[str] = ()) -> "Reference":
         """Pool per-image foreground histograms (each ``int [levels]``, bin 0 ignored).
 
-        A histogram longer than ``2^bits`` is accepted only if it has no counts above
-        ``2^bits - 1``. ``image_hashes`` defaults to one placeholder per histogram
-        (``"hist-<i>"``)."""
+        Histograms must already be at depth ``bits`` (see :func:`rescale_histogram` for
+        images of other depths). A histogram longer than ``2^bits`` is accepted only if it
+        has no counts above ``2^bits - 1``. ``image_hashes`` defaults to one placeholder per
+        histogram (``"hist-<i>"``); ``image_bits`` / ``image_vendors``: one entry per
+        histogram, or empty."""
         bits = _check_bits(bits)
         n = 1 << bits
         pooled = np.zeros(n, np.int64)
@@ -190,7 +214,7 @@ class Reference:
             tuple(f"hist-{i}" for i in range(k))
         if len(hashes) != k:
             raise ReferenceError_(None, f"{len(hashes)} image hashes for {k} histograms")
-        return cls(pooled, bits, hashes, k)
+        return cls(pooled, bits, hashes, k, tuple(image_bits), tuple(image_vendors))
 
     @classmethod
     def from_images(cls, images: Iterable[np.ndarray], bits: int = DEFAULT_BITS,
@@ -222,14 +246,20 @@ class Reference:
         return h.hexdigest()[:16]
 
     def save(self, path: str | Path) -> Path:
-        """Write ``path`` (.npz; keys format, hist, bits, image_hashes, count)."""
+        """Write ``path`` (.npz; keys format, hist, bits, image_hashes, count, and per
+        contributing image image_bits (int64) and image_vendors (str))."""
         path = Path(path)
-        hashes = np.array(self.image_hashes, dtype=np.str_) if self.image_hashes \
-            else np.zeros(0, dtype="<U1")
-        with open(path, "wb") as fh:
-            np.savez(fh, format=np.int64(_FORMAT), hist=self.hist.astype("<i8"),
-                     bits=np.int64(self.bits), image_hashes=hashes,
-                     count=np.int64(self.count))
+
+        def strings(items):
+            return np.array(items, dtype=np.str_) if items else np.zeros(0, dtype="<U1")
+
+        from .atomic import atomic_write  # temporary, fsync, rename; WriteError if full
+
+        atomic_write(path, lambda fh: np.savez(
+            fh, format=np.int64(_FORMAT), hist=self.hist.astype("<i8"),
+            bits=np.int64(self.bits), image_hashes=strings(self.image_hashes),
+            count=np.int64(self.count), image_bits=np.array(self.image_bits, dtype="<i8"),
+            image_vendors=strings(self.image_vendors)))
         return path
 
     @classmethod
@@ -244,6 +274,7 @@ class Reference:
                     raise ReferenceError_(path, f"not a mammoprep reference: missing key(s) "
                                           f"{', '.join(missing)} (found {sorted(z.files)})")
                 arrays = {k: z[k] for k in _KEYS}
+                extra = {k: z[k] for k in _IMAGE_KEYS if k in z.files}  # absent: older file
         except ReferenceError_:
             raise
         except FileNotFoundError:
@@ -265,10 +296,19 @@ class Reference:
         if hashes.ndim != 1 or (hashes.size and hashes.dtype.kind != "U"):
             raise ReferenceError_(path, "'image_hashes' must be a 1-D array of strings")
         bits, count = int(arrays["bits"]), int(arrays["count"])
-        problem = _reference_problem(hist, bits, tuple(hashes.tolist()), count)
+        image_bits = extra.get("image_bits", np.zeros(0, np.int64))
+        vendors = extra.get("image_vendors", np.zeros(0, "<U1"))
+        if image_bits.ndim != 1 or (image_bits.size
+                                    and not np.issubdtype(image_bits.dtype, np.integer)):
+            raise ReferenceError_(path, "'image_bits' must be a 1-D array of integers")
+        if vendors.ndim != 1 or (vendors.size and vendors.dtype.kind != "U"):
+            raise ReferenceError_(path, "'image_vendors' must be a 1-D array of strings")
+        problem = _reference_problem(hist, bits, tuple(hashes.tolist()), count) \
+            or _per_image_problem(image_bits.tolist(), vendors.tolist(), count)
         if problem:
             raise ReferenceError_(path, problem)
-        return cls(hist, bits, tuple(hashes.tolist()), count)
+        return cls(hist, bits, tuple(hashes.tolist()), count, tuple(image_bits.tolist()),
+                   tuple(vendors.tolist()))
 
 
 def _reference_problem(hist, bits, hashes, count) -> str | None:
@@ -293,6 +333,58 @@ def _reference_problem(hist, bits, hashes, count) -> str | None:
     return None
 
 
+def _per_image_problem(image_bits, image_vendors, count) -> str | None:
+    """What is wrong with the optional per-image fields, or None (empty = unknown)."""
+    for name, items in (("image_bits", image_bits), ("image_vendors", image_vendors)):
+        if len(items) and len(items) != int(count):
+            return f"{name} has {len(items)} entries for {count} images"
+    if any(not 1 <= int(b) <= 16 for b in image_bits):
+        return f"image_bits must be in 1..16, got {sorted(set(int(b) for b in image_bits))}"
+    return None
+
+
+def rescale_histogram(hist: np.ndarray, from_bits: int, to_bits: int,
+                      unit_bits: int = 0) -> np.ndarray:
+    """``int64 [2^to_bits]``: a foreground histogram of a ``from_bits`` image on the level
+    scale of ``to_bits``, every pixel weighing ``2^unit_bits``.
+
+    Level ``p`` of the source covers ``[p, p + 1) * 2^(to_bits - from_bits)`` on the target
+    scale. Going down, ``2^(from_bits - to_bits)`` source levels merge into one bin; going
+    up, each source level's weight is spread evenly over the ``2^(to_bits - from_bits)``
+    target levels it covers (no comb of empty levels, so matching to the pooled reference
+    keeps every output level). Spreading needs ``unit_bits >= to_bits - from_bits`` so that
+    counts stay integers; pool images of several depths with one common ``unit_bits``.
+    Bin 0 of the result is 0 (background).
+
+    Args:
+        hist: ``int [2^from_bits]`` (longer is accepted if the extra bins are empty).
+    """
+    from_bits, to_bits = _check_bits(from_bits, "from_bits"), _check_bits(to_bits, "to_bits")
+    n_from = 1 << from_bits
+    h = np.asarray(hist)
+    if h.ndim != 1 or not np.issubdtype(h.dtype, np.integer):
+        raise ValueError("hist must be a 1-D integer array")
+    if len(h) > n_from and h[n_from:].any():
+        raise PixelRangeError(None, f"histogram has counts above level {n_from - 1} = "
+                              f"2^{from_bits} - 1", hint="state the true bit depth")
+    src = np.zeros(n_from, np.int64)
+    m = min(len(h), n_from)
+    src[:m] = h[:m]
+    src[0] = 0
+    if to_bits <= from_bits:
+        out = src.reshape(1 << to_bits, -1).sum(axis=1) << unit_bits
+        if len(out) > 1:  # foreground levels that fall into bin 0 stay foreground: level 1
+            out[1] += out[0]
+    else:
+        up = to_bits - from_bits
+        if unit_bits < up:
+            raise ValueError(f"unit_bits must be >= to_bits - from_bits = {up} to spread "
+                             f"counts evenly, got {unit_bits}")
+        out = np.repeat(src << (unit_bits - up), 1 << up)
+    out[0] = 0  # background; also the sub-levels of source level 0 (empty anyway)
+    return out
+
+
 def harmonize_pixels(pixels: np.ndarray, reference: Reference,
                      bits: int | None = None, out: np.ndarray | None = None) -> np.ndarray:
     """Match the foreground of ``pixels`` (uint16 [rows, cols]) to ``reference`` (Eq. 7).
@@ -309,6 +401,8 @@ def harmonize_pixels(pixels: np.ndarray, reference: Reference,
     hist = foreground_histogram(pixels, 16 if bits is None else bits)
     top = int(np.flatnonzero(hist)[-1]) if hist.any() else 1
     lut = match_lut(hist[: max(top, 1) + 1], reference.cdf)  # levels above the max: unused
+    from . import kernels
+
     return kernels.apply_lut(pixels, _full_lut(lut), out)
 
 

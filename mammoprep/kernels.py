@@ -21,11 +21,17 @@ from __future__ import annotations
 
 import numba as nb
 import numpy as np
-from scipy import ndimage as ndi
 
 #: Images with fewer pixels than this run single-threaded: waking the thread pool costs
 #: more than it saves, and much more on a loaded machine.
 PARALLEL_MIN_PIXELS = 1 << 18
+
+
+def _ndimage():
+    """scipy.ndimage, imported only by the NumPy twins (tests), never on the command path."""
+    from scipy import ndimage
+
+    return ndimage
 
 # --------------------------------------------------------------------------------------
 # Histogram
@@ -306,6 +312,7 @@ def dilate_square(mask, r):
 
 def dilate_square_np(mask: np.ndarray, r: int) -> np.ndarray:
     """NumPy twin of :func:`dilate_square`."""
+    ndi = _ndimage()
     return ndi.binary_dilation(mask, structure=np.ones((2 * r + 1, 2 * r + 1), bool))
 
 
@@ -331,6 +338,7 @@ def erode_square(mask, r, border):
 
 def erode_square_np(mask: np.ndarray, r: int, border: bool) -> np.ndarray:
     """NumPy twin of :func:`erode_square`."""
+    ndi = _ndimage()
     return ndi.binary_erosion(mask, structure=np.ones((2 * r + 1, 2 * r + 1), bool),
                               border_value=int(border))
 
@@ -385,6 +393,7 @@ def largest_component(mask):
 
 def largest_component_np(mask: np.ndarray) -> tuple[np.ndarray, int]:
     """NumPy twin of :func:`largest_component`."""
+    ndi = _ndimage()
     labels, n = ndi.label(mask, structure=np.ones((3, 3), bool))
     if n == 0:
         return np.zeros(mask.shape, bool), 0
@@ -431,7 +440,46 @@ def fill_holes(mask):
 
 def fill_holes_np(mask: np.ndarray) -> np.ndarray:
     """NumPy twin of :func:`fill_holes`."""
+    ndi = _ndimage()
     return ndi.binary_fill_holes(mask)
+
+
+@nb.njit(cache=True)
+def propagate(seed, mask):
+    """``bool [R, C]``: the pixels of ``mask`` 8-connected (within ``mask``) to a pixel of
+    ``seed & mask`` (morphological reconstruction by dilation)."""
+    R, C = mask.shape
+    out = np.zeros((R, C), np.bool_)
+    stack = np.empty(R * C, np.int64)
+    top = 0
+    for i in range(R):
+        for j in range(C):
+            if seed[i, j] and mask[i, j]:
+                out[i, j] = True
+                stack[top] = i * C + j
+                top += 1
+    while top > 0:
+        top -= 1
+        k = stack[top]
+        y = k // C
+        x = k - y * C
+        for dy in range(-1, 2):
+            yy = y + dy
+            if yy < 0 or yy >= R:
+                continue
+            for dx in range(-1, 2):
+                xx = x + dx
+                if 0 <= xx < C and mask[yy, xx] and not out[yy, xx]:
+                    out[yy, xx] = True
+                    stack[top] = yy * C + xx
+                    top += 1
+    return out
+
+
+def propagate_np(seed: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """NumPy twin of :func:`propagate`."""
+    ndi = _ndimage()
+    return ndi.binary_propagation(seed & mask, structure=np.ones((3, 3), bool), mask=mask)
 
 
 # --------------------------------------------------------------------------------------
@@ -527,3 +575,44 @@ def mask_foreground_np(pixels: np.ndarray, codes: np.ndarray, f: int,
     stats[:, 2] = np.where(anyk, np.argmax(nzk, axis=1), cols)
     stats[:, 3] = np.where(anyk, cols - 1 - np.argmax(nzk[:, ::-1], axis=1), -1)
     return out, stats
+
+
+# --------------------------------------------------------------------------------------
+# Reduced-resolution JPEG 2000: resampling onto the original pixel grid
+# --------------------------------------------------------------------------------------
+
+
+@nb.njit(cache=True)
+def shift_bilinear(pixels, d):
+    """``uint16 [rows, cols]``: ``pixels`` (uint16) sampled at ``(i + d, j + d)`` by bilinear
+    interpolation, ``0 <= d < 1``; the last row/column is repeated past the edge; rounded
+    half up. (:func:`mammoprep.decoders.recentre`.)"""
+    rows, cols = pixels.shape
+    out = np.empty((rows, cols), np.uint16)
+    w00 = (1.0 - d) * (1.0 - d)
+    w01 = (1.0 - d) * d
+    w11 = d * d
+    for i in range(rows):
+        top = pixels[i]
+        below = pixels[min(i + 1, rows - 1)]
+        row = out[i]
+        a = np.float64(top[0])  # p[i, j] and p[i + 1, j], carried along the row
+        b = np.float64(below[0])
+        for j in range(cols - 1):
+            a1 = np.float64(top[j + 1])
+            b1 = np.float64(below[j + 1])
+            row[j] = np.uint16(np.floor(w00 * a + w01 * (b + a1) + w11 * b1 + 0.5))
+            a = a1
+            b = b1
+        row[cols - 1] = np.uint16(np.floor(w00 * a + w01 * (b + a) + w11 * b + 0.5))
+    return out
+
+
+def shift_bilinear_np(pixels: np.ndarray, d: float) -> np.ndarray:
+    p = pixels.astype(np.float64)
+    down = np.concatenate([p[1:], p[-1:]], axis=0)
+    right = np.concatenate([p[:, 1:], p[:, -1:]], axis=1)
+    diag = np.concatenate([down[:, 1:], down[:, -1:]], axis=1)
+    w00, w01, w11 = (1.0 - d) * (1.0 - d), (1.0 - d) * d, d * d
+    v = w00 * p + w01 * (down + right) + w11 * diag
+    return np.floor(v + 0.5).astype(np.uint16)

@@ -19,12 +19,46 @@ decoder_option = click.option(
 
 salt_option = click.option(
     "--salt", envvar="MAMMOPREP_SALT", default=None, show_envvar=True,
-    help="Pseudonymisation salt for patient/study hashes. Default: a random per-user salt "
-         "kept in ~/.config/mammoprep/salt.")
+    help="Pseudonymisation salt for patient/study/UID hashes (at least 16 characters; keep "
+         "it secret). Default: a random per-user salt kept in ~/.config/mammoprep/salt.",
+    callback=lambda ctx, param, value: _check_salt(value))
+
+keep_suspect_option = click.option(
+    "--keep-suspect", is_flag=True,
+    help="Keep images whose breast segmentation fails the quality gate (flagged qc=suspect) "
+         "instead of leaving them out with reason segmentation_suspect.")
 
 jobs_option = click.option(
     "-j", "--jobs", type=click.IntRange(min=0), default=0, show_default=True,
     help="Worker processes (0 = all cores).")
+
+
+progress_option = click.option(
+    "--progress/--no-progress", "progress", default=None,
+    help="Show progress bars on stderr. Default: only when stderr is a terminal.")
+
+
+#: ``mammoprep --progress/--no-progress`` (the group option); None = bars on a terminal only
+PROGRESS: bool | None = None
+
+
+def bar_disabled(progress: bool | None = None) -> bool | None:
+    """tqdm's ``disable`` for a command's ``--progress/--no-progress`` value, else the
+    group's (:data:`PROGRESS`); None is tqdm's own rule: bars only when stderr is a
+    terminal (never in logs or pipes)."""
+    chosen = PROGRESS if progress is None else progress
+    return None if chosen is None else not chosen
+
+
+def _check_salt(value: str | None) -> str | None:
+    """Refuse an empty or short salt (or salt file) before any work starts."""
+    from .identity import SaltError, resolve_salt
+
+    try:
+        resolve_salt(value)
+    except SaltError as err:
+        raise click.BadParameter(str(err), param_hint="--salt / $MAMMOPREP_SALT")
+    return value
 
 
 def _check_decoder(value: str | None) -> str | None:

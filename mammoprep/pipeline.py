@@ -16,7 +16,6 @@ import numpy as np
 
 from .boxes import Transform
 from .record import Record
-from .resize import resize_uint16
 
 
 @dataclass(frozen=True)
@@ -27,6 +26,13 @@ class PrepConfig:
     only_energy: None (harmonise all) or 'high' / 'low': harmonise only that energy class.
     size: longer side of the stored image in pixels, None to keep full resolution.
     crop: crop to the breast bounding box before resizing.
+    keep_suspect: store images whose segmentation fails the quality gate (flagged
+        ``qc = 'suspect'``) instead of rejecting them with ``segmentation_suspect``.
+    decode_scale: 'full' decodes every image at full resolution; 'auto' lets JPEG 2000 be
+        decoded at ``1 / 2**r`` of its size when the breast crop still has at least
+        ``AUTO_MARGIN * r * size`` pixels on its longer side (:func:`auto_reduction`); only
+        with ``size``. Text removal, foreground and harmonisation then run on the
+        reduced image; transforms, boxes and pixel spacing account for it.
     """
 
     reference: str | None = None
@@ -37,12 +43,68 @@ class PrepConfig:
     size: int | None = None
     crop: bool = True
     orient_left: bool = False
+    keep_suspect: bool = False
+    decode_scale: str = "full"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     def digest(self) -> str:
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+#: ``decode_scale='auto'`` drops ``r`` JPEG 2000 resolution levels only while the decoded
+#: breast crop keeps at least ``AUTO_MARGIN * r * size`` pixels on its longer side (so the
+#: stored image is always shrunk, and more so the coarser the level). Measured on synthetic
+#: and real images harmonised to a low-energy reference (benchmarks/RESULTS.md, "Reduced-
+#: resolution JPEG 2000"): level 1 at a crop/size ratio >= 1.35 and level 2 at >= 1.8 stay
+#: below 0.6 % / 0.7 % of full scale (mean absolute difference on the foreground).
+AUTO_MARGIN = 1.35
+#: The breast crop's longer side, as a fraction of the image's longer side, assumed before
+#: decoding (typical mammograms: 0.7-1.0). A smaller crop found after decoding triggers one
+#: re-decode at the level its true size allows (:func:`auto_reduction`).
+AUTO_CROP_FRACTION = 0.7
+DECODE_SCALES = ("auto", "full")
+
+
+def auto_reduction(crop_long: float, size: int, levels: int = 16) -> int:
+    """The most resolution levels ``r`` (at most ``levels``) for which a breast crop whose
+    longer side is ``crop_long`` original pixels keeps ``crop_long / 2**r >=
+    AUTO_MARGIN * r * size`` pixels; 0 when even one level would not."""
+    r = 0
+    while r < levels and crop_long / (1 << (r + 1)) >= AUTO_MARGIN * (r + 1) * size:
+        r += 1
+    return r
+
+
+def decode_min_side(cfg: "PrepConfig", rows: int, cols: int) -> int | None:
+    """The longer side, pixels, to decode an image of ``rows`` x ``cols`` at under ``cfg``
+    (None: full decode). ``auto`` with a ``size``: the side of :func:`auto_reduction`'s
+    level for a crop of ``AUTO_CROP_FRACTION`` of the image (the whole image with
+    ``crop=False``)."""
+    if cfg.decode_scale not in DECODE_SCALES:
+        raise ValueError(f"decode_scale must be one of {DECODE_SCALES}, got {cfg.decode_scale!r}")
+    if cfg.decode_scale == "full" or not cfg.size:
+        return None
+    long = max(rows, cols)
+    r = auto_reduction(long * (AUTO_CROP_FRACTION if cfg.crop else 1.0), cfg.size)
+    return -(-long // (1 << r)) if r else None
+
+
+def redecode_min_side(rec: Record, cfg: "PrepConfig") -> int | None:
+    """After text removal of a reduced decode: the longer side to decode again at when the
+    breast crop found is too small for the level used (None when it is large enough or
+    nothing was reduced; the original size when no level fits)."""
+    r = int(rec.meta.get("decode_reduction") or 0)
+    bbox = rec.meta.get("breast_bbox")
+    if not r or not (cfg.crop and cfg.size) or not bbox:
+        return None
+    crop_long = max(int(bbox[2]) - int(bbox[0]), int(bbox[3]) - int(bbox[1]), 1) << r
+    new = auto_reduction(crop_long, cfg.size)
+    if new >= r:
+        return None
+    long = max(int(rec.meta["rows"]), int(rec.meta["columns"]))
+    return -(-long // (1 << new))
 
 
 class Prepared:
@@ -67,10 +129,24 @@ def preprocess(path: str | Path, prep: Prepared, salt: bytes | str | None = None
     from .foreground import orient_left, remove_text
 
     cfg = prep.cfg
-    rec = read_dicom(path, voi=cfg.voi, salt=salt, decoder=cfg.decoder)
+
+    def read_clean(min_side: int | None) -> Record:
+        rec = read_dicom(path, voi=cfg.voi, salt=salt, decoder=cfg.decoder, min_size=min_side)
+        return remove_text(rec, keep_suspect=cfg.keep_suspect)
+
+    first = None
+    if cfg.decode_scale != "full" and cfg.size:
+        from .dicomio import read_header
+
+        head = read_header(path, salt=salt)
+        first = decode_min_side(cfg, int(head["rows"] or 0), int(head["columns"] or 0))
+    rec = read_clean(first)
+    again = redecode_min_side(rec, cfg)
+    if again:
+        rec = read_clean(again)
     energy = energy_class(rec.meta.get("manufacturer", ""), rec.meta.get("model", ""),
                           prep.table)
-    rec = remove_text(rec).evolve(energy=energy)
+    rec = rec.evolve(energy=energy)
     if cfg.orient_left:
         rec = orient_left(rec)
     harmonise = prep.reference is not None and should_harmonize(rec.meta, cfg.only_energy,
@@ -86,9 +162,12 @@ def crop_and_resize(rec: Record, size: int | None, crop: bool = True) -> tuple[R
     """Crop to ``meta['breast_bbox']`` ([ymin, xmin, ymax, xmax]) and resize so the longer
     side is ``size`` (aspect kept; area averaging when shrinking). Returns the new record and
     the original->stored :class:`~mammoprep.boxes.Transform` (which includes any flip made by
-    orientation normalisation)."""
+    orientation normalisation, and any reduced-resolution decode: ``meta['decode_reduction']
+    = r`` means pixel ``i`` is original pixel ``i * 2**r``)."""
     px = rec.pixels
     h0, w0 = px.shape
+    f = 1 << int(rec.meta.get("decode_reduction") or 0)
+    original = (int(rec.meta["rows"]), int(rec.meta["columns"])) if f > 1 else (h0, w0)
     if crop and rec.meta.get("breast_bbox"):
         y0, x0, y1, x1 = (int(v) for v in rec.meta["breast_bbox"])
     else:
@@ -102,8 +181,40 @@ def crop_and_resize(rec: Record, size: int | None, crop: bool = True) -> tuple[R
         scale = size / max(out.shape)
         new_h = max(1, int(round(out.shape[0] * scale)))
         new_w = max(1, int(round(out.shape[1] * scale)))
+        from .resize import resize_uint16  # Numba: imported only where images are resized
+
         out = resize_uint16(out, new_h, new_w)
     out = np.ascontiguousarray(out)
-    t = Transform(crop_xyxy=crop_orig, scale=scale, flipped=flipped, original_size=(h0, w0),
+    if f > 1:  # decoded pixels -> original pixels (ends clipped to the original image)
+        crop_orig = (crop_orig[0] * f, crop_orig[1] * f, min(crop_orig[2] * f, original[1]),
+                     min(crop_orig[3] * f, original[0]))
+        scale /= f
+    t = Transform(crop_xyxy=crop_orig, scale=scale, flipped=flipped, original_size=original,
                   stored_size=tuple(out.shape))
     return rec.evolve(pixels=out, step="crop_resize", transform=t.to_dict()), t
+
+
+def original_bbox(meta: dict[str, Any]) -> list[int] | None:
+    """``meta['breast_bbox']`` ([ymin, xmin, ymax, xmax], max exclusive, in the record's
+    possibly flipped frame) in original pixel units: times ``2**decode_reduction``, ends
+    clipped to the original ``rows`` x ``columns``. None when there is no bbox."""
+    bbox = meta.get("breast_bbox")
+    if not bbox:
+        return None
+    f = 1 << int(meta.get("decode_reduction") or 0)
+    if f == 1:
+        return [int(v) for v in bbox]
+    rows, cols = int(meta["rows"]), int(meta["columns"])
+    y0, x0, y1, x1 = (int(v) * f for v in bbox)
+    return [y0, x0, min(y1, rows), min(x1, cols)]
+
+
+def stored_pixel_spacing(meta: dict[str, Any], t: Transform) -> list[float] | None:
+    """[row, col] mm per stored pixel: the header's spacing (``meta['pixel_spacing_mm']`` is
+    that of the decoded pixels, ``2**decode_reduction`` times the header's) over the
+    transform's scale (stored pixels per original pixel). None without a spacing."""
+    sp = meta.get("pixel_spacing_mm")
+    if not sp:
+        return None
+    f = 1 << int(meta.get("decode_reduction") or 0)
+    return [round(float(v) / f / t.scale, 6) for v in sp]

@@ -17,8 +17,9 @@ import numpy as np
 _SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
-def _deflate(data: bytes, level: int) -> bytes:
-    """zlib-format deflate: libdeflate if available, else zlib."""
+def _deflate(data, level: int) -> bytes:
+    """zlib-format deflate of a bytes-like object (a contiguous array is compressed in
+    place, without a copy): libdeflate if available, else zlib."""
     try:
         import imagecodecs
 
@@ -46,7 +47,7 @@ def encode_png16(px: np.ndarray, level: int = 1) -> bytes:
     np.subtract(raw[:, 2:], raw[:, :-2], out=data[:, 3:])
     header = struct.pack(">IIBBBBB", w, h, 16, 0, 0, 0, 0)
     return (_SIGNATURE + _chunk(b"IHDR", header)
-            + _chunk(b"IDAT", _deflate(data.tobytes(), level)) + _chunk(b"IEND", b""))
+            + _chunk(b"IDAT", _deflate(data, level)) + _chunk(b"IEND", b""))
 
 
 def decode_png16(data: bytes) -> np.ndarray:
@@ -60,6 +61,8 @@ def decode_png16(data: bytes) -> np.ndarray:
 
 
 def write_png16(path, px: np.ndarray, level: int = 1) -> None:
-    """Write ``uint16 [rows, cols]`` as a 16-bit grayscale PNG file."""
-    with open(path, "wb") as fh:
-        fh.write(encode_png16(px, level))
+    """Write ``uint16 [rows, cols]`` as a 16-bit grayscale PNG file, atomically (a kill -9
+    or a full disk never leaves a partial PNG under ``path``; WriteError names it)."""
+    from .atomic import atomic_write
+
+    atomic_write(path, encode_png16(px, level))

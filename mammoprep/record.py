@@ -23,6 +23,7 @@ META_FIELDS: dict[str, str] = {
     "manufacturer": "(0008,0070) Manufacturer, '' if absent",
     "model": "(0008,1090) Manufacturer's Model Name, '' if absent",
     "modality": "(0008,0060) Modality",
+    "sop_class_uid": "(0008,0016) SOP Class UID, else (0002,0002) Media Storage SOP Class UID; ''",
     "kvp": "(0018,0060) KVP, kV",
     "anode_target": "(0018,1191) Anode Target Material",
     "filter_material": "(0018,7050) Filter Material",
@@ -39,7 +40,8 @@ META_FIELDS: dict[str, str] = {
     "rows": "(0028,0010) Rows",
     "columns": "(0028,0011) Columns",
     "pixel_spacing_mm": "[row, col] spacing in mm from (0028,0030) or (0018,1164), None if absent",
-    "sop_uid_hash": "sha256 of the SOP Instance UID, 16 hex chars (links back to your archive)",
+    "sop_uid_hash": "salted HMAC-SHA256 of the SOP Instance UID, 16 hex chars (with the salt, "
+                    "`mammoprep inspect` finds a file's hash)",
     "patient_hash": "salted HMAC-SHA256 of the Patient ID, 16 hex chars",
     "study_hash": "salted HMAC-SHA256 of the Study Instance UID, 16 hex chars",
     "inverted": "True if MONOCHROME1 data were inverted as (2^BitsStored - 1) - x",
@@ -48,6 +50,9 @@ META_FIELDS: dict[str, str] = {
     "voi": "None (default: detector values) or which VOI transform was applied",
     "padding_pixels": "number of pixels set to 0 from (0028,0120) Pixel Padding Value",
     "decoder": "name of the decoder plug-in that produced the pixels",
+    "decode_reduction": "JPEG 2000 resolution levels dropped when decoding (0 = full size; "
+                        "r: pixels are 2^r times smaller per axis than rows x columns, and "
+                        "pixel_spacing_mm is the spacing of those pixels)",
     "steps": "list of processing steps applied, in order",
 }
 

@@ -11,6 +11,8 @@ Layout of one sample (one breast of one study), keys without dots::
     KEY.cc.png, KEY.mlo.png   16-bit grayscale, harmonised, text removed, cropped, resized
     KEY.json                  labels (raw + task forms), boxes per view in stored pixels,
                               transforms, vendor, energy, harmonised flag, schema version
+    KEY.cls                   the diagnosis class as ASCII text ("0" benign, "1" malignant),
+                              only where the diagnosis task defines one
 """
 
 from __future__ import annotations
@@ -22,12 +24,14 @@ import os
 import tarfile
 from collections import Counter, defaultdict
 from concurrent.futures import Executor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, is_dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from . import __version__
-from .errors import MammoprepError
+from .atomic import atomic_write, output_lock, remove_temporaries, write_error
+from .errors import MammoprepError, display_path
+from .labels._common import TASKS as LABEL_TASKS
 from .pipeline import PrepConfig
 
 SCHEMA_VERSION = 1
@@ -47,6 +51,10 @@ class ShardConfig:
     seed: int = 0
     png_level: int = 1
     salt_fingerprint: str = ""
+    #: content digests (filled in by :func:`build_shards`): sha256 of the reference's
+    #: bytes, salted HMAC of the parsed label table; a changed file is another config
+    reference_sha256: str = ""
+    labels_digest: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -89,12 +97,30 @@ def scan(paths: list[str], salt: bytes, executor: Executor | None,
 
 
 def _reject(path: str, reason: str, message: str, stage: str) -> dict[str, str]:
-    return {"path": path, "reason": reason, "message": message, "stage": stage}
+    from .errors import display_path  # escaped: non-UTF-8 or newline names stay one field
+
+    return {"path": display_path(path), "reason": reason, "message": display_path(message),
+            "stage": stage}
 
 
-def plan_samples(scanned: list[dict[str, Any]], labels, salt: bytes
+#: Fields where the label table wins over the DICOM header; disagreements are counted.
+OVERRIDDEN = ("laterality", "view", "study")
+
+
+def plan_samples(scanned: list[dict[str, Any]], labels, salt: bytes,
+                 conflicts: dict[str, Any] | None = None
                  ) -> tuple[list[dict[str, Any]], list[dict[str, str]], list[str]]:
     """Group scanned images into samples (one breast of one study, CC and/or MLO).
+
+    Precedence: laterality, view, patient and study come from the label table where it gives
+    them, else from the header ((0020,0062)/(0020,0060), (0018,5101)/View Code Sequence,
+    (0010,0020), (0020,000D)); a header without View Position works when the table gives the
+    view. ``conflicts`` (optional, filled in): for each of :data:`OVERRIDDEN` the number of
+    images where table and header both have a value and they differ (the table's is used),
+    plus ``examples`` (a few ``path: field table X, header Y`` lines).
+
+    Labels are per image: each view holds ``labels`` (raw pathology / BI-RADS / density) and
+    ``tasks`` (class index per task under the label source's rules, None = excluded).
 
     Returns (samples sorted by key, rejects, label keys that matched no image).
     """
@@ -104,6 +130,9 @@ def plan_samples(scanned: list[dict[str, Any]], labels, salt: bytes
     rejects: list[dict[str, str]] = []
     groups: dict[str, dict[str, Any]] = {}
     matched: set[str] = set()
+    counts: Counter = Counter()
+    examples: list[str] = []
+    claims: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     for item in scanned:
         path = item["path"]
         if "error" in item:
@@ -115,8 +144,20 @@ def plan_samples(scanned: list[dict[str, Any]], labels, salt: bytes
         if lab is not None:
             matched.add(labels.match_key(Path(path)))
         lab = lab or LabelRow()
-        lat = meta.get("laterality") or lab.laterality
-        view = (meta.get("view") or lab.view or "").upper()
+        check_boxes(lab, meta, path)
+        header_view = (meta.get("view") or "").upper() or None
+        table_study = pseudonym(lab.study, salt) if lab.study else None
+        for name, table_v, header_v in (("laterality", lab.laterality, meta.get("laterality")),
+                                        ("view", lab.view, header_view),
+                                        ("study", table_study, meta.get("study_hash"))):
+            if table_v and header_v and table_v != header_v:
+                counts[name] += 1
+                if len(examples) < 5:
+                    shown = (lab.study, "(0020,000D) hash") if name == "study" else (
+                        table_v, header_v)
+                    examples.append(f"{path}: {name} table {shown[0]!r}, header {shown[1]!r}")
+        lat = lab.laterality or meta.get("laterality")
+        view = (lab.view or header_view or "").upper()
         if lat not in ("L", "R"):
             rejects.append(_reject(path, "no_laterality", f"{path}: laterality is "
                                    f"{lat!r} in (0020,0062)/(0020,0060) and the labels; "
@@ -124,11 +165,12 @@ def plan_samples(scanned: list[dict[str, Any]], labels, salt: bytes
             continue
         if view not in STORED_VIEWS:
             rejects.append(_reject(path, "view_not_stored", f"{path}: view {view or 'absent'!r}"
-                                   " in (0018,5101)/View Code Sequence; shards store CC and "
-                                   "MLO", "plan"))
+                                   " in (0018,5101)/View Code Sequence and the labels; shards "
+                                   "store CC and MLO (a label table can give the view)",
+                                   "plan"))
             continue
         patient = pseudonym(lab.patient, salt) if lab.patient else meta.get("patient_hash")
-        study = meta.get("study_hash") or (pseudonym(lab.study, salt) if lab.study else None)
+        study = table_study or meta.get("study_hash")
         if not patient:
             rejects.append(_reject(path, "no_patient", f"{path}: no (0010,0020) PatientID and "
                                    "no patient in the labels; cannot group folds by patient",
@@ -136,47 +178,135 @@ def plan_samples(scanned: list[dict[str, Any]], labels, salt: bytes
             continue
         study = study or patient
         key = f"{study}_{lat}"
-        g = groups.setdefault(key, {"key": key, "patient": patient, "study": study,
-                                    "laterality": lat, "views": {}, "labels": None})
-        v = view.lower()
-        if v in g["views"]:
-            rejects.append(_reject(path, "duplicate_view", f"{path}: a second {view} of the "
-                                   f"same breast and study (kept {Path(g['views'][v]['path']).name})",
+        groups.setdefault(key, {"key": key, "patient": patient, "study": study,
+                                "laterality": lat, "views": {}, "labels": None})
+        tasks = labels.tasks(lab) if labels is not None else {t: None for t in LABEL_TASKS}
+        claims[(key, view.lower())].append({"path": path, "meta": meta, "boxes": lab.boxes,
+                                            "labels": lab.raw(), "tasks": tasks})
+    for (key, v), entries in sorted(claims.items()):
+        kept, dropped = pick_duplicate(entries, salt) if len(entries) > 1 else (entries[0], [])
+        groups[key]["views"][v] = kept
+        for entry, why in dropped:
+            rejects.append(_reject(entry["path"], "duplicate_view",
+                                   f"{entry['path']}: a second {v.upper()} of the same breast "
+                                   f"and study as {kept['path']}; kept that one ({why})",
                                    "plan"))
-            continue
-        g["views"][v] = {"path": path, "meta": meta, "boxes": lab.boxes}
-        raw = {"pathology": lab.pathology, "birads": lab.birads, "density": lab.density}
-        if g["labels"] is None or (not any(g["labels"].values()) and any(raw.values())):
-            g["labels"] = raw
     samples = [groups[k] for k in sorted(groups)]
+    for s in samples:
+        s["labels"], s["tasks"] = merge_view_labels(s["views"])
     unmatched_keys = sorted(labels.keys() - matched) if labels is not None else []
+    if conflicts is not None:
+        conflicts.update({f: counts.get(f, 0) for f in OVERRIDDEN}, examples=examples)
     return samples, rejects, unmatched_keys
 
 
-def assign_folds(samples: list[dict[str, Any]], k: int, seed: int) -> dict[str, int]:
+#: Box coordinates may exceed the image by this much (pixels; annotation tools round).
+BOX_TOLERANCE = 1.0
+
+
+def check_boxes(lab, meta: dict[str, Any], path: str) -> None:
+    """Raise LabelError (naming the label row, the box and the image size) when a box
+    of ``lab`` is not inside the image the header describes ((0028,0010) Rows x (0028,0011)
+    Columns, original pixels, :data:`BOX_TOLERANCE`): a box outside used to be clipped to
+    an empty [0, 0, 0, 0]."""
+    from .labels import LabelError
+
+    rows, cols = meta.get("rows"), meta.get("columns")
+    if not lab.boxes or not rows or not cols:
+        return
+    t = BOX_TOLERANCE
+    for b in lab.boxes:
+        x0, y0, x1, y1 = b
+        if x0 < -t or y0 < -t or x1 > cols + t or y1 > rows + t:
+            raise LabelError(lab.source_row or path, "a box lies outside its image",
+                             tag="column boxes", value=b,
+                             hint=f"{display_path(path)} is {cols} pixels wide and {rows} "
+                                  "high ((0028,0011) Columns, (0028,0010) Rows); boxes are "
+                                  "[xmin, ymin, xmax, ymax] in its original pixels")
+
+
+def pick_duplicate(entries: list[dict[str, Any]], salt: bytes
+                   ) -> tuple[dict[str, Any], list[tuple[dict[str, Any], str]]]:
+    """Of several files claiming one view of one breast, keep the first (in path order)
+    that decodes and passes :func:`~mammoprep.dicomio.read_dicom`'s checks (a truncated
+    ``.bak`` copy listed first does not win). Returns (kept, [(dropped, why), ...])."""
+    from .dicomio import safe_read
+
+    entries = sorted(entries, key=lambda e: e["path"])
+    errors: dict[str, str] = {}
+    kept = None
+    for e in entries:
+        _, err = safe_read(e["path"], salt=salt)
+        if err is None:
+            kept = e
+            break
+        errors[e["path"]] = err.kind
+    if kept is None:  # none decodes: keep the first, its own error is reported when written
+        kept = entries[0]
+
+    def why(e) -> str:
+        if kept["path"] in errors:
+            return "no copy decodes"
+        if e["path"] in errors:
+            return f"this copy is rejected: {errors[e['path']]}"
+        return "the first copy in path order that decodes is kept"
+
+    return kept, [(e, why(e)) for e in entries if e is not kept]
+
+
+def merge_view_labels(views: dict[str, dict[str, Any]]
+                      ) -> tuple[dict[str, Any], dict[str, int | None]]:
+    """Sample-level labels from per-view ones: a raw value where the views that have one
+    agree (else None); a task label only where every view has the same one (the two-view
+    label: a breast with one labelled view has none, its labelled view keeps its own)."""
+    raw: dict[str, Any] = {}
+    for f in ("pathology", "birads", "density"):
+        vals = {v["labels"][f] for v in views.values() if v["labels"][f] is not None}
+        raw[f] = vals.pop() if len(vals) == 1 else None
+    tasks: dict[str, int | None] = {}
+    for t in LABEL_TASKS:
+        vals = {v["tasks"][t] for v in views.values()}
+        tasks[t] = vals.pop() if len(vals) == 1 else None
+    return raw, tasks
+
+
+def assign_folds(samples: list[dict[str, Any]], k: int, seed: int,
+                 warnings: list[str] | None = None) -> dict[str, int]:
     """Patient-level stratified group k-fold: patient -> fold. No patient is in two folds.
 
-    Stratified on the patient's pathology (malignant if any breast is, else benign, else
-    unknown), seeded. Returns {} when k < 2.
+    Stratified on the patient's pathology (malignant if any image is, else benign, else
+    unknown), seeded. Returns {} when k < 2. When a class has fewer patients than folds the
+    split is a seeded group-only (unstratified) split, and a message is added to
+    ``warnings``; so is a fold count reduced to the number of patients.
     """
     if k < 2:
         return {}
     import numpy as np
     from sklearn.model_selection import StratifiedGroupKFold
 
+    warnings = warnings if warnings is not None else []
     patients = sorted({s["patient"] for s in samples})
     status = {}
     for s in samples:
-        p = (s["labels"] or {}).get("pathology")
-        rank = {"malignant": 2, "benign": 1}.get(p, 0)
-        status[s["patient"]] = max(status.get(s["patient"], 0), rank)
+        for v in s["views"].values():
+            p = (v.get("labels") or s.get("labels") or {}).get("pathology")
+            rank = {"malignant": 2, "benign": 1}.get(p, 0)
+            status[s["patient"]] = max(status.get(s["patient"], 0), rank)
     k_eff = min(k, len(patients))
+    if k_eff < k:
+        warnings.append(f"folds: {k} requested but only {len(patients)} patient(s); using "
+                        f"{max(k_eff, 1)}")
     if k_eff < 2:
         return {p: 0 for p in patients}
     y = np.array([status[p] for p in patients])
     # one row per patient: grouping is then trivial and stratification exact
     counts = Counter(y.tolist())
     if min(counts.values()) < k_eff:  # too few of a class to stratify: group-only split
+        names = {2: "malignant", 1: "benign", 0: "no pathology"}
+        per_class = ", ".join(f"{names[c]} {n}" for c, n in sorted(counts.items()))
+        warnings.append("folds are NOT stratified: too few patients of a class for "
+                        f"{k_eff} folds ({per_class}); patients were dealt out at random "
+                        "(seeded)")
         rng = np.random.default_rng(seed)
         order = rng.permutation(len(patients))
         return {patients[i]: int(j % k_eff) for j, i in enumerate(order)}
@@ -206,19 +336,29 @@ class ShardTask:
     salt: bytes
 
 
+def value_bits(meta: dict[str, Any]) -> int | None:
+    """Bit depth ``b`` of a stored image's values (they lie in ``0..2^b - 1``; readers divide
+    by ``2^b - 1``): the reference's depth for harmonised images, else the decoded values'
+    (``value_bits``: a Modality LUT, Rescale or VOI can reach above ``2^BitsStored - 1``),
+    else (0028,0101) Bits Stored."""
+    if meta.get("harmonized") and meta.get("reference_bits"):
+        return int(meta["reference_bits"])
+    v = meta.get("value_bits") or meta.get("bits_stored")
+    return int(v) if v is not None else None
+
+
 def _sample_entries(sample: dict[str, Any], prep, cfg: ShardConfig, salt: bytes, fold: int | None
                     ) -> tuple[dict[str, bytes], list[dict], list[dict]]:
     """Preprocess the views of one sample -> (tar entries, image rows, rejects)."""
-    from .labels import task_labels
-    from .pipeline import crop_and_resize, preprocess
+    from .pipeline import crop_and_resize, original_bbox, preprocess, stored_pixel_spacing
+    from .foreground import qc_fields
     from .png import encode_png16
 
     entries: dict[str, bytes] = {}
     rows, rejects = [], []
     views_json: dict[str, Any] = {}
     key = sample["key"]
-    raw = sample["labels"] or {"pathology": None, "birads": None, "density": None}
-    tasks = task_labels(raw["pathology"], raw["birads"], raw["density"])
+    raw, tasks = sample["labels"], sample["tasks"]  # sample level: merge_view_labels
     for v in sorted(sample["views"]):
         item = sample["views"][v]
         try:
@@ -232,6 +372,8 @@ def _sample_entries(sample: dict[str, Any], prep, cfg: ShardConfig, salt: bytes,
                                    f"{item['path']}: {type(exc).__name__}: {exc}", "write"))
             continue
         m = rec.meta
+        bbox = original_bbox(m)  # original pixel units, also after a reduced decode
+        reduction = int(m.get("decode_reduction") or 0)
         boxes = t.apply(item["boxes"]).round(2).tolist() if item["boxes"] else []
         entries[f"{key}.{v}.png"] = encode_png16(rec.pixels, cfg.png_level)
         views_json[v] = {
@@ -239,24 +381,29 @@ def _sample_entries(sample: dict[str, Any], prep, cfg: ShardConfig, salt: bytes,
             "sop_uid_hash": m.get("sop_uid_hash"), "manufacturer": m.get("manufacturer"),
             "model": m.get("model"), "energy": m.get("energy"),
             "harmonized": m.get("harmonized"), "bits": m.get("bits_stored"),
-            "removed_fraction": m.get("removed_fraction"), "breast_bbox": m.get("breast_bbox"),
-            "chest_wall": m.get("chest_wall"), "inverted": m.get("inverted"),
+            "value_bits": value_bits(m),
+            **qc_fields(m), "breast_bbox": bbox,
+            "decode_reduction": reduction,
+            "stored_pixel_spacing_mm": stored_pixel_spacing(m, t),
+            "inverted": m.get("inverted"),
             "presentation_intent": m.get("presentation_intent"),
+            "labels": {"raw": item["labels"], **item["tasks"]},
         }
         rows.append({
             "key": key, "view": v, "laterality": sample["laterality"],
             "patient": sample["patient"], "study": sample["study"],
-            "pathology": raw["pathology"], "birads": raw["birads"], "density": raw["density"],
-            **{f"label_{k}": val for k, val in tasks.items()},
+            **item["labels"],  # per image: raw values and task labels of this view
+            **{f"label_{k}": val for k, val in item["tasks"].items()},
             "boxes": boxes, "boxes_original": [list(map(float, b)) for b in item["boxes"]],
             "manufacturer": m.get("manufacturer"), "model": m.get("model"), "kvp": m.get("kvp"),
             "energy": m.get("energy"), "bits_stored": m.get("bits_stored"),
+            "value_bits": value_bits(m),
             "photometric": m.get("photometric"), "transfer_syntax": m.get("transfer_syntax"),
             "presentation_intent": m.get("presentation_intent"),
             "original_rows": t.original_size[0], "original_cols": t.original_size[1],
             "stored_rows": t.stored_size[0], "stored_cols": t.stored_size[1],
-            "removed_fraction": m.get("removed_fraction"),
-            "breast_bbox": [int(x) for x in (m.get("breast_bbox") or [])],
+            **qc_fields(m),
+            "breast_bbox": [int(x) for x in (bbox or [])], "decode_reduction": reduction,
             "harmonized": bool(m.get("harmonized")), "inverted": bool(m.get("inverted")),
             "sop_uid_hash": m.get("sop_uid_hash"), "fold": fold,
         })
@@ -266,22 +413,25 @@ def _sample_entries(sample: dict[str, Any], prep, cfg: ShardConfig, salt: bytes,
             "schema": SCHEMA_VERSION, "key": key, "patient": sample["patient"],
             "study": sample["study"], "laterality": sample["laterality"],
             "views": sorted(views_json), "fold": fold,
-            "labels": {"raw": raw, **tasks},
+            "labels": {"raw": raw, **tasks},  # two-view labels; per view in images[v]
             "boxes": {v: d["boxes"] for v, d in views_json.items()},
             "transform": {v: d["transform"] for v, d in views_json.items()},
             "images": views_json,
             "manufacturer": first["manufacturer"], "model": first["model"],
             "energy": first["energy"],
             "harmonized": all(d["harmonized"] for d in views_json.values()),
-            "bits": first["bits"],
+            "bits": first["bits"], "value_bits": first["value_bits"],
         }
         entries[f"{key}.json"] = json.dumps(doc, sort_keys=True).encode()
+        if tasks.get("diagnosis") is not None:  # webdataset's class entry: "0" benign, "1" malignant
+            entries[f"{key}.cls"] = str(int(tasks["diagnosis"])).encode()
     return entries, rows, rejects
 
 
-def write_tar(path: Path, entries: dict[str, bytes]) -> None:
+def tar_bytes(entries: dict[str, bytes]) -> bytes:
     """A reproducible tar: sorted names, fixed mtime/owner/mode, USTAR format."""
-    with tarfile.open(path, "w", format=tarfile.USTAR_FORMAT) as tar:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tar:
         for name in sorted(entries):
             data = entries[name]
             info = tarfile.TarInfo(name)
@@ -289,10 +439,23 @@ def write_tar(path: Path, entries: dict[str, bytes]) -> None:
             info.uid = info.gid = 0
             info.uname = info.gname = ""
             tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def write_tar(path: Path, entries: dict[str, bytes]) -> None:
+    """:func:`tar_bytes` written atomically to ``path`` (WriteError on a full disk)."""
+    atomic_write(path, tar_bytes(entries))
+
+
+def task_digest(task: ShardTask) -> str:
+    """What a shard's bytes depend on besides the config: its samples (paths, header
+    metadata, labels, boxes, folds). A part finished for other inputs is not reused."""
+    blob = json.dumps([task.index, list(task.samples)], sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def write_shard(task: ShardTask) -> dict[str, Any]:
-    """Write one shard (tmp name, then rename) and its part file; return the part."""
+    """Write one shard (atomically) and then its part file; return the part."""
     from .pipeline import Prepared
 
     out = Path(task.out_dir)
@@ -309,13 +472,12 @@ def write_shard(task: ShardTask) -> dict[str, Any]:
         rejects.extend(rej)
     n_samples = sum(1 for k in entries if k.endswith(".json"))
     part = {"shard": name, "samples": n_samples, "images": images, "rejects": rejects,
-            "config_digest": task.config.digest()}
+            "config_digest": task.config.digest(), "task_digest": task_digest(task)}
     if n_samples:
-        tmp = out / (name + ".tmp")
-        write_tar(tmp, entries)
-        os.replace(tmp, out / name)
-        part["bytes"] = (out / name).stat().st_size
-        part["sha256"] = _sha256(out / name)
+        data = tar_bytes(entries)
+        atomic_write(out / name, data)
+        part["bytes"] = len(data)
+        part["sha256"] = hashlib.sha256(data).hexdigest()
     _atomic_json(out / PARTS / (name + ".json"), part)
     return part
 
@@ -329,33 +491,41 @@ def _sha256(path: Path) -> str:
 
 
 def _atomic_json(path: Path, obj: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, sort_keys=True))
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(obj, sort_keys=True).encode())
 
 
-def finished_part(out: Path, index: int, digest: str) -> dict[str, Any] | None:
-    """The part of a shard finished by an earlier run with the same config, else None."""
+def finished_part(out: Path, index: int, digest: str,
+                  task: str | None = None) -> dict[str, Any] | None:
+    """The part of a shard finished by an earlier run with the same config (and, when
+    ``task`` is given, the same :func:`task_digest`) whose tar is there at its recorded
+    size, else None (an unreadable part file counts as absent)."""
     p = out / PARTS / (shard_name(index) + ".json")
-    if not p.exists():
-        return None
     try:
         part = json.loads(p.read_text())
-    except ValueError:
+    except (OSError, ValueError):
         return None
-    if part.get("config_digest") != digest:
+    if not isinstance(part, dict) or part.get("config_digest") != digest:
         return None
-    if part["samples"] and not (out / part["shard"]).exists():
+    if task is not None and part.get("task_digest") != task:
         return None
+    if part.get("samples"):
+        tar = out / str(part.get("shard"))
+        if not tar.is_file() or tar.stat().st_size != part.get("bytes"):
+            return None
     return part
 
 
 # ---------------------------------------------------------------------------- manifests
 
 def write_manifests(out: Path, parts: list[dict[str, Any]], plan_rejects: list[dict[str, str]],
-                    cfg: ShardConfig, extra: dict[str, Any]) -> dict[str, Any]:
-    """images.parquet, shards.parquet, rejects.parquet and config.json; returns a summary."""
+                    cfg: ShardConfig, extra: dict[str, Any],
+                    label_report: dict[str, Any] | None = None,
+                    warnings: list[str] | None = None) -> dict[str, Any]:
+    """images.parquet, shards.parquet, rejects.parquet and config.json; returns a summary.
+
+    label_report: what the label source did (:func:`label_summary` adds the labelled images
+    per task and a warning for every task without one); warnings: messages without
+    identifiers (e.g. an unstratified fold split), kept in the summary and config.json."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -369,10 +539,16 @@ def write_manifests(out: Path, parts: list[dict[str, Any]], plan_rejects: list[d
               "config": cfg.to_dict(), "config_digest": cfg.digest(), **extra}
     meta = {b"mammoprep": json.dumps(config, sort_keys=True).encode()}
 
-    def write(name, rows, schema):
+    digests: dict[str, str] = {}
+
+    def write(name, rows, schema):  # atomically; its sha256 goes to config.json
         table = pa.Table.from_pylist(rows, schema=schema) if rows else schema.empty_table()
         table = table.replace_schema_metadata(meta)
-        pq.write_table(table, out / name)
+        buf = io.BytesIO()
+        pq.write_table(table, buf)
+        data = buf.getvalue()
+        atomic_write(out / name, data)
+        digests[name] = hashlib.sha256(data).hexdigest()
 
     images_schema, shards_schema, rejects_schema = manifest_schemas()
     write("images.parquet", images, images_schema)
@@ -384,11 +560,27 @@ def write_manifests(out: Path, parts: list[dict[str, Any]], plan_rejects: list[d
         "per_vendor": dict(sorted(Counter(r["manufacturer"] or "?" for r in images).items())),
         "per_energy": dict(sorted(Counter(r["energy"] or "?" for r in images).items())),
         "harmonized": sum(bool(r["harmonized"]) for r in images),
+        "suspect_kept": sum(r.get("qc") == "suspect" for r in images),
         "rejects_by_reason": dict(sorted(Counter(r["reason"] for r in rejects).items())),
+        "warnings": list(warnings or []),
     }
-    (out / "config.json").write_text(json.dumps({**config, "summary": summary}, indent=2,
-                                                sort_keys=True))
+    if label_report is not None:
+        summary["labels"] = label_summary(images, label_report, summary["warnings"])
+    doc = {**config, "manifests_sha256": digests, "summary": summary}
+    atomic_write(out / "config.json", json.dumps(doc, indent=2, sort_keys=True).encode())
     return summary
+
+
+def label_summary(images: list[dict[str, Any]], report: dict[str, Any],
+                  warnings: list[str]) -> dict[str, Any]:
+    """``report`` plus ``labelled_images`` (task -> images with a label); appends a warning
+    to ``warnings`` for every task that ended up with no labelled image."""
+    labelled = {t: sum(r.get(f"label_{t}") is not None for r in images) for t in LABEL_TASKS}
+    for t, n in labelled.items():
+        if not n:
+            warnings.append(f"task {t}: no labelled image ({report.get('source')} labels; "
+                            f"rules: {report.get('rules')})")
+    return {**report, "labelled_images": labelled}
 
 
 def manifest_schemas():
@@ -404,11 +596,16 @@ def manifest_schemas():
         ("label_birads3", pa.int8()), ("label_density", pa.int8()),
         ("boxes", box), ("boxes_original", box),
         ("manufacturer", pa.string()), ("model", pa.string()), ("kvp", pa.float64()),
-        ("energy", pa.string()), ("bits_stored", pa.int16()), ("photometric", pa.string()),
+        ("energy", pa.string()), ("bits_stored", pa.int16()), ("value_bits", pa.int16()),
+        ("photometric", pa.string()),
         ("transfer_syntax", pa.string()), ("presentation_intent", pa.string()),
         ("original_rows", pa.int32()), ("original_cols", pa.int32()),
         ("stored_rows", pa.int32()), ("stored_cols", pa.int32()),
-        ("removed_fraction", pa.float64()), ("breast_bbox", pa.list_(pa.int32())),
+        ("removed_fraction", pa.float64()), ("breast_fraction", pa.float64()),
+        ("chest_wall", pa.string()), ("threshold", pa.int32()),
+        ("background_level", pa.float64()), ("qc", pa.string()), ("qc_reason", pa.string()),
+        ("breast_bbox", pa.list_(pa.int32())),
+        ("decode_reduction", pa.int8()),
         ("harmonized", pa.bool_()), ("inverted", pa.bool_()), ("sop_uid_hash", pa.string()),
         ("fold", pa.int8()),
     ])
@@ -456,33 +653,51 @@ def _worker_init() -> None:
 
 
 def build_shards(inputs: Iterable[str], out_dir: str | Path, cfg: ShardConfig, salt: bytes,
-                 executor: Executor | None = None, progress=None, log=print) -> dict[str, Any]:
+                 executor: Executor | None = None, progress=None, log=print,
+                 overwrite: bool = False) -> dict[str, Any]:
     """Plan and write shards and manifests. Returns the summary (see write_manifests).
 
     ``progress(kind, n, total)`` is called as files are scanned and images are written.
+    Holds ``OUT/.lock`` (a concurrent run on OUT gets FolderLockedError). Resumes what an
+    earlier run with the same config (options, reference and label contents) finished;
+    refuses a folder holding shards of another config unless ``overwrite``, which first
+    deletes this command's outputs in OUT (nothing else). Shards the plan no longer has are
+    removed at the end. Every file is written atomically; a full disk or a permission
+    problem is a WriteError naming the file, and the next run resumes.
     """
+    out = Path(out_dir)
+    with output_lock(out, "shard"):  # a second run on OUT stops here with a message
+        return _build_locked(inputs, out, cfg, salt, executor, progress, log, overwrite)
+
+
+def _build_locked(inputs, out: Path, cfg: ShardConfig, salt: bytes, executor, progress, log,
+                  overwrite: bool) -> dict[str, Any]:
     from .dicomio import iter_dicom_paths
     from .labels import load_labels
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    old = out / "config.json"
-    if old.exists():
-        prev = json.loads(old.read_text()).get("config_digest")
-        if prev != cfg.digest():
-            raise MammoprepError(out, "this folder holds shards made with other options",
-                                 tag="config.json config_digest", value=prev,
-                                 hint="use a new output folder or --overwrite")
-    labels = load_labels(cfg.labels) if cfg.labels else None
+    if overwrite:
+        remove_outputs(out)
+    inputs = [str(p) for p in inputs]
+    labels = load_labels(cfg.labels, roots=[p for p in inputs if Path(p).is_dir()]
+                         ) if cfg.labels else None
+    cfg = replace(cfg, reference_sha256=cfg.reference_sha256 or content_digest(
+                      cfg.prep.reference),
+                  labels_digest=cfg.labels_digest or labels_digest(labels, salt))
+    check_existing(out, cfg, log)
     paths = [str(p) for p in iter_dicom_paths(inputs)]
+    auxiliary = [p for p in paths if labels is not None and labels.auxiliary
+                 and str(Path(p).resolve()) in labels.auxiliary]
+    paths = [p for p in paths if p not in set(auxiliary)]  # ROI masks, crops: not images
     if not paths:
         raise MammoprepError(None, "no DICOM files found", tag="IN", value=list(map(str, inputs)))
     if progress:
         progress("scan", 0, len(paths))
     scanned = scan(paths, salt, executor, (lambda n: progress("scan", n, len(paths)))
                    if progress else None)
-    samples, plan_rejects, unmatched_labels = plan_samples(scanned, labels, salt)
-    folds = assign_folds(samples, cfg.folds, cfg.seed)
+    conflicts: dict[str, Any] = {}
+    samples, plan_rejects, unmatched_labels = plan_samples(scanned, labels, salt, conflicts)
+    warnings: list[str] = []
+    folds = assign_folds(samples, cfg.folds, cfg.seed, warnings)
     for s in samples:
         s["fold"] = folds.get(s["patient"])
     n = cfg.samples_per_shard
@@ -491,7 +706,7 @@ def build_shards(inputs: Iterable[str], out_dir: str | Path, cfg: ShardConfig, s
     total_images = sum(len(s["views"]) for s in samples)
     parts, todo = [], []
     for t in tasks:
-        done = finished_part(out, t.index, cfg.digest())
+        done = finished_part(out, t.index, cfg.digest(), task_digest(t))
         (parts.append(done) if done else todo.append(t))
     if progress:
         progress("write", 0, total_images)
@@ -505,19 +720,180 @@ def build_shards(inputs: Iterable[str], out_dir: str | Path, cfg: ShardConfig, s
             progress("write", sum(len(s["views"]) for s in t.samples), total_images)
     extra = {"inputs": len(paths), "unmatched_labels": len(unmatched_labels),
              "patients": len({s["patient"] for s in samples}), "folds": cfg.folds}
-    summary = write_manifests(out, parts, plan_rejects, cfg, extra)
+    report = None
+    if labels is not None:
+        examples = conflicts.pop("examples", [])
+        report = {"source": labels.kind, "rules": labels.rules.description,
+                  "conflicts": conflicts, "unmatched_rows": len(unmatched_labels),
+                  "source_warnings": len(labels.warnings), "skipped_files": len(auxiliary)}
+    summary = write_manifests(out, parts, plan_rejects, cfg, extra, report, warnings)
+    remove_stale(out, {shard_name(t.index) for t in tasks})
+    for w in summary["warnings"]:
+        log(f"warning: {w}")
     summary["unmatched_labels"] = unmatched_labels
+    if labels is not None:  # with paths and source ids: shown, not written to the manifests
+        summary["label_details"] = {"conflict_examples": examples,
+                                    "source_warnings": list(labels.warnings)}
     return summary
+
+
+# ------------------------------------------------------------------ existing outputs
+
+MANIFESTS = ("images.parquet", "shards.parquet", "rejects.parquet")
+
+
+def content_digest(path: str | None) -> str:
+    """sha256 of a file's bytes, or of a folder's regular files (relative path and bytes,
+    in sorted order); "" for None or a missing path."""
+    if not path or not Path(path).exists():
+        return ""
+    root = Path(path)
+    if root.is_file():
+        return _sha256(root)
+    h = hashlib.sha256()
+    for f in sorted(p for p in root.rglob("*") if p.is_file()):
+        h.update(f"{f.relative_to(root).as_posix()}\0{_sha256(f)}\n".encode(
+            "utf-8", "surrogateescape"))
+    return h.hexdigest()
+
+
+def labels_digest(labels, salt: bytes) -> str:
+    """Salted HMAC-SHA256 of a parsed label table (every row, auxiliary files), so that
+    an edited table is another config; salted because rows hold patient ids."""
+    import hmac
+
+    if labels is None:
+        return ""
+
+    def plain(o):
+        return asdict(o) if is_dataclass(o) else sorted(o) if isinstance(o, set) else str(o)
+
+    blob = json.dumps([labels.kind, labels.by_path, labels.by_tail, labels.by_stem,
+                       sorted(labels.auxiliary)], sort_keys=True, default=plain)
+    return hmac.new(salt, blob.encode("utf-8", "surrogateescape"), "sha256").hexdigest()
+
+
+def _read_config(path: Path, log) -> dict[str, Any] | None:
+    """config.json as a dict; None (with a warning) when absent, empty or corrupt, e.g.
+    left by a crash or a full disk before writes were atomic."""
+    try:
+        doc = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        log(f"warning: {display_path(path)} is empty or unreadable ({type(exc).__name__}); "
+            "ignored (an interrupted run?)")
+        return None
+    if not isinstance(doc, dict):
+        log(f"warning: {display_path(path)} is not a JSON object; ignored")
+        return None
+    return doc
+
+
+def _differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two config dicts."""
+    out = []
+    for k in sorted(set(old) | set(new)):
+        a, b = old.get(k), new.get(k)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _differences(a, b, f"{prefix}{k}.")
+        elif a != b:
+            out.append(f"{prefix}{k}")
+    return out
+
+
+def check_existing(out: Path, cfg: ShardConfig, log=print) -> None:
+    """Refuse (MammoprepError, pointing to --overwrite) a folder holding shards or parts
+    made with another config: other options, another reference or label table content.
+    An empty or corrupt config.json is ignored with a warning."""
+    digest = cfg.digest()
+    found, prev_cfg = None, None
+    doc = _read_config(out / "config.json", log)
+    if doc is not None and doc.get("config_digest") != digest:
+        found, prev_cfg = "config.json", doc.get("config")
+    if found is None:
+        for p in sorted((out / PARTS).glob("shard-*.json")):
+            try:
+                part = json.loads(p.read_bytes())
+            except (OSError, ValueError):
+                continue  # unreadable: redone
+            if isinstance(part, dict) and part.get("config_digest") not in (None, digest):
+                found = f"{PARTS}/{p.name} (an interrupted run)"
+                break
+    if found is None:
+        return
+    what = _differences(prev_cfg, cfg.to_dict()) if isinstance(prev_cfg, dict) else []
+    raise MammoprepError(out, "this folder holds shards made with another configuration"
+                         + (f" (differs in {', '.join(what)})" if what else ""),
+                         tag=found, value="config_digest differs",
+                         hint="use a new output folder, or --overwrite to replace them")
+
+
+def remove_outputs(out: Path) -> None:
+    """Delete what ``shard`` writes in ``out`` (config.json first, so a crash halfway is
+    not a valid folder): manifests, shards, parts, temporaries. Other files stay."""
+    targets = [out / "config.json", *(out / m for m in MANIFESTS),
+               *sorted(out.glob("shard-*.tar")), *sorted(out.glob("shard-*.tar.tmp")),
+               *sorted((out / PARTS).glob("*"))]
+    for p in targets:
+        try:
+            p.unlink()
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise write_error(p, exc) from None
+    remove_temporaries(out)
+
+
+def remove_stale(out: Path, current: set[str]) -> list[str]:
+    """After a run: delete shards and parts the plan no longer has (e.g. fewer samples
+    than before) and temporaries of interrupted writes. Returns the removed names."""
+    gone = []
+    for tar in sorted(out.glob("shard-*.tar")):
+        if tar.name not in current:
+            tar.unlink(missing_ok=True)
+            gone.append(tar.name)
+    for p in sorted((out / PARTS).glob("shard-*.json")):
+        if p.name[:-len(".json")] not in current:
+            p.unlink(missing_ok=True)
+    for p in [*out.glob("shard-*.tar.tmp"), *remove_temporaries(out),
+              *remove_temporaries(out / PARTS)]:
+        Path(p).unlink(missing_ok=True)
+    return gone
 
 
 # ------------------------------------------------------------------------------- verify
 
+def _verify_config(out: Path) -> list[str]:
+    """config.json present, a JSON object with a config digest, and each manifest's
+    sha256 equal to the one it records (``manifests_sha256``)."""
+    path = out / "config.json"
+    try:
+        doc = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        return [f"{path}: missing"]
+    except (OSError, ValueError) as exc:
+        return [f"{path}: empty or not valid JSON ({type(exc).__name__}); the run that wrote "
+                "it did not finish: rerun `mammoprep shard`"]
+    if not isinstance(doc, dict) or not doc.get("config_digest"):
+        return [f"{path}: no config_digest; not written by a finished `mammoprep shard`"]
+    problems = []
+    for name, digest in sorted((doc.get("manifests_sha256") or {}).items()):
+        if (out / name).exists() and _sha256(out / name) != digest:
+            problems.append(f"{out / name}: sha256 differs from config.json (corrupt or "
+                            "modified)")
+    return problems
+
+
 def verify(out_dir: str | Path) -> list[str]:
     """Problems found in a shard folder (empty list = all good).
 
-    Checks: manifests present; every shard's size and sha256 match shards.parquet; every
-    images.parquet row has its PNG in its shard, the PNG decodes to the recorded size; every
-    sample has its JSON; no shard holds samples the manifest does not list.
+    Checks: manifests and config.json present and readable (an empty or corrupt one is a
+    problem line, never a traceback); each manifest's sha256 equals the one config.json
+    records; every tar in the folder is listed in shards.parquet; every shard's size and
+    sha256 match shards.parquet; every images.parquet row has its PNG in its shard, the PNG
+    decodes to the recorded size; every sample has its JSON; no shard holds samples the
+    manifest does not list.
     """
     import pyarrow.parquet as pq
 
@@ -525,13 +901,26 @@ def verify(out_dir: str | Path) -> list[str]:
 
     out = Path(out_dir)
     problems: list[str] = []
-    for name in ("images.parquet", "shards.parquet", "rejects.parquet"):
+    for name in MANIFESTS:
         if not (out / name).exists():
             problems.append(f"{out / name}: missing manifest")
-    if problems:
+    problems += _verify_config(out)
+    if any(p.endswith("missing manifest") for p in problems):
         return problems
-    images = pq.read_table(out / "images.parquet").to_pylist()
-    shards = pq.read_table(out / "shards.parquet").to_pylist()
+    tables = {}
+    for name in ("images.parquet", "shards.parquet"):
+        try:
+            tables[name] = pq.read_table(out / name).to_pylist()
+        except Exception as exc:  # noqa: BLE001 - a corrupt manifest is a problem line
+            problems.append(f"{out / name}: not a readable Parquet file "
+                            f"({type(exc).__name__}: {exc})")
+    if len(tables) < 2:
+        return problems
+    images, shards = tables["images.parquet"], tables["shards.parquet"]
+    listed_names = {s["shard"] for s in shards}
+    for tar in sorted(out.glob("*.tar")):
+        if tar.name not in listed_names:
+            problems.append(f"{tar}: tar not listed in shards.parquet (stale or foreign)")
     by_shard: dict[str, list[dict]] = defaultdict(list)
     for r in images:
         by_shard[r["shard"]].append(r)

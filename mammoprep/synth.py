@@ -8,7 +8,8 @@ Layout written by :func:`generate_cohort`::
 
     OUT/Benign/<ID>/{L,R}_{CC,MLO}.dcm      ID = B0001, B0002, ...
     OUT/Malign/<ID>/{L,R}_{CC,MLO}.dcm      ID = M0001, M0002, ...
-    OUT/Benign_Cases.xlsx, OUT/Malign_Cases.xlsx   two rows per patient (one per breast)
+    OUT/Benign_Cases.xlsx, OUT/Malign_Cases.xlsx   as published: two rows per patient (MLO
+                                            row, then CC row) for the named breast(s)
     OUT/labels.csv                          one row per image (see :data:`LABEL_COLUMNS`)
     OUT/identities.csv                      the fake identities written into the headers
 
@@ -45,7 +46,8 @@ import numpy as np
 
 __all__ = [
     "VendorProfile", "VENDORS", "Lesion", "BreastPlan", "PatientPlan", "ImageSpec",
-    "SynthImage", "LABEL_COLUMNS", "IDENTITY_COLUMNS", "XLSX_COLUMNS", "DEFAULT_SIZE",
+    "SynthImage", "LABEL_COLUMNS", "IDENTITY_COLUMNS", "XLSX_COLUMNS", "XLSX_ROW_VIEWS",
+    "named_breasts", "sheet_labels", "DEFAULT_SIZE",
     "VIEW_CODES", "plan_cohort", "image_spec", "render_image", "to_stored",
     "build_dataset", "generate_cohort", "parse_size",
 ]
@@ -77,6 +79,30 @@ _TS_RLE = "1.2.840.10008.1.2.5"
 #: same bytes; the native one is the fallback.
 _ENCODER_PLUGINS = {_TS_J2K_LOSSLESS: ("pylibjpeg",), _TS_JLS_LOSSLESS: ("pyjpegls",),
                     _TS_RLE: ("pylibjpeg", "pydicom")}
+
+#: Where a vendor's transfer syntax cannot be encoded here (its encoder is an optional
+#: package), the next one is written instead: JPEG-LS (pyjpegls, extra ``fast``) ->
+#: JPEG 2000 lossless (pylibjpeg-openjpeg) -> Explicit VR Little Endian (always).
+_ENCODER_FALLBACK = {_TS_JLS_LOSSLESS: _TS_J2K_LOSSLESS, _TS_J2K_LOSSLESS: _TS_EXPLICIT,
+                     _TS_RLE: _TS_EXPLICIT}
+
+
+def _encoder_plugin(transfer_syntax: str) -> str | None:
+    """The pydicom encoder plug-in used for ``transfer_syntax`` here (None: none installed)."""
+    from pydicom.pixels import get_encoder
+
+    available = get_encoder(transfer_syntax).available_plugins
+    return next((p for p in _ENCODER_PLUGINS[transfer_syntax] if p in available), None)
+
+
+@functools.lru_cache(maxsize=None)
+def encodable_syntax(transfer_syntax: str) -> str:
+    """``transfer_syntax`` if an installed encoder writes it, else the first fallback that
+    one does (:data:`_ENCODER_FALLBACK`; Explicit VR Little Endian needs no encoder)."""
+    ts = transfer_syntax
+    while ts != _TS_EXPLICIT and _encoder_plugin(ts) is None:
+        ts = _ENCODER_FALLBACK[ts]
+    return ts
 
 
 # --------------------------------------------------------------------------------------
@@ -146,6 +172,14 @@ VENDORS: dict[str, VendorProfile] = {p.name: p for p in (
                   (30.0, 75.0), (60.0, 160.0), (40, 150), 0.070, _TS_J2K_LOSSLESS,
                   "FOR PRESENTATION", True, False, False, "%Y/%m/%d", 0.15),
 )}
+
+#: Failure modes of real archives that :func:`render_image` can add (``ImageSpec.artefacts``):
+#: ``grey_background`` a noisy background well above 0 (8-12 % of the range, FFDM without
+#: padding); ``bimodal`` a dense breast whose histogram has two separate peaks (fat and
+#: fibroglandular); ``film`` a digitised film: non-uniform film base (a gradient) with
+#: noise, bright unexposed film edges along the borders and a scanner label; ``skin_label``
+#: a view label box whose corner touches the skin line.
+ARTEFACTS = ("grey_background", "bimodal", "film", "skin_label")
 
 #: Order used to pick vendors when a cohort has fewer patients than vendors.
 _VENDOR_PRIORITY = ("ims", "fujifilm", "metaltronica", "siemens", "ge")
@@ -414,6 +448,7 @@ class ImageSpec:
     lesions: tuple[Lesion, ...] = ()
     labels: tuple[str, ...] = ()    # burned-in text lines
     seed: int = 0
+    artefacts: tuple[str, ...] = ()  # failure modes of real archives, see ARTEFACTS
 
 
 @dataclass
@@ -666,6 +701,8 @@ def render_image(spec: ImageSpec) -> SynthImage:
     vals = field_[breast_low] if breast_low.any() else field_.ravel()
     thr = float(np.quantile(vals, 1.0 - float(np.clip(spec.fgt_fraction, 0.0, 1.0))))
     soft = 0.30 * max(float(vals.std()), 1e-3)
+    if "bimodal" in spec.artefacts:
+        soft *= 0.15
     gland_low = 1.0 / (1.0 + np.exp(np.clip(-(field_ - thr) / soft, -60.0, 60.0)))
 
     # ---- full-resolution outline ----
@@ -680,6 +717,8 @@ def render_image(spec: ImageSpec) -> SynthImage:
     mid = _upsample(_smooth_noise(rng, (-(-rows // ds2), -(-cols // ds2)), 1.0), rows, cols)
     fine = rng.standard_normal((rows, cols), dtype=np.float32)
     fat, gland = rng.uniform(0.14, 0.22), rng.uniform(0.56, 0.66)
+    if "bimodal" in spec.artefacts:
+        fat, gland = 0.30, 0.75
     t = _upsample(gland_low.astype(np.float32), rows, cols)
     t *= np.float32(gland - fat)
     t += np.float32(fat)
@@ -776,6 +815,11 @@ def render_image(spec: ImageSpec) -> SynthImage:
         bgv = bg.astype(np.uint16)
     else:
         bgv = np.uint16(0)
+    art = _ArtefactRng(spec)
+    if "grey_background" in spec.artefacts or "film" in spec.artefacts:
+        bgv = _grey_background(art.rng, fine, maxv, "film" in spec.artefacts)
+        floor = min(0.9 * maxv, float(bgv.max()) + 0.06 * maxv)
+        lut = np.rint(floor + (maxv - floor) * (lut.astype(np.float64) / maxv)).astype(np.uint16)
     pixels = np.where(fg, lut[idx], bgv).astype(np.uint16)
     del idx, fine, mid, rn
 
@@ -830,7 +874,81 @@ def render_image(spec: ImageSpec) -> SynthImage:
         region[...] = np.where(alpha > 0, np.uint16(maxv), region)
         text_boxes.append([int(x), int(y), int(x + mk), int(y + mk)])
 
+    if "skin_label" in spec.artefacts:
+        box = _skin_label(art.rng, pixels, fg, maxv, far_right)
+        if box:
+            text_boxes.append(box)
+    if "film" in spec.artefacts:
+        text_boxes.extend(_film_edges(art.rng, pixels, fg, maxv, far_right))
     return SynthImage(pixels, fg, pectoral, boxes, types, text_boxes)
+
+
+class _ArtefactRng:
+    """A random stream of its own for the artefacts, so an image without artefacts is
+    rendered exactly as before."""
+
+    def __init__(self, spec: ImageSpec):
+        self.rng = np.random.default_rng(np.random.SeedSequence(_key("artefacts", spec.seed)))
+
+
+def _grey_background(rng: np.random.Generator, fine: np.ndarray, maxv: int,
+                     film: bool) -> np.ndarray:
+    """uint16 background: level 8-12 % of ``maxv`` with noise (sigma 0.5 %); for film a
+    film base that brightens by up to 6 % of ``maxv`` across the image."""
+    rows, cols = fine.shape
+    level = rng.uniform(0.08, 0.12) * maxv
+    bg = level + 0.005 * maxv * fine
+    if film:
+        ramp = np.linspace(0.0, 1.0, rows, dtype=np.float32)[:, None] \
+            + 0.5 * np.linspace(0.0, 1.0, cols, dtype=np.float32)[None, :]
+        bg = bg + 0.04 * maxv * ramp
+    return np.clip(np.rint(bg), 1, maxv).astype(np.uint16)
+
+
+def _skin_label(rng: np.random.Generator, pixels: np.ndarray, fg: np.ndarray, maxv: int,
+                far_right: bool) -> list[int] | None:
+    """Burn a label box whose chest-wall-side corner touches the skin line (the breast's
+    outermost point, at mid height); returns its box or None when it does not fit."""
+    rows, cols = pixels.shape
+    h, w = max(6, round(0.05 * rows)), max(8, round(0.12 * cols))
+    mid = rows // 2 - h - max(2, round(0.08 * rows))
+    on = np.nonzero(fg[mid + h - 1])[0]
+    if on.size == 0:
+        return None
+    x = int(on.max()) - 1 if far_right else int(on.min()) - w + 2
+    y = mid
+    if x < 0 or x + w > cols:
+        return None
+    region = pixels[y:y + h, x:x + w]
+    box_v = np.uint16(maxv * rng.uniform(0.90, 0.97))
+    keep = fg[y:y + h, x:x + w]
+    region[...] = np.where(keep, region, box_v)
+    return [x, y, x + w, y + h]
+
+
+def _film_edges(rng: np.random.Generator, pixels: np.ndarray, fg: np.ndarray, maxv: int,
+                far_right: bool) -> list[list[int]]:
+    """Bright unexposed film along the top, bottom and far borders (1-2 % wide, with a
+    ragged inner edge) and a scanner label in the far bottom corner. Returns their boxes."""
+    rows, cols = pixels.shape
+    boxes = []
+    k = max(2, round(rng.uniform(0.01, 0.02) * min(rows, cols)))
+    edge_v = np.uint16(maxv * rng.uniform(0.85, 0.95))
+    for sl, box in (((slice(0, k), slice(None)), [0, 0, cols, k]),
+                    ((slice(rows - k, rows), slice(None)), [0, rows - k, cols, rows])):
+        pixels[sl] = edge_v
+        boxes.append(box)
+    xs = slice(cols - k, cols) if far_right else slice(0, k)
+    pixels[:, xs] = edge_v
+    boxes.append([cols - k, 0, cols, rows] if far_right else [0, 0, k, rows])
+    h, w = max(6, round(0.04 * rows)), max(10, round(0.15 * cols))
+    y = rows - k - h - max(2, round(0.02 * rows))
+    x = cols - k - w - max(2, round(0.03 * cols)) if far_right else k + max(2, round(0.03 * cols))
+    if not fg[max(0, y - 3):y + h + 3, max(0, x - 3):x + w + 3].any():
+        pixels[y:y + h, x:x + w] = np.uint16(maxv * 0.98)
+        pixels[y + h // 3: y + 2 * h // 3, x + 2: x + w - 2: 3] = np.uint16(maxv * 0.3)
+        boxes.append([x, y, x + w, y + h])
+    return boxes
 
 
 def to_stored(pixels: np.ndarray, vendor: str) -> np.ndarray:
@@ -849,8 +967,24 @@ def _image_seed(seed: int, case_id: str, laterality: str, view: str) -> int:
     return _key(seed, case_id, laterality, view) & ((1 << 63) - 1)
 
 
-def image_spec(plan: PatientPlan, laterality: str, view: str) -> ImageSpec:
-    """The :class:`ImageSpec` of one view of a planned patient (labels included)."""
+def image_artefacts(plan: PatientPlan, laterality: str, view: str,
+                    rate: float) -> tuple[str, ...]:
+    """The real-archive failure modes (:data:`ARTEFACTS`) of one view: with probability
+    ``rate`` one or two of them, drawn from the image's own seed (deterministic)."""
+    if rate <= 0:
+        return ()
+    rng = _rng("artefacts", plan.seed, plan.case_id, laterality, view)
+    if rng.random() >= rate:
+        return ()
+    k = 1 + int(rng.random() < 0.5)
+    picked = tuple(sorted(str(a) for a in rng.choice(ARTEFACTS, size=k, replace=False)))
+    return picked
+
+
+def image_spec(plan: PatientPlan, laterality: str, view: str,
+               artefact_rate: float = 0.0) -> ImageSpec:
+    """The :class:`ImageSpec` of one view of a planned patient (labels included); with
+    ``artefact_rate`` > 0 some views get :func:`image_artefacts`."""
     prof = VENDORS[plan.vendor]
     breast = plan.breast(laterality)
     study = _dt.datetime.strptime(plan.identity["study_date"], "%Y%m%d")
@@ -858,7 +992,8 @@ def image_spec(plan: PatientPlan, laterality: str, view: str) -> ImageSpec:
     labels = (f"{laterality} {view}", study.strftime(prof.date_format), site)
     return ImageSpec(plan.size[0], plan.size[1], plan.vendor, laterality, view,
                      breast.fgt_fraction, breast.lesions, labels,
-                     _image_seed(plan.seed, plan.case_id, laterality, view))
+                     _image_seed(plan.seed, plan.case_id, laterality, view),
+                     image_artefacts(plan, laterality, view, artefact_rate))
 
 
 def _ds(x: float, digits: int = 2) -> str:
@@ -974,12 +1109,9 @@ def build_dataset(stored: np.ndarray, plan: PatientPlan, laterality: str, view: 
 
 def _encode(ds, stored: np.ndarray, transfer_syntax: str) -> None:
     """Compress ``ds`` in place with ``transfer_syntax`` (no-op for Explicit VR LE)."""
-    from pydicom.pixels import get_encoder
-
     if transfer_syntax == _TS_EXPLICIT:
         return
-    available = get_encoder(transfer_syntax).available_plugins
-    plugin = next((p for p in _ENCODER_PLUGINS[transfer_syntax] if p in available), None)
+    plugin = _encoder_plugin(transfer_syntax)
     if plugin is None:
         raise RuntimeError(
             f"cannot encode transfer syntax {transfer_syntax}: none of the pydicom encoder "
@@ -993,11 +1125,14 @@ def _encode(ds, stored: np.ndarray, transfer_syntax: str) -> None:
 # Cohort on disk
 # --------------------------------------------------------------------------------------
 
-#: Columns of ``labels.csv`` (one row per image).
+#: Columns of ``labels.csv`` (one row per image). ``birads``/``density`` are what the sheets
+#: give the image (:func:`sheet_labels`: per view, R's values for both breasts when
+#: BILATERAL), and the plan's values for the breast the sheets do not name.
 LABEL_COLUMNS: tuple[str, ...] = (
     "patient", "group", "path", "laterality", "view", "pathology", "birads", "density",
     "vendor", "manufacturer", "model", "energy", "boxes", "lesion_types", "text_boxes",
     "rows", "cols", "bits_stored", "photometric", "transfer_syntax", "fgt_fraction",
+    "artefacts",
 )
 
 #: Columns of ``identities.csv`` (one row per patient): the answer key for leak tests.
@@ -1006,35 +1141,67 @@ IDENTITY_COLUMNS: tuple[str, ...] = (
     "institution", "study_date", "study_instance_uid",
 )
 
-#: Columns of ``Benign_Cases.xlsx`` / ``Malign_Cases.xlsx``. ``RIGHT_OR_LEFT`` is the side of
-#: the patient's finding (LEFT / RIGHT / BILATERAL), ``BREAST`` the breast a row describes.
+#: Columns of ``Benign_Cases.xlsx`` / ``Malign_Cases.xlsx`` as published. Two rows per
+#: patient, the MLO row first, then the CC row (:data:`XLSX_ROW_VIEWS`); ``RIGHT_OR_LEFT``
+#: names the breast(s) both rows describe (LEFT / RIGHT / BILATERAL); ``BIRADS`` is the same
+#: on both rows; ``BREAST COMPOSITION`` (1-4 = A-D, ``-`` missing) is per row = per view.
 XLSX_COLUMNS: tuple[str, ...] = ("ID", "RIGHT_OR_LEFT", "BIRADS", "BREAST COMPOSITION",
-                                 "MANUFACTOR", "BREAST")
+                                 "MANUFACTOR")
+XLSX_ROW_VIEWS: tuple[str, ...] = ("MLO", "CC")
 
 
-def _make_image(job: tuple[str, PatientPlan, str, str]) -> dict[str, Any]:
+def named_breasts(plan: PatientPlan) -> tuple[str, ...]:
+    """Lateralities named by the sheet's RIGHT_OR_LEFT (both for BILATERAL)."""
+    return ("R", "L") if plan.side == "BILATERAL" else (plan.side[0],)
+
+
+def sheet_labels(plan: PatientPlan, laterality: str, view: str) -> tuple[str, str] | None:
+    """(BI-RADS, density) the sheets give the image ``laterality``/``view`` (``'-'`` =
+    missing), or None for a breast the sheet does not name.
+
+    BI-RADS is the first named breast's (R before L); density is per view: the first named
+    breast's label, except that a breast whose density is missing (``'-'``) has it missing
+    on the MLO row, on the CC row or on both (fixed per patient by a hash of the seed and
+    ID), the other row then giving the tissue's class."""
+    named = named_breasts(plan)
+    if laterality not in named:
+        return None
+    b = plan.breast(named[0])
+    density = b.density
+    if density == "-":
+        pick = int(hashlib.sha256(f"{plan.seed}:{plan.case_id}:density".encode()).hexdigest(),
+                   16) % 3  # 0: MLO row '-', 1: CC row '-', 2: both
+        missing = {0: ("MLO",), 1: ("CC",), 2: ("MLO", "CC")}[pick]
+        density = "-" if view in missing else b.density_class
+    return b.birads, density
+
+
+def _make_image(job: tuple[str, PatientPlan, str, str, float]) -> dict[str, Any]:
     """Render, encode and write one image; return its labels.csv row."""
-    out_dir, plan, laterality, view = job
+    out_dir, plan, laterality, view, rate = job
     prof = VENDORS[plan.vendor]
-    spec = image_spec(plan, laterality, view)
+    spec = image_spec(plan, laterality, view, rate)
     img = render_image(spec)
     stored = to_stored(img.pixels, plan.vendor)
     ds = build_dataset(stored, plan, laterality, view)
-    _encode(ds, stored, prof.transfer_syntax)
+    syntax = encodable_syntax(prof.transfer_syntax)  # the vendor's, or its fallback
+    _encode(ds, stored, syntax)
     rel = f"{plan.group}/{plan.case_id}/{laterality}_{view}.dcm"
     path = Path(out_dir) / rel
     path.parent.mkdir(parents=True, exist_ok=True)
     ds.save_as(path, enforce_file_format=True)
     breast = plan.breast(laterality)
+    birads, density = sheet_labels(plan, laterality, view) or (breast.birads, breast.density)
     return {
         "patient": plan.case_id, "group": plan.group, "path": rel,
         "laterality": laterality, "view": view, "pathology": breast.pathology,
-        "birads": breast.birads, "density": breast.density, "vendor": prof.name,
+        "birads": birads, "density": density, "vendor": prof.name,
         "manufacturer": prof.manufacturer, "model": prof.model, "energy": prof.energy,
         "boxes": json.dumps(img.boxes), "lesion_types": json.dumps(img.lesion_types),
         "text_boxes": json.dumps(img.text_boxes), "rows": spec.rows, "cols": spec.cols,
         "bits_stored": prof.bits_stored, "photometric": prof.photometric,
-        "transfer_syntax": prof.transfer_syntax, "fgt_fraction": f"{breast.fgt_fraction:.4f}",
+        "transfer_syntax": syntax, "fgt_fraction": f"{breast.fgt_fraction:.4f}",
+        "artefacts": " ".join(spec.artefacts),
     }
 
 
@@ -1117,7 +1284,8 @@ def _prepare_out(out: Path) -> None:
 
 def generate_cohort(out_dir: str | os.PathLike, patients: int, seed: int,
                     size: tuple[int, int] = DEFAULT_SIZE, workers: int = 1,
-                    progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+                    progress: Callable[[int, int], None] | None = None,
+                    artefacts: float = 0.0) -> dict[str, Any]:
     """Write a synthetic cohort of ``patients`` patients to ``out_dir`` (LUMINA layout).
 
     Args:
@@ -1129,17 +1297,24 @@ def generate_cohort(out_dir: str | os.PathLike, patients: int, seed: int,
         size: ``(rows, cols)`` of every image, pixels.
         workers: processes used to render and encode (1 = in this process).
         progress: optional callback ``(images_done, images_total)``.
+        artefacts: fraction of views (0..1) rendered with real-archive failure modes
+            (:data:`ARTEFACTS`: grey noisy background, bimodal dense breast, film edges and
+            scanner label, a label touching the skin); column ``artefacts`` of labels.csv.
 
     Returns:
         A summary dict: ``out_dir``, ``patients``, ``images``, ``benign_patients``,
         ``malign_patients``, ``malignant_images``, ``lesions``, ``missing_views``,
         ``vendors`` (images per vendor), ``transfer_syntaxes`` (images per UID), ``size``,
-        ``seed``.
+        ``seed``, ``fallbacks`` (vendor transfer syntax -> the one written instead because
+        its encoder is not installed; empty with the ``fast`` extra).
     """
     out = Path(out_dir)
     plans = plan_cohort(patients, seed, size)
     _prepare_out(out)
-    jobs = [(str(out), plan, lat, view) for plan in plans for lat, view in plan.views]
+    if not 0.0 <= artefacts <= 1.0:
+        raise ValueError(f"artefacts must be a fraction in 0..1, got {artefacts}")
+    jobs = [(str(out), plan, lat, view, artefacts) for plan in plans
+            for lat, view in plan.views]
     total = len(jobs)
     rows: list[dict[str, Any]] = []
     if workers <= 1 or total <= 1:
@@ -1165,11 +1340,11 @@ def generate_cohort(out_dir: str | os.PathLike, patients: int, seed: int,
     for group in ("Benign", "Malign"):
         sheet = []
         for p in sorted((p for p in plans if p.group == group), key=lambda p: p.case_id):
-            for b in p.breasts:   # (R, L)
-                birads: Any = int(b.birads) if b.birads.isdigit() else "-"
-                comp: Any = "ABCD".index(b.density) + 1 if b.density != "-" else "-"
-                sheet.append((p.case_id, p.side, birads, comp, VENDORS[p.vendor].manufacturer,
-                              "RIGHT" if b.laterality == "R" else "LEFT"))
+            for view in XLSX_ROW_VIEWS:   # the published order: MLO row, then CC row
+                b_raw, d_raw = sheet_labels(p, named_breasts(p)[0], view)
+                birads: Any = int(b_raw) if b_raw.isdigit() else "-"
+                comp: Any = "ABCD".index(d_raw) + 1 if d_raw != "-" else "-"
+                sheet.append((p.case_id, p.side, birads, comp, VENDORS[p.vendor].manufacturer))
         _write_xlsx(out / f"{group}_Cases.xlsx", XLSX_COLUMNS, sheet)
 
     vendors: dict[str, int] = {}
@@ -1187,4 +1362,7 @@ def generate_cohort(out_dir: str | os.PathLike, patients: int, seed: int,
         "missing_views": sum(4 - len(p.views) for p in plans),
         "vendors": dict(sorted(vendors.items())),
         "transfer_syntaxes": dict(sorted(syntaxes.items())),
+        # vendor transfer syntax -> the one written instead (its encoder is not installed)
+        "fallbacks": {ts: encodable_syntax(ts) for ts in sorted(
+            {VENDORS[p.vendor].transfer_syntax for p in plans}) if encodable_syntax(ts) != ts},
     }

@@ -28,7 +28,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .models import InputNorm, check_backbone_name, load_backbone_weights
+from .models import InputNorm, check_backbone_name, create_backbone, data_config, load_backbone_weights
 
 
 @dataclass(frozen=True)
@@ -65,23 +65,15 @@ class FeatureLevels(nn.Module):
     transposed convolution (x2), identity, and 2x2 max pooling (/2).
     """
 
-    def __init__(self, name: str, in_chans: int = 3, img_size: int | None = None):
+    def __init__(self, name: str, in_chans: int = 3, img_size: int | None = None,
+                 pretrained: str | None = None):
         super().__init__()
-        import timm
-
         check_backbone_name(name)
-        def create(**extra):
-            return timm.create_model(name, pretrained=False, features_only=True,
-                                     out_indices=(-3, -2, -1), in_chans=in_chans, **extra)
-
-        body = None
-        if img_size is not None:  # ViT / Swin / EVA take it, CNNs refuse it
-            try:
-                body = create(img_size=img_size)
-            except TypeError as exc:
-                if "img_size" not in str(exc):
-                    raise
-        body = body or create()
+        # img_size where the model takes it (ViT / Swin / EVA); local weights loaded by timm
+        # before the features_only wrapping (resampled as timm does; report in load_report)
+        body = create_backbone(name, in_chans, img_size, pretrained, features_only=True,
+                               out_indices=(-3, -2, -1))
+        self.load_report = getattr(body, "load_report", None)
         reductions = body.feature_info.reduction()
         self.simple_pyramid = len(set(reductions)) == 1
         if self.simple_pyramid:
@@ -286,11 +278,12 @@ class MultiTaskDETR(nn.Module):
     """
 
     def __init__(self, backbone: str, in_chans: int = 3, img_size: int | None = None,
-                 cfg: DetrConfig = DetrConfig()):
+                 cfg: DetrConfig = DetrConfig(), pretrained: str | None = None):
         super().__init__()
         self.backbone_name, self.cfg, self.views = backbone, cfg, 1
-        self.input_norm = InputNorm(in_chans)
-        self.features = FeatureLevels(backbone, in_chans, img_size)
+        self.features = FeatureLevels(backbone, in_chans, img_size, pretrained)
+        self.data_config = data_config(self.features.body)  # timm mean / std
+        self.input_norm = InputNorm(in_chans, self.data_config["mean"], self.data_config["std"])
         levels = len(self.features.channels)
         self.proj = Projection(self.features.channels, cfg.d_model)
         self.cls_head = nn.Linear(levels * cfg.d_model, 1)
@@ -326,6 +319,5 @@ def build_detector(backbone: str, in_chans: int = 3, img_size: int | None = None
                    pretrained: str | None = None, cfg: DetrConfig = DetrConfig()
                    ) -> tuple[MultiTaskDETR, list]:
     """The detector and, with ``pretrained``, one load report (see ``build_model``)."""
-    model = MultiTaskDETR(backbone, in_chans, img_size, cfg)
-    reports = model.load_pretrained(pretrained) if pretrained else []
-    return model, reports
+    model = MultiTaskDETR(backbone, in_chans, img_size, cfg, pretrained)
+    return model, [model.features.load_report] if pretrained else []

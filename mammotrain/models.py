@@ -6,8 +6,14 @@ concatenated (``[B, V * F]``) and passed to an MLP (hidden 128, ReLU, dropout 0.
 output layer (``[B, K]`` logits). Every backbone's last feature map passes through a
 :class:`FeatureTap` (an identity module), which is where Grad-CAM hooks in.
 
-Weights are never downloaded: backbones are built with ``pretrained=False``; ImageNet (or any)
-weights come only from a local ``.pth`` / ``.safetensors`` file (:func:`load_backbone_weights`).
+Weights are never downloaded: ImageNet (or any) weights come only from a local ``.pth`` /
+``.safetensors`` file, loaded through timm's own pretrained path (:func:`create_backbone` with
+``pretrained=PATH``: ``timm.create_model(..., pretrained=True,
+pretrained_cfg_overlay=dict(state_dict=...))``), so the model's checkpoint filter resamples
+position embeddings (ViT/EVA at another input size), relative position tables (Swin), adapts
+the input convolution to ``in_chans`` and drops the classifier, exactly as timm does. The
+input normalisation (mean/std) and interpolation come from
+``timm.data.resolve_model_data_config`` (:func:`data_config`).
 """
 
 from __future__ import annotations
@@ -35,18 +41,11 @@ def check_backbone_name(name: str) -> None:
         raise UnknownModelError(f"Unknown model {name!r} (timm {timm.__version__}){hint}")
 
 
-def create_backbone(name: str, in_chans: int = 3, img_size: int | None = None,
-                    **kwargs: Any) -> nn.Module:
-    """A timm model without classifier (``num_classes=0``), random init, never downloaded.
-
-    ``img_size`` is passed to models that take it (ViT, Swin, EVA/DINOv3: fixed-size position
-    embeddings / windows) and ignored by the rest (CNNs). The model maps ``[B, in_chans, H, W]``
-    to pooled features ``[B, F]`` with ``F = feature_dim(model)``.
-    """
+def _timm_create(name: str, img_size: int | None, **kw: Any) -> nn.Module:
+    """``timm.create_model`` with ``img_size`` where the model takes it (ViT, Swin, EVA:
+    fixed-size position embeddings / windows); CNNs refuse it and are built without."""
     import timm
 
-    check_backbone_name(name)
-    kw = dict(pretrained=False, num_classes=0, in_chans=in_chans, **kwargs)
     if img_size is not None:
         try:
             return timm.create_model(name, img_size=img_size, **kw)
@@ -54,6 +53,50 @@ def create_backbone(name: str, in_chans: int = 3, img_size: int | None = None,
             if "img_size" not in str(exc):
                 raise
     return timm.create_model(name, **kw)
+
+
+def create_backbone(name: str, in_chans: int = 3, img_size: int | None = None,
+                    pretrained: str | Path | None = None, **kwargs: Any) -> nn.Module:
+    """A timm model without classifier (``num_classes=0``), never downloaded: random init, or
+    the local weight file ``pretrained`` loaded by timm (:func:`load_timm_backbone`; its
+    :class:`LoadReport` is kept as ``model.load_report``).
+
+    ``img_size`` is passed to models that take it and ignored by the rest (CNNs). The model
+    maps ``[B, in_chans, H, W]`` to pooled features ``[B, F]`` with ``F = feature_dim(model)``.
+    ``kwargs`` go to ``timm.create_model`` (e.g. ``global_pool``, ``features_only``, or a
+    smaller ``depth`` / ``embed_dim`` in tests).
+    """
+    check_backbone_name(name)
+    if pretrained is not None:
+        model, report = load_timm_backbone(name, pretrained, in_chans, img_size, **kwargs)
+        model.load_report = report
+        return model
+    kw = dict(pretrained=False, num_classes=0, in_chans=in_chans, **kwargs)
+    return _timm_create(name, img_size, **kw)
+
+
+def timm_interpolation(name: str) -> str:
+    """The resize filter of backbone ``name``'s timm pretrained config ('bicubic' for most,
+    'bilinear' for some); 'bilinear' when timm names none or another filter."""
+    import timm
+
+    cfg = timm.models.get_pretrained_cfg(name)
+    interp = str(getattr(cfg, "interpolation", "") or "bilinear")
+    return interp if interp in ("bilinear", "bicubic") else "bilinear"
+
+
+def data_config(model: nn.Module) -> dict[str, Any]:
+    """timm's data config of a built model (``timm.data.resolve_model_data_config``): mean,
+    std (3-tuples, [0, 1] scale), interpolation ('bilinear', 'bicubic', ...), input_size,
+    crop_pct. Weights loaded from a file keep the model's registered config, so the
+    statistics are those its pretrained weights were trained with."""
+    from timm.data import resolve_model_data_config
+
+    cfg = resolve_model_data_config(model)
+    return {"mean": [float(v) for v in cfg["mean"]], "std": [float(v) for v in cfg["std"]],
+            "interpolation": str(cfg.get("interpolation") or "bilinear"),
+            "input_size": [int(v) for v in cfg["input_size"]],
+            "crop_pct": float(cfg.get("crop_pct", 1.0))}
 
 
 def feature_dim(backbone: nn.Module) -> int:
@@ -97,21 +140,27 @@ def to_nchw(backbone: nn.Module, fmap: torch.Tensor, input_hw: tuple[int, int]) 
 
 class InputNorm(nn.Module):
     """Grayscale in [0, 1] ``[..., 1, H, W]`` -> model input ``[..., in_chans, H, W]``:
-    replicated to 3 channels and ImageNet-normalised, or one channel normalised with the
-    means of the ImageNet values (:func:`mammotrain.data.normalize`)."""
+    replicated to 3 channels and normalised with ``mean``/``std`` (3-tuples; default
+    ImageNet, the backbones pass timm's data config), or one channel normalised with the means
+    of those values (:func:`mammotrain.data.normalize`)."""
 
-    def __init__(self, in_chans: int = 3):
+    def __init__(self, in_chans: int = 3, mean: tuple[float, ...] | None = None,
+                 std: tuple[float, ...] | None = None):
         super().__init__()
+        from .data import IMAGENET_MEAN, IMAGENET_STD
+
         if in_chans not in (1, 3):
             raise ValueError(f"in_chans must be 1 or 3, got {in_chans}")
         self.in_chans = in_chans
+        self.mean = tuple(float(v) for v in (mean or IMAGENET_MEAN))
+        self.std = tuple(float(v) for v in (std or IMAGENET_STD))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         from .data import normalize
 
         if x.shape[-3] != 1:
             raise ValueError(f"expected one grayscale channel [..., 1, H, W], got {tuple(x.shape)}")
-        return normalize(x, self.in_chans)
+        return normalize(x, self.in_chans, self.mean, self.std)
 
 
 class MultiViewClassifier(nn.Module):
@@ -125,17 +174,20 @@ class MultiViewClassifier(nn.Module):
 
     def __init__(self, backbone: str, num_classes: int, views: int = 2, shared: bool = True,
                  in_chans: int = 3, img_size: int | None = None, hidden: int = 128,
-                 dropout: float = 0.3, global_pool: str | None = None):
+                 dropout: float = 0.3, global_pool: str | None = None,
+                 pretrained: str | Path | None = None):
         super().__init__()
         if views < 1:
             raise ValueError(f"views must be >= 1, got {views}")
         self.backbone_name, self.views, self.shared = backbone, views, shared or views == 1
         n = 1 if self.shared else views
         kw = {} if global_pool is None else {"global_pool": global_pool}
-        self.backbones = nn.ModuleList(create_backbone(backbone, in_chans, img_size, **kw)
-                                       for _ in range(n))
+        self.backbones = nn.ModuleList(create_backbone(backbone, in_chans, img_size, pretrained,
+                                                       **kw) for _ in range(n))
+        self.load_reports = [bb.load_report for bb in self.backbones if pretrained]
         self.taps = nn.ModuleList(FeatureTap() for _ in range(n))
-        self.input_norm = InputNorm(in_chans)
+        self.data_config = data_config(self.backbones[0])
+        self.input_norm = InputNorm(in_chans, self.data_config["mean"], self.data_config["std"])
         self.feature_dim = feature_dim(self.backbones[0])
         self.head = nn.Sequential(nn.Linear(views * self.feature_dim, hidden),
                                   nn.ReLU(inplace=True), nn.Dropout(dropout),
@@ -174,11 +226,11 @@ def build_model(backbone: str, num_classes: int, views: int = 2, shared: bool = 
                 in_chans: int = 3, img_size: int | None = None, pretrained: str | None = None,
                 hidden: int = 128, dropout: float = 0.3, global_pool: str | None = None
                 ) -> tuple[MultiViewClassifier, list]:
-    """The classifier and, with ``pretrained``, one :class:`LoadReport` per backbone."""
+    """The classifier and, with ``pretrained`` (loaded by timm into every backbone), one
+    :class:`LoadReport` per backbone."""
     model = MultiViewClassifier(backbone, num_classes, views, shared, in_chans, img_size,
-                                hidden, dropout, global_pool)
-    reports = model.load_pretrained(pretrained) if pretrained else []
-    return model, reports
+                                hidden, dropout, global_pool, pretrained)
+    return model, list(model.load_reports)
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -198,6 +250,7 @@ class LoadReport:
     unexpected: list[str] = field(default_factory=list)
     mismatched: list[str] = field(default_factory=list)
     adapted: list[str] = field(default_factory=list)
+    resampled: list[str] = field(default_factory=list)
 
     def describe(self) -> str:
         def few(xs):
@@ -205,7 +258,9 @@ class LoadReport:
         return (f"{self.path}: loaded {self.loaded}/{self.total} tensors; "
                 f"missing {few(self.missing)}; unexpected {few(self.unexpected)}; "
                 f"shape mismatch {few(self.mismatched)}"
-                + (f"; summed to 1 channel {few(self.adapted)}" if self.adapted else ""))
+                + (f"; resampled by timm {few(self.resampled)}" if self.resampled else "")
+                + (f"; input conv adapted to the channels {few(self.adapted)}"
+                   if self.adapted else ""))
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -249,8 +304,57 @@ def _strip(sd: dict[str, torch.Tensor], own: set[str]) -> dict[str, torch.Tensor
     return best
 
 
+def load_timm_backbone(name: str, path: str | Path, in_chans: int = 3,
+                       img_size: int | None = None, **kwargs: Any) -> tuple[nn.Module, LoadReport]:
+    """Build timm model ``name`` (``num_classes=0``) with the weights of a local file, loaded
+    by timm: ``timm.create_model(name, pretrained=True,
+    pretrained_cfg_overlay=dict(state_dict=sd))``.
+
+    ``sd`` is the file's state dict (:func:`read_state_dict`) with wrapper prefixes removed
+    (DDP ``module.``, a mammotrain checkpoint's ``backbones.0.``, ...). timm then runs the
+    model's checkpoint filter (ViT/EVA position embeddings and Swin relative position tables
+    resampled to ``img_size``), adapts the input convolution to ``in_chans`` and drops the
+    classifier. Nothing is downloaded. Raises ValueError when no tensor name matches (a file
+    for another architecture) or when timm cannot adapt a tensor (the message quotes timm).
+    """
+    sd = read_state_dict(path)
+    kw = dict(num_classes=0, in_chans=in_chans, **kwargs)
+    plain = {k: v for k, v in kw.items() if k not in ("features_only", "out_indices")}
+    try:
+        with torch.device("meta"):  # the names timm loads into: no memory, no init
+            own = _timm_create(name, img_size, pretrained=False, **plain).state_dict()
+    except Exception:  # noqa: BLE001 - a model whose __init__ needs real tensors
+        own = _timm_create(name, img_size, pretrained=False, **plain).state_dict()
+    sd = _strip(sd, set(own))
+    if not own.keys() & sd.keys():
+        raise ValueError(f"{path}: no tensor matches backbone {name} "
+                         f"(first keys: {list(sd)[:3]})")
+    try:
+        model = _timm_create(name, img_size, pretrained=True,
+                             pretrained_cfg_overlay=dict(state_dict=dict(sd)), **kw)
+    except RuntimeError as exc:  # shapes timm's filter cannot adapt
+        raise ValueError(f"{path}: timm could not load it into {name}: "
+                         f"{str(exc).splitlines()[0]}") from None
+    rep = LoadReport(str(path), 0, len(own))
+    for k, v in sd.items():
+        if k not in own:
+            rep.unexpected.append(k)
+        elif v.shape == own[k].shape:
+            rep.loaded += 1
+        elif v.ndim == 4 and v.shape[0] == own[k].shape[0] and v.shape[2:] == own[k].shape[2:]:
+            rep.loaded += 1
+            rep.adapted.append(k)
+        else:
+            rep.loaded += 1
+            rep.resampled.append(f"{k} {tuple(v.shape)}->{tuple(own[k].shape)}")
+    rep.missing = sorted(own.keys() - sd.keys())
+    return model, rep
+
+
 def load_backbone_weights(backbone: nn.Module, path: str | Path) -> LoadReport:
-    """Load matching tensors of a local file into ``backbone`` (``strict=False``).
+    """Load matching tensors of a local file into an already built ``backbone``
+    (``strict=False``, no resampling). The trainer builds backbones with
+    :func:`create_backbone` ``pretrained=PATH`` instead, where timm's loader resamples.
 
     Classifier tensors and other extra keys are reported as unexpected, shape mismatches are
     skipped and reported; a 3-channel input convolution loaded into a 1-channel model is

@@ -5,7 +5,14 @@ combined ``train-all`` report.
 A run folder is what :func:`mammotrain.train.run_cv` writes (``config.json`` and
 ``foldK/{metrics.json, predictions.parquet, gradcam.png}``). Everything here reads those
 files only, so a report can be rebuilt without retraining (``mammotrain report OUT``).
-Values in tables are percentages, ``mean ± std`` over folds (population std).
+Values in tables are percentages. Per fold, an undefined value (AUC of a fold with one class
+only, ...) is shown as undefined with the reason, and a fold mean is only given when every
+fold is defined (``mean ± std``, population std) - never a mean over the defined folds that
+hides the others. Beside it: the pooled out-of-fold value (every test fold's predictions
+together) with a 95 % confidence interval from a patient-level bootstrap, the sensitivity at
+90 % specificity, and for diagnosis RSNA's probabilistic F1 per breast. The ablation adds a
+paired test (patient-level paired bootstrap; DeLong for binary tasks) over the examples both
+runs predicted. JSON outputs are strict (``null`` for undefined values).
 """
 
 from __future__ import annotations
@@ -14,16 +21,23 @@ import csv
 import json
 import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
 from .detection_metrics import DETECTION_METRICS
-from .metrics import METRICS, classification_metrics, macro_roc, mean_std
+from .jsonio import dumps as strict_dumps
+from .jsonio import json_safe
+from .metrics import (METRICS, binary_operating_metrics, bootstrap_ci, classification_metrics,
+                      delong_test, macro_roc, paired_bootstrap, per_breast, probabilistic_f1,
+                      undefined_reason)
 from .tasks import get_task
 
 GRID = np.linspace(0.0, 1.0, 201)
+#: bootstrap resamples for confidence intervals and for the paired ablation test
+N_BOOT, N_BOOT_PAIRED = 1000, 2000
 
 
 # ------------------------------------------------------------------------------ loading
@@ -55,10 +69,102 @@ def _arrays(rows: Sequence[dict]) -> tuple[np.ndarray, np.ndarray]:
     return y, p
 
 
-def summarize(folds: Sequence[dict[str, Any]]) -> dict[str, tuple[float, float]]:
-    """metric -> (mean, std) over folds (fractions, not percent); detection metrics too."""
-    return {m: mean_std([f.get(m, float("nan")) for f in folds])
-            for m in METRICS + DETECTION_METRICS}
+@dataclass(frozen=True)
+class FoldStat:
+    """One metric over test folds. ``mean``/``std`` (population) only when every fold is
+    defined (else NaN); ``undefined``: the folds whose value is undefined."""
+
+    mean: float
+    std: float
+    defined: int
+    total: int
+    undefined: tuple[int, ...] = ()
+
+    def text(self) -> str:
+        """'78.12 ± 3.40' (percent), or why there is no mean."""
+        if self.total == 0:
+            return "n/a"
+        if self.undefined:
+            return (f"undefined in {len(self.undefined)} of {self.total} folds "
+                    f"(fold {', '.join(map(str, self.undefined))})")
+        return f"{100 * self.mean:.2f} ± {100 * self.std:.2f}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"mean": self.mean, "std": self.std, "defined_folds": self.defined,
+                "folds": self.total, "undefined_folds": list(self.undefined)}
+
+
+def fold_stat(folds: Sequence[dict[str, Any]], metric: str) -> FoldStat:
+    """:class:`FoldStat` of ``metric`` over fold metrics dicts (``fold`` and the value; a
+    missing, None or NaN value is undefined)."""
+    vals, undefined = [], []
+    for f in folds:
+        v = f.get(metric)
+        if v is None or not math.isfinite(v):
+            undefined.append(int(f.get("fold", len(vals) + len(undefined))))
+        else:
+            vals.append(float(v))
+    if undefined or not vals:
+        return FoldStat(float("nan"), float("nan"), len(vals), len(folds), tuple(undefined))
+    return FoldStat(float(np.mean(vals)), float(np.std(vals)), len(vals), len(folds))
+
+
+def summarize(folds: Sequence[dict[str, Any]]) -> dict[str, FoldStat]:
+    """metric -> :class:`FoldStat` over folds (fractions, not percent); detection metrics
+    too."""
+    return {m: fold_stat(folds, m) for m in METRICS + DETECTION_METRICS}
+
+
+def fold_reasons(run: dict[str, Any]) -> dict[int, str]:
+    """fold -> why its metrics are undefined or partial ('one class only (9 benign)', 'class
+    D absent ...'), from its test predictions; folds with every class present are left out."""
+    task = get_task(run["config"]["task"])
+    out = {}
+    for f in sorted({r["fold"] for r in run["predictions"]}):
+        y, _ = _arrays([r for r in run["predictions"] if r["fold"] == f])
+        reason = undefined_reason(y, task.num_classes, task.classes)
+        if reason:
+            out[int(f)] = reason
+    return out
+
+
+def pooled_metrics(run: dict[str, Any], n_boot: int = N_BOOT, seed: int = 0
+                   ) -> dict[str, Any]:
+    """Every test fold's predictions together (out-of-fold): n, patients, why undefined (if
+    so), and per value {'value', 'ci_low', 'ci_high'} (95 % patient-level bootstrap, ``n_boot``
+    resamples): AUC, sensitivity (recall), specificity, binary tasks sensitivity at 90 %
+    specificity; diagnosis tasks pF1 (RSNA's probabilistic F1, one row per breast: the
+    mean score of its views, no interval). Fractions, not percent."""
+    task = get_task(run["config"]["task"])
+    rows = run["predictions"]
+    y, p = _arrays(rows)
+    if len(y) == 0:
+        return {"n": 0, "patients": 0, "reason": "no predictions", "values": {}}
+    groups = [r["patient"] for r in rows]
+    point = binary_operating_metrics(y, p)
+    ci = bootstrap_ci(y, p, groups, binary_operating_metrics, n_boot=n_boot, seed=seed)
+    values = {k: {"value": v, "ci_low": ci.get(k, (math.nan,) * 2)[0],
+                  "ci_high": ci.get(k, (math.nan,) * 2)[1]} for k, v in point.items()}
+    if task.binary and task.label_rule == "diagnosis":
+        yb, sb = per_breast([r["key"] for r in rows], y, p[:, 1])
+        values["pf1"] = {"value": probabilistic_f1(yb, sb), "ci_low": math.nan,
+                         "ci_high": math.nan, "breasts": int(len(yb))}
+    return {"n": int(len(y)), "patients": len(set(groups)),
+            "reason": undefined_reason(y, task.num_classes, task.classes), "values": values}
+
+
+POOLED_LABELS = {"auc": "AUC", "recall": "Sensitivity", "specificity": "Specificity",
+                 "sens_at_90spec": "Sensitivity at 90 % specificity",
+                 "pf1": "pF1 (RSNA, per breast)"}
+
+
+def ci_text(v: dict[str, float]) -> str:
+    """'81.20 (95 % CI 74.10-87.00)' in percent; 'undefined' for NaN."""
+    if v is None or v.get("value") is None or not math.isfinite(v["value"]):
+        return "undefined"
+    if not (math.isfinite(v.get("ci_low", math.nan)) and math.isfinite(v.get("ci_high", math.nan))):
+        return f"{100 * v['value']:.2f}"
+    return f"{100 * v['value']:.2f} (95 % CI {100 * v['ci_low']:.2f}-{100 * v['ci_high']:.2f})"
 
 
 def subgroup_auc(rows: Sequence[dict[str, Any]], column: str) -> list[dict[str, Any]]:
@@ -80,13 +186,16 @@ def pct(v: float) -> str:
     return "n/a" if v is None or not math.isfinite(v) else f"{100 * v:.2f}"
 
 
-def pm(mean: float, std: float) -> str:
-    return "n/a" if not math.isfinite(mean) else f"{100 * mean:.2f} ± {100 * std:.2f}"
-
-
 def run_title(cfg: dict[str, Any]) -> str:
     mode = "" if cfg["views"] == 1 else (", shared" if cfg.get("shared", True) else ", independent")
-    return (f"{cfg['task']} {cfg['views']}-view, {cfg['backbone']}{mode}, {cfg['size']}²")
+    return (f"{cfg['task']} {cfg['views']}-view, {cfg['backbone']}{mode}, {_size_text(cfg['size'])}")
+
+
+def _size_text(size: Any) -> str:
+    """``224²`` (square) or ``1024x512`` (rows x cols)."""
+    if isinstance(size, (list, tuple)) and len(size) == 2 and size[0] != size[1]:
+        return f"{size[0]}x{size[1]}"
+    return f"{size[0] if isinstance(size, (list, tuple)) else size}²"
 
 
 # ------------------------------------------------------------------------------ figures
@@ -128,9 +237,11 @@ def plot_roc(runs: Sequence[tuple[str, dict[str, Any]]], path: Path, per_fold: b
         tprs = np.array([t for _, t in curves])
         mean, std = tprs.mean(0), tprs.std(0)
         mean[0] = 0.0
-        auc_m, auc_s = mean_std([f["auc"] for f in run["folds"]])
+        y, p = _arrays(run["predictions"])
+        pooled = classification_metrics(y, p)["auc"]
         ax.plot(GRID, mean, color=c, lw=2,
-                label=f"{name} mean (AUC {pm(auc_m, auc_s)})")
+                label=f"{name} mean of {len(curves)} folds (fold AUC "
+                      f"{fold_stat(run['folds'], 'auc').text()}; pooled {pct(pooled)})")
         ax.fill_between(GRID, np.clip(mean - std, 0, 1), np.clip(mean + std, 0, 1), color=c,
                         alpha=0.12)
     ax.plot([0, 1], [0, 1], "k--", lw=0.8)
@@ -185,18 +296,20 @@ def plot_gradcam(model, cfg, examples, path: Path, device) -> None:
 
 
 def plot_detections(cfg, examples, rows: dict[str, dict[str, Any]], path: Path,
-                    max_boxes: int = 3) -> None:
+                    max_boxes: int = 3, batch: dict[str, Any] | None = None) -> None:
     """Grid figure of test images at the model input: true boxes (green) and the
     ``max_boxes`` highest-objectness predicted boxes (red, with their score); the title
-    gives the label and the malignancy probability. ``rows``: uid -> prediction row."""
+    gives the label and the malignancy probability. ``rows``: uid -> prediction row.
+    ``batch``: the images as a loader batch (default: read ``examples`` from the shards)."""
     from matplotlib.patches import Rectangle
 
     from .data import EpochLoader, ShardStream
 
     if not examples:
         return
-    stream = ShardStream(cfg.shards, examples, cfg.preprocess(), train=False)
-    batch = next(iter(EpochLoader(stream, len(examples), workers=0, drop_last=False)))
+    if batch is None:
+        stream = ShardStream(cfg.shards, examples, cfg.preprocess(), train=False)
+        batch = next(iter(EpochLoader(stream, len(examples), workers=0, drop_last=False)))
     imgs = batch["image"][:, 0, 0].numpy()
     plt = _plt()
     n = len(imgs)
@@ -248,14 +361,55 @@ def _md_table(header: list[str], rows: list[list[Any]]) -> str:
     return "\n".join(lines)
 
 
-def summary_row(run: dict[str, Any]) -> dict[str, Any]:
-    """One row of the paper's table: configuration and ``mean ± std`` per metric."""
+def summary_row(run: dict[str, Any], pooled: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One row of the paper's table: configuration, ``mean ± std`` over folds per metric
+    (or where it is undefined) and the pooled out-of-fold AUC with its 95 % CI."""
     task = get_task(run["config"]["task"])
     s = summarize(run["folds"])
+    pooled = pooled if pooled is not None else pooled_metrics(run)
     row = {"run": run_title(run["config"]), "folds": len(run["folds"])}
     for m in task.metrics:
-        row[task.metric_label(m)] = pm(*s[m])
+        row[task.metric_label(m)] = s[m].text()
+    row[f"pooled {task.metric_label('auc')}"] = ci_text(pooled["values"].get("auc"))
     return row
+
+
+def selection_notes(run: dict[str, Any]) -> tuple[list[str], list[int]]:
+    """(distinct selection texts of the folds, folds without validation patients)."""
+    texts, no_val = [], []
+    for f in run["folds"]:
+        t = f.get("selection") or "selected on validation (run predates the record)"
+        if t not in texts:
+            texts.append(t)
+        if f.get("n_val") == 0 or str(t).startswith("last epoch: no validation"):
+            no_val.append(int(f["fold"]))
+    return texts, no_val
+
+
+def summary_line(summary: dict[str, Any]) -> str:
+    """One line for the screen from :func:`write_run_report`'s summary: the fold mean (or
+    where it is undefined) and the pooled out-of-fold AUC with its interval."""
+    task = get_task(summary["config"]["task"])
+    auc = summary["summary"].get("auc") or {}
+    name = task.metric_label("auc")
+    if auc.get("undefined_folds"):
+        folds = f"undefined in {len(auc['undefined_folds'])} of {auc['folds']} folds " \
+                f"(fold {', '.join(map(str, auc['undefined_folds']))})"
+    elif auc.get("mean") is not None:
+        folds = f"{100 * auc['mean']:.2f} ± {100 * auc['std']:.2f} over {auc['folds']} folds"
+    else:
+        folds = "n/a"
+    pooled = summary["pooled"]["values"].get("auc")
+    pooled = {k: (math.nan if v is None else v) for k, v in (pooled or {}).items()}
+    line = f"{name}: {folds}; pooled out-of-fold {ci_text(pooled)}"
+    if summary.get("no_validation_folds"):
+        line += (f"; warning: fold {', '.join(map(str, summary['no_validation_folds']))} "
+                 "had no validation patients (last epoch evaluated)")
+    return line
+
+
+def _cell(v: float | None) -> Any:
+    return round(100 * v, 2) if v is not None and math.isfinite(v) else "undefined"
 
 
 def write_run_report(out: str | Path) -> dict[str, Any]:
@@ -267,15 +421,19 @@ def write_run_report(out: str | Path) -> dict[str, Any]:
     if not run["folds"]:
         raise FileNotFoundError(f"{out}: no finished fold (foldK/metrics.json)")
     s = summarize(run["folds"])
+    reasons = fold_reasons(run)
+    pooled = pooled_metrics(run, seed=int(cfg.get("seed", 0)))
+    texts, no_val = selection_notes(run)
     per_fold = [{"fold": f["fold"], "n_test": f.get("n_test"),
-                 "selected_epoch": f.get("selected_epoch"),
-                 **{task.metric_label(m): round(100 * f[m], 2) if math.isfinite(f[m]) else None
-                    for m in task.metrics}} for f in run["folds"]]
-    _write_csv(out / "metrics_per_fold.csv", per_fold)
-    row = summary_row(run)
-    _write_csv(out / "summary.csv", [{**row, **{f"{task.metric_label(m)} mean": s[m][0]
+                 "selected epoch": f.get("selected_epoch"),
+                 **{task.metric_label(m): _cell(f.get(m)) for m in task.metrics},
+                 "note": reasons.get(int(f["fold"]), "")} for f in run["folds"]]
+    _write_csv(out / "metrics_per_fold.csv",
+               [{k: ("" if v == "undefined" else v) for k, v in r.items()} for r in per_fold])
+    row = summary_row(run, pooled)
+    _write_csv(out / "summary.csv", [{**row, **{f"{task.metric_label(m)} mean": s[m].mean
                                                 for m in task.metrics},
-                                      **{f"{task.metric_label(m)} std": s[m][1]
+                                      **{f"{task.metric_label(m)} std": s[m].std
                                          for m in task.metrics}}])
     energy = subgroup_auc(run["predictions"], "energy")
     vendor = subgroup_auc(run["predictions"], "manufacturer")
@@ -288,17 +446,34 @@ def write_run_report(out: str | Path) -> dict[str, Any]:
     auc_name = task.metric_label("auc")
     md = [f"# {run_title(cfg)}", "",
           f"Task **{cfg['task']}** ({', '.join(task.classes)}), shards `{cfg['shards']}`, "
-          f"{cfg['epochs']} epochs, batch {cfg['batch_size']}, lr {cfg['lr']:g}, "
-          f"seed {cfg['seed']}; {len(run['folds'])} test folds; model selected on a "
-          f"patient-grouped validation split of the training folds.", ""]
+          f"{cfg['epochs']} epochs, batch {cfg['batch_size']}, lr {cfg['lr']:g} "
+          f"({cfg.get('schedule') or 'step'} schedule), seed {cfg['seed']}; "
+          f"{len(run['folds'])} test folds. Model selection: {'; '.join(texts)}.", ""]
+    if no_val:
+        md += [f"**Warning:** fold {', '.join(map(str, no_val))} had no validation patients: "
+               "the last epoch was evaluated, not an epoch selected on validation.", ""]
     if run["plan"]:
         p = run["plan"]
         ex = ", ".join(f"{k} {v}" for k, v in sorted(p.get("excluded", {}).items()) if v)
         md += [f"Examples: {p['examples']} {p['unit']}s of {p['candidates']} "
                f"({p['images']} images); excluded: {ex or 'none'}; classes "
                f"{p.get('class_counts')}.", ""]
+    undefined_any = sorted({f for m in task.metrics for f in s[m].undefined})
     md += ["## Summary (mean ± std over folds, %)", "",
-           _md_table(list(row), [list(row.values())]), "",
+           _md_table(list(row), [list(row.values())]), ""]
+    if undefined_any:
+        md += [f"Fold {', '.join(map(str, undefined_any))} has undefined values (see the "
+               "per-fold table), so no mean over folds is given for them; the pooled "
+               "out-of-fold values below use every test prediction.", ""]
+    md += [f"## Pooled out-of-fold ({pooled['n']} {run['plan'].get('unit', 'example')}s of "
+           f"{pooled['patients']} patients, every test fold's predictions; 95 % CI: "
+           f"patient-level bootstrap, {N_BOOT} resamples; %)", ""]
+    if pooled.get("reason"):
+        md += [f"Note: {pooled['reason']}.", ""]
+    md += [_md_table(["metric", "value"],
+                     [[("" if task.binary or k not in ("auc", "recall", "specificity")
+                        else "macro-") + POOLED_LABELS[k], ci_text(v)]
+                      for k, v in pooled["values"].items()]), "",
            "## Per fold (%)", "", _md_table(list(per_fold[0]),
                                             [list(r.values()) for r in per_fold]), "",
            f"## {auc_name} by energy (pooled test predictions of all folds)", "",
@@ -316,19 +491,75 @@ def write_run_report(out: str | Path) -> dict[str, Any]:
            if (out / f"fold{f['fold']}" / "detections.png").exists()]
     (out / "summary.md").write_text("\n".join(md) + "\n")
     summary = {"title": run_title(cfg), "config": cfg, "folds": len(run["folds"]),
-               "summary": {m: {"mean": s[m][0], "std": s[m][1]} for m in task.metrics},
+               "summary": {m: s[m].to_dict() for m in task.metrics},
+               "per_fold": [{"fold": f["fold"], "selected_epoch": f.get("selected_epoch"),
+                             "selection": f.get("selection"),
+                             "undefined_reason": reasons.get(int(f["fold"])),
+                             **{m: f.get(m) for m in task.metrics}} for f in run["folds"]],
+               "pooled": pooled, "no_validation_folds": no_val,
                "energy_auc": energy, "vendor_auc": vendor}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
+    summary = json_safe(summary)  # what summary.json holds: null for undefined values
+    (out / "summary.json").write_text(strict_dumps(summary, indent=2))
     return summary
 
 
 # ------------------------------------------------------------------------------ ablation
 
+def paired_predictions(a: dict[str, Any], b: dict[str, Any]
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str], int]:
+    """The test predictions two runs made of the same examples (same uid, same label):
+    (y ``[N]``, probs_a ``[N, K]``, probs_b ``[N, K]``, patients, label mismatches)."""
+    by_uid = {r["uid"]: r for r in b["predictions"]}
+    ys, pa, pb, groups, mismatched = [], [], [], [], 0
+    for r in sorted(a["predictions"], key=lambda r: r["uid"]):
+        o = by_uid.get(r["uid"])
+        if o is None:
+            continue
+        if o["label"] != r["label"]:
+            mismatched += 1
+            continue
+        ys.append(r["label"])
+        pa.append(r["scores"])
+        pb.append(o["scores"])
+        groups.append(r["patient"])
+    k = len(a["predictions"][0]["scores"]) if a["predictions"] else 2
+    return (np.asarray(ys, np.int64), np.asarray(pa, np.float64).reshape(-1, k),
+            np.asarray(pb, np.float64).reshape(-1, k), groups, mismatched)
+
+
+def paired_test(raw: dict[str, Any], harmonised: dict[str, Any], n_boot: int = N_BOOT_PAIRED,
+                seed: int = 0) -> dict[str, Any]:
+    """Raw vs harmonised AUC on the examples both runs predicted: the patient-level paired
+    bootstrap (:func:`mammotrain.metrics.paired_bootstrap`) and, for binary tasks, DeLong's
+    test (:func:`mammotrain.metrics.delong_test`). Differences are harmonised - raw."""
+    y, pa, pb, groups, mismatched = paired_predictions(raw, harmonised)
+    out: dict[str, Any] = {"n": int(len(y)), "patients": len(set(groups)),
+                           "label_mismatches": mismatched}
+    if len(y) == 0:
+        return out
+    out["bootstrap"] = paired_bootstrap(y, pa, pb, groups, "auc", n_boot=n_boot, seed=seed)
+    if pa.shape[1] == 2:
+        out["delong"] = delong_test(y, pa[:, 1], pb[:, 1])
+    return out
+
+
+def _p(v: float | None) -> str:
+    if v is None or not math.isfinite(v):
+        return "undefined"
+    return "< 0.001" if v < 0.001 else f"{v:.3f}"
+
+
+def _pts(v: float | None, signed: bool = True) -> str:
+    if v is None or not math.isfinite(v):
+        return "undefined"
+    return f"{100 * v:+.2f}" if signed else f"{100 * v:.2f}"
+
+
 def write_ablation_report(raw: str | Path, harmonized: str | Path, out: str | Path
                           ) -> dict[str, Any]:
-    """Raw vs harmonised, same configuration: table with deltas (harmonised - raw, points),
-    overlaid mean ROC curves, energy-wise AUC of both. Writes ``OUT/ablation.{md,csv}`` and
-    ``OUT/ablation_roc.png``."""
+    """Raw vs harmonised, same configuration: fold means with deltas (harmonised - raw,
+    points), the paired test over the same patients, overlaid mean ROC curves, energy-wise
+    AUC of both. Writes ``OUT/ablation.{md,csv,json}`` and ``OUT/ablation_roc.png``."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     runs = {"raw": load_run(raw), "harmonised": load_run(harmonized)}
@@ -337,28 +568,47 @@ def write_ablation_report(raw: str | Path, harmonized: str | Path, out: str | Pa
     for name, r in runs.items():
         if not r["folds"]:
             raise FileNotFoundError(f"{r['out']}: no finished fold for the ablation ({name})")
+    if Path(runs["raw"]["out"]).resolve() == Path(runs["harmonised"]["out"]).resolve():
+        raise ValueError(f"{raw}: the raw and harmonised runs are the same folder")
     s = {k: summarize(r["folds"]) for k, r in runs.items()}
     rows = []
     for m in task.metrics:
-        d = s["harmonised"][m][0] - s["raw"][m][0]
-        rows.append({"metric": task.metric_label(m), "raw": pm(*s["raw"][m]),
-                     "harmonised": pm(*s["harmonised"][m]),
+        d = s["harmonised"][m].mean - s["raw"][m].mean
+        rows.append({"metric": task.metric_label(m), "raw": s["raw"][m].text(),
+                     "harmonised": s["harmonised"][m].text(),
                      "delta (points)": "n/a" if not math.isfinite(d) else f"{100 * d:+.2f}"})
+    test = paired_test(runs["raw"], runs["harmonised"], seed=int(cfg.get("seed", 0)))
+    auc_name = task.metric_label("auc")
+    t_rows = []
+    if "bootstrap" in test:
+        b = test["bootstrap"]
+        t_rows.append([f"paired bootstrap over patients ({b['n_boot']} resamples)",
+                       _pts(b["a"], False), _pts(b["b"], False), _pts(b["delta"]),
+                       f"{_pts(b['ci_low'])} to {_pts(b['ci_high'])}", _p(b["p"])])
+    if "delong" in test:
+        d = test["delong"]
+        t_rows.append(["DeLong (examples taken as independent)", _pts(d["auc_a"], False),
+                       _pts(d["auc_b"], False), _pts(d["delta"]),
+                       f"{_pts(d['delta'] - 1.96 * d['se'])} to "
+                       f"{_pts(d['delta'] + 1.96 * d['se'])}" if math.isfinite(d["se"])
+                       else "undefined", _p(d["p"])])
     energy = {k: {g["energy"]: g for g in subgroup_auc(r["predictions"], "energy")}
               for k, r in runs.items()}
     e_rows = []
     for e in sorted(set(energy["raw"]) | set(energy["harmonised"])):
         a = energy["raw"].get(e, {}).get("auc", float("nan"))
-        b = energy["harmonised"].get(e, {}).get("auc", float("nan"))
+        b_ = energy["harmonised"].get(e, {}).get("auc", float("nan"))
         n = energy["harmonised"].get(e, energy["raw"].get(e, {})).get("n", 0)
-        e_rows.append({"energy": e, "n": n, "raw": pct(a), "harmonised": pct(b),
-                       "delta (points)": "n/a" if not (math.isfinite(a) and math.isfinite(b))
-                       else f"{100 * (b - a):+.2f}"})
-    _write_csv(out / "ablation.csv", rows + [{"metric": f"{task.metric_label('auc')} "
+        e_rows.append({"energy": e, "n": n, "raw": pct(a), "harmonised": pct(b_),
+                       "delta (points)": "n/a" if not (math.isfinite(a) and math.isfinite(b_))
+                       else f"{100 * (b_ - a):+.2f}"})
+    _write_csv(out / "ablation.csv", rows + [{"metric": f"{auc_name} "
                                               f"({r['energy']} energy, pooled)",
                                               "raw": r["raw"], "harmonised": r["harmonised"],
                                               "delta (points)": r["delta (points)"]}
                                              for r in e_rows])
+    (out / "ablation.json").write_text(strict_dumps({"metrics": rows, "paired_test": test,
+                                                     "energy": e_rows}, indent=2))
     plot_roc([("raw", runs["raw"]), ("harmonised", runs["harmonised"])],
              out / "ablation_roc.png", per_fold=False,
              title=f"raw vs harmonised: {run_title(cfg)}")
@@ -370,12 +620,23 @@ def write_ablation_report(raw: str | Path, harmonized: str | Path, out: str | Pa
           f"{len(runs['raw']['folds'])} / {len(runs['harmonised']['folds'])} folds.", "",
           "## Mean ± std over folds (%)", "",
           _md_table(list(rows[0]), [list(r.values()) for r in rows]), "",
-          f"## Energy-wise {task.metric_label('auc')} (pooled test predictions, %)", "",
-          _md_table(list(e_rows[0]) if e_rows else ["energy"],
-                    [list(r.values()) for r in e_rows]), "",
-          "![mean ROC raw vs harmonised](ablation_roc.png)", ""]
+          f"## Paired test of the pooled out-of-fold {auc_name} ({test['n']} examples of "
+          f"{test['patients']} patients predicted by both runs; %)", ""]
+    if t_rows:
+        md += [_md_table(["test", "raw", "harmonised", "delta (points)", "95 % CI of delta",
+                          "p"], t_rows), ""]
+    else:
+        md += ["No example was predicted by both runs (were the shards made from the same "
+               "images with the same salt?): no paired test.", ""]
+    if test["label_mismatches"]:
+        md += [f"{test['label_mismatches']} examples with different labels in the two runs "
+               "were left out of the test.", ""]
+    md += [f"## Energy-wise {auc_name} (pooled test predictions, %)", "",
+           _md_table(list(e_rows[0]) if e_rows else ["energy"],
+                     [list(r.values()) for r in e_rows]), "",
+           "![mean ROC raw vs harmonised](ablation_roc.png)", ""]
     (out / "ablation.md").write_text("\n".join(md) + "\n")
-    return {"metrics": rows, "energy": e_rows}
+    return {"metrics": rows, "paired_test": test, "energy": e_rows}
 
 
 # ------------------------------------------------------------------------------ combined

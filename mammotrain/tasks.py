@@ -51,7 +51,8 @@ class TaskSpec:
     label_from: the label rule used (manifest column ``label_<label_from>``; default: name).
     views: the view modes the task supports (1 = single image, 2 = CC + MLO pair).
     defaults: TrainConfig values of the task's paper where the user gives none
-        (epochs, size, lr, patience, views).
+        (epochs, size, lr, patience, views, schedule: the lr schedule, a name of
+        :data:`mammotrain.train.SCHEDULES`).
     """
 
     name: str
@@ -63,7 +64,8 @@ class TaskSpec:
     kind: str = "classification"
     label_from: str | None = None
     views: tuple[int, ...] = (1, 2)
-    defaults: tuple[tuple[str, Any], ...] = (("epochs", 100), ("size", 224), ("views", 2))
+    defaults: tuple[tuple[str, Any], ...] = (("epochs", 100), ("size", 224), ("views", 2),
+                                             ("schedule", "step"))
 
     def default(self, name: str, fallback: Any = None) -> Any:
         return dict(self.defaults).get(name, fallback)
@@ -183,7 +185,7 @@ def get_task(name: str) -> TaskSpec:
 
 for _spec in (
     TaskSpec("diagnosis", ("benign", "malignant"),
-             "benign vs malignant; BI-RADS 0 excluded; malignant patients: malignant breast only"),
+             "benign vs malignant; the label source's rule (BI-RADS 0 excluded)"),
     TaskSpec("birads2", ("BI-RADS 1-3", "BI-RADS 4-6"), "BI-RADS 1-3 vs 4-6; BI-RADS 0 excluded"),
     TaskSpec("birads3", ("BI-RADS 1-2", "BI-RADS 3-4", "BI-RADS 5-6"),
              "BI-RADS 1-2 / 3-4 / 5-6; BI-RADS 0 excluded", metrics=MULTICLASS_METRICS),
@@ -194,7 +196,7 @@ for _spec in (
              loss="detr", activation="sigmoid", metrics=DETECTION_TASK_METRICS,
              kind="detection", label_from="diagnosis", views=(1,),
              defaults=(("epochs", 400), ("size", 512), ("views", 1), ("lr", 1e-4),
-                       ("patience", 150))),
+                       ("patience", 150), ("schedule", "constant"))),
 ):
     register_task(_spec)
 

@@ -7,7 +7,9 @@ Layout of a run folder ``OUT``::
     OUT/foldK/checkpoint.pt    last epoch (model, optimiser, scheduler, scaler, RNG, history)
     OUT/foldK/best.pt          weights of the epoch selected on the validation split
     OUT/foldK/history.jsonl    one line per epoch (train loss, val loss/metrics, lr, time)
-    OUT/foldK/train_log.rankR.jsonl   per-rank step counts (DDP)
+    OUT/foldK/history.csv, OUT/foldK/tensorboard/   the same curves (mammotrain.curves)
+    OUT/foldK/best.safetensors + best.json   self-contained model file (mammotrain.modelfile)
+    OUT/foldK/train_log.rankR.jsonl   per-rank steps, examples and shards read (DDP)
     OUT/foldK/predictions.parquet     test-fold predictions of the selected model
     OUT/foldK/metrics.json     test-fold metrics
     OUT/foldK/gradcam.png      Grad-CAM overlays of a few test examples (classification)
@@ -15,7 +17,9 @@ Layout of a run folder ``OUT``::
 
 The report (summary table, ROC curves, energy-/vendor-wise AUC) is written by
 :mod:`mammotrain.report` from the fold folders. Runs under ``torchrun`` use DDP (gloo on CPU,
-NCCL on GPU); rank 0 evaluates and writes.
+NCCL on GPU): each rank reads its own shards (:class:`mammotrain.data.ShardStream`) and
+validates its share of the validation shards; rank 0 gathers the validation predictions,
+selects the epoch, evaluates the test fold and writes.
 """
 
 from __future__ import annotations
@@ -33,16 +37,63 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from .data import (EpochLoader, Example, Preprocess, ShardStream, Split, folds_in,
-                   plan_examples, read_manifest, split_examples)
+from .augment import PRESETS as AUG_PRESETS
+from .data import (INTERPOLATIONS, EpochLoader, Example, Preprocess, ShardStream, Split,
+                   folds_in, input_hw, parse_size, plan_examples, read_manifest,
+                   split_examples)
+from .jsonio import dumps as strict_dumps
+from .jsonio import write_json
 from .metrics import classification_metrics
 from .models import build_model, check_backbone_name, count_parameters
 from .tasks import TaskSpec, get_task
 
 TRANSFORMER_PREFIXES = ("swin", "vit", "eva", "deit", "beit", "cait", "mambaout")
 
+#: lr schedules: name -> multiplier of the base lr in (0-based) epoch ``e`` of ``epochs``
+SCHEDULES = ("step", "constant", "cosine")
+
+
+def lr_factor(schedule: str, epoch: int, epochs: int, step_size: int = 30,
+              gamma: float = 0.1, warmup: int = 0) -> float:
+    """Multiplier of the base lr during 0-based ``epoch`` of a ``epochs``-epoch run.
+
+    warmup: linear warm-up epochs first: epoch ``e < warmup`` gets ``(e + 1) / (warmup +
+    1)``; the schedule then runs over the remaining ``epochs - warmup`` epochs from its start.
+    step: ``gamma ** (epoch // step_size)``; constant: 1; cosine: ``(1 + cos(pi * epoch /
+    epochs)) / 2`` (1 in the first epoch, approaching 0 in the last)."""
+    if warmup > 0:
+        if epoch < warmup:
+            if schedule not in SCHEDULES:
+                raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, "
+                                 f"got {schedule!r}")
+            return (epoch + 1) / (warmup + 1)
+        return lr_factor(schedule, epoch - warmup, max(epochs - warmup, 1), step_size, gamma)
+    if schedule == "step":
+        return float(gamma ** (epoch // step_size))
+    if schedule == "constant":
+        return 1.0
+    if schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * epoch / max(epochs, 1)))
+    raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
+
+
+def build_scheduler(cfg: "TrainConfig", optimizer) -> torch.optim.lr_scheduler.LambdaLR:
+    """The lr scheduler of a resolved config, stepped once per epoch (:func:`lr_factor`)."""
+    from functools import partial
+
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, partial(lr_factor, cfg.schedule, epochs=cfg.epochs,
+                           step_size=cfg.step_size, gamma=cfg.gamma,
+                           warmup=cfg.warmup_epochs))
+
+
+#: TrainConfig fields overriding the augmentation preset's magnitudes
+AUG_KNOBS = ("aug_vflip", "aug_rotate", "aug_scale", "aug_translate", "aug_brightness",
+             "aug_contrast", "aug_gamma")
+
 #: fields that may differ when a run is resumed
-_RESUME_FREE = ("out", "workers", "device", "gradcam", "folds")
+_RESUME_FREE = ("out", "workers", "device", "gradcam", "folds", "dist_timeout", "shuffle_buffer",
+                "compile")
 
 
 @dataclass(frozen=True)
@@ -57,11 +108,26 @@ class TrainConfig:
     folds: test folds to run (None = every fold in the manifest).
     val_fraction: share of the training folds' patients held out for model selection.
     select: model selection on the validation split: 'auc' (highest AUC, ties: lowest loss),
-        'loss' (lowest loss) or 'last' (last epoch).
+        'loss' (lowest loss) or 'last' (last epoch). Without validation patients the last
+        epoch is used, and the fold's metrics say so.
+    schedule: the lr schedule (:data:`SCHEDULES`), None = the task's: 'step' (x ``gamma``
+        every ``step_size`` epochs; classification, LUMINA), 'constant' (detection: the paper
+        names no decay) or 'cosine' (cosine annealing to 0 over ``epochs``).
     amp / channels_last: None = on for CUDA, off for CPU.
     max_steps_per_epoch: cap on optimiser steps per epoch (quick runs).
     global_pool: backbone pooling passed to timm ('avg', 'max', ...; None = model default).
     queries / dec_layers / det_lambda: detector shape and the weight of its detection loss.
+    size: ``S`` (square) or ``(rows, cols)`` (e.g. ``(1024, 512)``, with resize
+        'letterbox': the aspect ratio is kept, the rest padded; classification only).
+    augment: training augmentation preset (:data:`mammotrain.augment.PRESETS`: 'none',
+        'flip' (horizontal flip with probability ``flip_p``, the behaviour before presets
+        existed), 'full'); ``aug_*`` override the preset's magnitudes (None = the preset's).
+    ema: decay of an exponential moving average of the weights (None = off); validation,
+        selection and the saved model use the averaged weights (:mod:`mammotrain.ema`).
+    warmup_epochs: linear lr warm-up epochs before the schedule (:func:`lr_factor`).
+    accum_steps: loader batches per optimiser step (gradient accumulation: effective batch
+        ``batch_size * accum_steps``; :mod:`mammotrain.stepping`).
+    compile: ``torch.compile`` the training forward.
     """
 
     task: str = "diagnosis"
@@ -76,6 +142,7 @@ class TrainConfig:
     weight_decay: float = 1e-5
     step_size: int = 30
     gamma: float = 0.1
+    schedule: str | None = None
     folds: tuple[int, ...] | None = None
     val_fraction: float = 0.2
     workers: int = 2
@@ -88,6 +155,9 @@ class TrainConfig:
     resize: str = "square"
     intensity: str = "bits"
     flip_p: float = 0.5
+    balanced: bool = False  # class-balanced sampling of the training split (ShardStream)
+    clip_grad: float | None = None  # clip the gradients' global L2 norm to this (None = off)
+    interpolation: str = "bilinear"  # loader resize: bilinear, bicubic, timm (data config)
     hidden: int = 128
     dropout: float = 0.3
     global_pool: str | None = None
@@ -96,12 +166,25 @@ class TrainConfig:
     channels_last: bool | None = None
     deterministic: bool = True
     eval_batch_size: int | None = None
-    shuffle_buffer: int = 64
+    shuffle_buffer: int = 256  # training samples (raw bytes) shuffled per loader worker
+    dist_timeout: float = 30.0  # minutes a collective may wait under torchrun (DDP)
     gradcam: int = 4
     patience: int | None = None
     queries: int = 3
     dec_layers: int = 3
     det_lambda: float = 1.0
+    augment: str = "flip"
+    aug_vflip: float | None = None  # probability (shared by the views)
+    aug_rotate: float | None = None  # degrees, +- (per view)
+    aug_scale: float | None = None  # zoom 1 +- this (per view)
+    aug_translate: float | None = None  # fraction of width / height, +- (per view)
+    aug_brightness: float | None = None  # factor 1 +- this (shared)
+    aug_contrast: float | None = None  # factor 1 +- this, about the breast's mean (shared)
+    aug_gamma: float | None = None  # exponent 1 +- this (shared)
+    ema: float | None = None
+    warmup_epochs: int = 0
+    accum_steps: int = 1
+    compile: bool = False
 
     def validate(self) -> "TrainConfig":
         """Check a resolved config (:meth:`resolved`); raises ValueError naming the field."""
@@ -111,18 +194,47 @@ class TrainConfig:
             raise ValueError(f"views must be {' or '.join(map(str, task.views))} for task "
                              f"{task.name}, got {self.views!r}")
         selects = ("auc", "loss", "last") + (("map25",) if task.detection else ())
-        checks = [(self.size is not None and self.size >= 16, "size", ">= 16"),
+        hw = input_hw(self.size) if self.size is not None else (0, 0)
+        checks = [(min(hw) >= 16, "size", ">= 16 pixels (S or ROWSxCOLS)"),
+                  (hw[0] == hw[1] or self.resize == "letterbox", "resize",
+                   "'letterbox' for a non-square size (keeps the aspect ratio)"),
+                  (hw[0] == hw[1] or not task.detection, "size",
+                   "square for detection (non-square inputs: classification tasks)"),
+                  (self.ema is None or 0 < self.ema < 1, "ema", "in (0, 1) or None"),
+                  (self.warmup_epochs >= 0, "warmup_epochs", ">= 0"),
+                  (self.accum_steps >= 1, "accum_steps", ">= 1"),
+                  (self.augment in AUG_PRESETS, "augment", ", ".join(AUG_PRESETS)),
+                  (self.augment != "none" or all(getattr(self, k) is None
+                                                  for k in AUG_KNOBS), "augment",
+                   "'flip' or 'full' when aug_* magnitudes are given"),
                   (self.epochs is not None and self.epochs >= 1, "epochs", ">= 1"),
                   (self.batch_size >= 1, "batch_size", ">= 1"),
                   (self.select in selects, "select", ", ".join(selects)),
+                  (self.schedule is None or self.schedule in SCHEDULES, "schedule",
+                   ", ".join(SCHEDULES)),
                   (self.patience is None or self.patience >= 0, "patience", ">= 0 (0 = off)"),
                   (self.queries >= 1, "queries", ">= 1"),
+                  (self.shuffle_buffer >= 0, "shuffle_buffer", ">= 0 (0 or 1 = off)"),
+                  (self.dist_timeout > 0, "dist_timeout", "> 0 minutes"),
+                  (self.clip_grad is None or self.clip_grad > 0, "clip_grad", "> 0 or None"),
+                  (self.interpolation in INTERPOLATIONS + ("timm",), "interpolation",
+                   ", ".join(INTERPOLATIONS + ("timm",))),
                   (0 <= self.val_fraction < 1, "val_fraction", "in [0, 1)"),
                   (bool(self.shards), "shards", "a shard folder")]
         for ok, name, what in checks:
             if not ok:
                 raise ValueError(f"{name} must be {what}, got {getattr(self, name)!r}")
+        self.augmentation()  # magnitudes in range (ValueError naming the knob)
         return self
+
+    def augmentation(self):
+        """The training :class:`mammotrain.augment.Augment` of this config."""
+        from .augment import build_augment
+
+        if self.augment == "none":
+            return build_augment("none")
+        return build_augment(self.augment, hflip=self.flip_p,
+                             **{k[4:]: getattr(self, k) for k in AUG_KNOBS})
 
     def resolved(self) -> "TrainConfig":
         """Defaults filled in: the task's views / size / epochs / patience / lr (else lr by
@@ -133,10 +245,18 @@ class TrainConfig:
             lr = 1e-5 if self.backbone.startswith(TRANSFORMER_PREFIXES) else 1e-3
         fill = {k: task.default(k) for k in ("views", "size", "epochs", "patience")
                 if getattr(self, k) is None}
+        if self.schedule is None:
+            fill["schedule"] = task.default("schedule", "step")
         device = self.device
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         cuda = device.startswith("cuda")
+        if self.interpolation == "timm":  # the backbone's timm data config
+            from .models import timm_interpolation
+
+            fill["interpolation"] = timm_interpolation(self.backbone)
+        if "size" not in fill:
+            fill["size"] = parse_size(self.size)
         return replace(self, lr=lr, device=device, **fill,
                        amp=cuda if self.amp is None else self.amp,
                        channels_last=cuda if self.channels_last is None else self.channels_last,
@@ -145,6 +265,8 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["folds"] = list(self.folds) if self.folds is not None else None
+        if isinstance(self.size, tuple):
+            d["size"] = list(self.size)
         return d
 
     @classmethod
@@ -153,10 +275,17 @@ class TrainConfig:
         d = {k: v for k, v in d.items() if k in names}
         if d.get("folds") is not None:
             d["folds"] = tuple(d["folds"])
+        if d.get("size") is not None:
+            d["size"] = parse_size(d["size"])
         return cls(**d)
 
     def preprocess(self) -> Preprocess:
-        return Preprocess(self.size, self.resize, self.intensity)
+        interp = self.interpolation
+        if interp == "timm":
+            from .models import timm_interpolation
+
+            interp = timm_interpolation(self.backbone)
+        return Preprocess(self.size, self.resize, self.intensity, interp)
 
 
 # ------------------------------------------------------------------------ distributed
@@ -178,8 +307,12 @@ class Dist:
             torch.distributed.barrier()
 
 
-def init_distributed(device: str) -> Dist:
-    """Join the torchrun process group when ``WORLD_SIZE > 1`` (gloo on CPU, NCCL on CUDA)."""
+def init_distributed(device: str, timeout_min: float = 30.0) -> Dist:
+    """Join the torchrun process group when ``WORLD_SIZE > 1`` (gloo on CPU, NCCL on CUDA).
+    A collective that waits more than ``timeout_min`` minutes (a rank died or hangs) fails
+    instead of blocking the others for ever."""
+    from datetime import timedelta
+
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return Dist()
@@ -188,8 +321,42 @@ def init_distributed(device: str) -> Dist:
         backend = "nccl" if device.startswith("cuda") else "gloo"
         if device.startswith("cuda"):
             torch.cuda.set_device(local)
-        torch.distributed.init_process_group(backend)
+        torch.distributed.init_process_group(backend, timeout=timedelta(minutes=timeout_min))
     return Dist(rank, world, local)
+
+
+def merge_predictions(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """:func:`predict` outputs of disjoint example sets (one per rank) -> one output sorted
+    by uid: per-example arrays and lists concatenated in that order, ``loss`` the mean over
+    all examples. Raises ValueError when an example was predicted on two ranks."""
+    from collections import Counter
+
+    uids = [u for p in parts for u in p["uid"]]
+    twice = sorted(u for u, c in Counter(uids).items() if c > 1)
+    if twice:
+        raise ValueError(f"{len(twice)} examples predicted on more than one rank (e.g. "
+                         f"{twice[0]}): the evaluation split was not partitioned")
+    order = np.asarray(sorted(range(len(uids)), key=uids.__getitem__), dtype=np.int64)
+    out: dict[str, Any] = {"uid": [uids[i] for i in order],
+                           "loss": sum(p["loss"] * len(p["uid"]) for p in parts)
+                           / max(len(uids), 1)}
+    for k, v in parts[0].items():
+        if isinstance(v, np.ndarray):
+            out[k] = np.concatenate([p[k] for p in parts])[order]
+        elif isinstance(v, list) and k != "uid":
+            vals = [x for p in parts for x in p[k]]
+            out[k] = [vals[i] for i in order]
+    return out
+
+
+def gather_predictions(pred: dict[str, Any], dist: Dist) -> dict[str, Any] | None:
+    """Each rank's :func:`predict` output (its share of the examples) -> all of them on rank
+    0 (one ``gather_object``, then :func:`merge_predictions`); other ranks get None."""
+    if dist.world <= 1:
+        return pred
+    parts: list | None = [None] * dist.world if dist.main else None
+    torch.distributed.gather_object(pred, parts, dst=0)
+    return merge_predictions(parts) if dist.main else None
 
 
 def _device(cfg: TrainConfig, dist: Dist) -> torch.device:
@@ -218,14 +385,12 @@ def _atomic_save(obj: Any, path: Path) -> None:
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str))
-    os.replace(tmp, path)
+    write_json(path, obj)  # strict: NaN -> null
 
 
 def _append_jsonl(path: Path, obj: dict) -> None:
     with open(path, "a") as fh:
-        fh.write(json.dumps(obj, sort_keys=True, default=float) + "\n")
+        fh.write(strict_dumps(obj, sort_keys=True) + "\n")
 
 
 def _progress(loader, main: bool, desc: str):
@@ -288,7 +453,9 @@ def write_run_config(cfg: TrainConfig, plan, folds: list[int], resume: bool) -> 
     if resume and path.exists():
         old = json.loads(path.read_text()).get("config", {})
         new = cfg.to_dict()
-        diff = sorted(k for k in new if k not in _RESUME_FREE and old.get(k) != new[k])
+        absent = TrainConfig().to_dict()  # fields added since the run was stored: defaults
+        diff = sorted(k for k in new
+                      if k not in _RESUME_FREE and old.get(k, absent[k]) != new[k])
         if diff:
             raise ValueError(f"{path}: --resume with other options than the stored run "
                              f"({', '.join(f'{k}: {old.get(k)!r} -> {new[k]!r}' for k in diff)})")
@@ -380,8 +547,13 @@ def task_metrics(task: TaskSpec, pred: dict[str, Any]) -> dict[str, float]:
     return m
 
 
-def _eval_loader(cfg: TrainConfig, examples: list[Example]) -> EpochLoader:
-    stream = ShardStream(cfg.shards, examples, cfg.preprocess(), train=False, seed=cfg.seed)
+def _eval_loader(cfg: TrainConfig, examples: list[Example], dist: Dist | None = None
+                 ) -> EpochLoader:
+    """Evaluation batches of ``examples``: all of them, or with ``dist`` this rank's shards'
+    share (every example on exactly one rank; :func:`gather_predictions`)."""
+    dist = dist or Dist()
+    stream = ShardStream(cfg.shards, examples, cfg.preprocess(), train=False, seed=cfg.seed,
+                         rank=dist.rank, world=dist.world)
     return EpochLoader(stream, cfg.eval_batch_size or cfg.batch_size,
                        workers=min(cfg.workers, 2), drop_last=False)
 
@@ -398,7 +570,11 @@ def predictions_table(pred: dict[str, Any], examples: dict[str, Example], fold: 
     """Rows of ``predictions.parquet``: uid, key, view ('cc', 'mlo' or 'cc+mlo'), patient,
     fold, split, label (-1 = unlabelled), pred (arg-max), scores (class probabilities),
     score (binary: p of class 1; multi-class: p of the label, of the prediction when
-    unlabelled), energy, manufacturer. Detection adds ``boxes`` (``[Q, 4]`` pixel xyxy at the
+    unlabelled), energy, manufacturer, sop_uid_hash (mammoprep's salted pseudonym of the
+    image's SOP Instance UID; two-view: of the CC image, the MLO's in sop_uid_hash_mlo) and,
+    filled by ``predict --dicom`` only, path / sop_instance_uid of the input file (two-view:
+    the CC file; the MLO's in path_mlo / sop_instance_uid_mlo). Detection adds ``boxes``
+    (``[Q, 4]`` pixel xyxy at the
     model input, best first), ``box_scores`` (objectness), ``gt_boxes`` (model input) and
     ``boxes_original`` (the ``boxes`` in original DICOM pixels, same order)."""
     rows = []
@@ -410,6 +586,10 @@ def predictions_table(pred: dict[str, Any], examples: dict[str, Example], fold: 
                "label": int(label), "pred": int(np.argmax(p)), "scores": [float(v) for v in p],
                "score": float(p[1] if len(p) == 2 else p[k]),
                "energy": e.energy, "manufacturer": e.manufacturer}
+        hashes = list(e.sop_uid_hashes) + [None, None]
+        row.update({"sop_uid_hash": hashes[0], "path": None, "sop_instance_uid": None,
+                    "sop_uid_hash_mlo": hashes[1] if len(e.views) > 1 else None,
+                    "path_mlo": None, "sop_instance_uid_mlo": None})
         if "boxes" in pred:
             order = np.argsort(-pred["box_scores"][i], kind="stable")
             row["boxes"] = pred["boxes"][i][order].round(2).tolist()
@@ -429,7 +609,10 @@ def write_predictions(rows: list[dict[str, Any]], path: Path) -> None:
                ("patient", pa.string()), ("fold", pa.int16()), ("split", pa.string()),
                ("label", pa.int16()), ("pred", pa.int16()),
                ("scores", pa.list_(pa.float32())), ("score", pa.float32()),
-               ("energy", pa.string()), ("manufacturer", pa.string())]
+               ("energy", pa.string()), ("manufacturer", pa.string()),
+               ("sop_uid_hash", pa.string()), ("path", pa.string()),
+               ("sop_instance_uid", pa.string()), ("sop_uid_hash_mlo", pa.string()),
+               ("path_mlo", pa.string()), ("sop_instance_uid_mlo", pa.string())]
     if rows and "boxes" in rows[0]:
         fields_ += [("boxes", pa.list_(pa.list_(pa.float32()))),
                     ("box_scores", pa.list_(pa.float32())),
@@ -476,11 +659,20 @@ def train_fold(cfg: TrainConfig, test_fold: int, *, resume: bool = False,
 
     stream = ShardStream(cfg.shards, split.train, cfg.preprocess(), train=True, seed=cfg.seed,
                          rank=dist.rank, world=dist.world, flip_p=cfg.flip_p,
-                         shuffle_buffer=cfg.shuffle_buffer)
+                         shuffle_buffer=cfg.shuffle_buffer, balanced=cfg.balanced,
+                         augment=cfg.augmentation())
     loader = EpochLoader(stream, cfg.batch_size, workers=cfg.workers,
                          max_steps=cfg.max_steps_per_epoch, pin_memory=device.type == "cuda")
-    val_loader = _eval_loader(cfg, split.val) if (split.val and dist.main) else None
+    # every rank validates its shards' share; rank 0 gathers and scores (gather_predictions)
+    val_loader = _eval_loader(cfg, split.val, dist) if split.val else None
     select = cfg.select if split.val else "last"
+    selection = selection_text(cfg, bool(split.val))
+    if not split.val and dist.main:
+        log(f"warning: fold {test_fold}: no validation patients (val_fraction "
+            f"{cfg.val_fraction:g}, {len({e.patient for e in split.train})} training patients); "
+            "the last epoch is used, not one selected on validation")
+    # patients the weights have seen (training + validation): predict warns on them
+    seen_patients = sorted({e.patient for e in split.train + split.val})
 
     model, reports = build_task_model(cfg)
     for r in reports:
@@ -491,7 +683,7 @@ def train_fold(cfg: TrainConfig, test_fold: int, *, resume: bool = False,
         model.to(memory_format=torch.channels_last)
         model.channels_last = True
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, cfg.step_size, cfg.gamma)
+    scheduler = build_scheduler(cfg, optimizer)
     scaler = torch.amp.GradScaler(device.type, enabled=bool(
         cfg.amp and device.type == "cuda" and not torch.cuda.is_bf16_supported()))
     criterion = task.make_criterion(cfg.size, cfg.det_lambda)
@@ -506,15 +698,31 @@ def train_fold(cfg: TrainConfig, test_fold: int, *, resume: bool = False,
         scaler.load_state_dict(ck["scaler"])
         torch.set_rng_state(ck["rng"]["torch"])
         np.random.set_state(ck["rng"]["numpy"])
-        start, best_epoch, history = ck["epoch"] + 1, ck["best_epoch"], ck["history"]
+        # checkpoints count epochs from 1 (older ones from 0: epoch_base absent)
+        base = int(ck.get("epoch_base", 0))
+        start, best_epoch = ck["epoch"] + 1 - base, ck["best_epoch"] - base
+        history = ck["history"]
         best_score = tuple(ck["best_score"])
         stopped = bool(ck.get("stopped", False))
         if dist.main:
-            log(f"fold {test_fold}: resumed after epoch {ck['epoch'] + 1}")
+            log(f"fold {test_fold}: resumed after epoch {start}")
+    ema = None
+    if cfg.ema:  # averaged weights are validated, selected and saved (mammotrain.ema)
+        from .ema import ModelEma
+
+        ema = ModelEma(model, cfg.ema)
+        if start > 0 and ck.get("ema") is not None:
+            ema.load_state_dict(ck["ema"])
+    eval_model = ema.module if ema is not None else model
     net = model
     if dist.world > 1:
         net = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
+    from .stepping import OptimStep, compile_model
+
+    net = compile_model(net, cfg.compile, log if dist.main else None)
+    stepper = OptimStep(net, model, optimizer, scaler, accum=cfg.accum_steps,
+                        clip_grad=cfg.clip_grad, ema=ema, total=loader.steps)
 
     for epoch in range(start, cfg.epochs):
         if stopped:
@@ -525,25 +733,30 @@ def train_fold(cfg: TrainConfig, test_fold: int, *, resume: bool = False,
         steps, seen, loss_sum = 0, 0, 0.0
         for batch in _progress(loader, dist.main, f"fold {test_fold} epoch {epoch + 1}"):
             x = batch["image"].to(device, non_blocking=True)
-            with _autocast(cfg, device):
-                loss = criterion(net(x), batch)["loss"]
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
+            with stepper.no_sync(steps):  # accumulation: DDP all-reduce on the last only
+                with _autocast(cfg, device):
+                    loss = criterion(net(x), batch)["loss"]
+                stepper.backward(loss, steps)  # clip, step, EMA every accum_steps batches
             steps += 1
             seen += len(batch["label"])
             loss_sum += float(loss.detach()) * len(batch["label"])
         lr = optimizer.param_groups[0]["lr"]
         scheduler.step()
+        read = stream.epoch_plan()[1]  # the shards this rank read (planned, per epoch)
         _append_jsonl(out / f"train_log.rank{dist.rank}.jsonl",
-                      {"fold": test_fold, "epoch": epoch, "rank": dist.rank, "world": dist.world,
-                       "steps": steps, "examples": seen, "expected_steps": loader.steps})
-        rec = {"epoch": epoch, "train_loss": loss_sum / max(seen, 1), "steps": steps, "lr": lr}
+                      {"fold": test_fold, "epoch": epoch + 1, "rank": dist.rank,
+                       "world": dist.world, "steps": steps, "examples": seen,
+                       "expected_steps": loader.steps, "shards": len(read),
+                       "shard_bytes": sum((Path(cfg.shards) / s).stat().st_size
+                                          for s in read)})
+        rec = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1), "steps": steps,
+               "lr": lr}
+        val = None
+        if val_loader is not None:  # all ranks predict their share, rank 0 gets the union
+            val = gather_predictions(predict(eval_model, val_loader, cfg, device), dist)
         if dist.main:
             improved = False
-            if val_loader is not None:
-                val = predict(model, val_loader, cfg, device)
+            if val is not None:
                 vm = task_metrics(task, val)
                 vm["loss"] = val["loss"]
                 rec.update({f"val_{k}": v for k, v in vm.items()})
@@ -553,23 +766,31 @@ def train_fold(cfg: TrainConfig, test_fold: int, *, resume: bool = False,
             else:
                 best_epoch, improved = epoch, True
             if improved:
-                _atomic_save({"model": model.state_dict(), "epoch": epoch,
-                              "config": cfg.to_dict()}, out / "best.pt")
+                _atomic_save({"model": eval_model.state_dict(), "epoch": epoch + 1,
+                              "epoch_base": 1,
+                              "config": cfg.to_dict(), "selection": selection,
+                              "test_fold": test_fold, "seen_patients": seen_patients},
+                             out / "best.pt")
             rec["seconds"] = round(time.time() - t0, 2)
             stopped = bool(cfg.patience) and epoch - best_epoch >= cfg.patience
             rec["early_stop"] = stopped
             history.append(rec)
             _append_jsonl(out / "history.jsonl", rec)
+            from .curves import log_epoch  # history.csv + TensorBoard events
+
+            log_epoch(out, rec)
             _atomic_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                           "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-                          "epoch": epoch, "best_epoch": best_epoch,
+                          "ema": ema.state_dict() if ema is not None else None,
+                          "epoch": epoch + 1, "best_epoch": best_epoch + 1, "epoch_base": 1,
                           "best_score": list(best_score), "history": history,
-                          "stopped": stopped,
+                          "stopped": stopped, "selection": selection,
+                          "test_fold": test_fold, "seen_patients": seen_patients,
                           "rng": {"torch": torch.get_rng_state(),
                                   "numpy": np.random.get_state()},
                           "config": cfg.to_dict()}, ckpt_path)
             val_txt = (f" val loss {rec['val_loss']:.4f} {task.metric_label('auc')} "
-                       f"{rec.get('val_auc', float('nan')):.3f}" if "val_loss" in rec else "")
+                       f"{_fmt(rec.get('val_auc'))}" if "val_loss" in rec else "")
             log(f"fold {test_fold} epoch {epoch + 1}/{cfg.epochs}: train loss "
                 f"{rec['train_loss']:.4f} ({steps} steps, {seen} examples){val_txt} "
                 f"{rec['seconds']:.1f}s{' *' if improved else ''}")
@@ -581,7 +802,7 @@ def train_fold(cfg: TrainConfig, test_fold: int, *, resume: bool = False,
 
     result: dict[str, Any] = {}
     if dist.main:
-        result = evaluate_fold(cfg, model, split, examples, device, out, log)
+        result = evaluate_fold(cfg, model, split, examples, device, out, log, selection)
     dist.barrier()
     return result
 
@@ -595,13 +816,28 @@ def _agree(flag: bool, dist: Dist, device: torch.device) -> bool:
     return bool(t.item())
 
 
+def selection_text(cfg: TrainConfig, has_val: bool) -> str:
+    """How the evaluated epoch is chosen, as said in logs, metrics.json and reports."""
+    if not has_val:
+        return "last epoch: no validation patients"
+    return {"auc": "highest validation AUC (ties: lowest loss)",
+            "map25": "highest validation mAP@.25 (ties: lowest loss)",
+            "loss": "lowest validation loss",
+            "last": "last epoch (--select last)"}[cfg.select]
+
+
 def evaluate_fold(cfg: TrainConfig, model, split: Split, examples: list[Example],
-                  device: torch.device, out: Path, log: Callable[[str], None]) -> dict[str, Any]:
-    """Load the selected weights, predict the test fold, write predictions/metrics/Grad-CAM."""
+                  device: torch.device, out: Path, log: Callable[[str], None],
+                  selection: str | None = None) -> dict[str, Any]:
+    """Load the selected weights, predict the test fold, write predictions/metrics/Grad-CAM.
+    ``metrics.json`` gives ``selected_epoch`` counted from 1 and ``selection`` (how)."""
     from .report import plot_detections, plot_gradcam
 
     best = torch.load(out / "best.pt", map_location="cpu", weights_only=False)
     model.load_state_dict(best["model"])
+    from .modelfile import save_best  # self-contained best.safetensors + best.json
+
+    save_best(out, model, cfg, best, log)
     by_uid = {e.uid: e for e in examples}
     pred = predict(model, _eval_loader(cfg, split.test), cfg, device)
     if len(pred["uid"]) != len(split.test):
@@ -611,13 +847,15 @@ def evaluate_fold(cfg: TrainConfig, model, split: Split, examples: list[Example]
     write_predictions(rows, out / "predictions.parquet")
     task = get_task(cfg.task)
     metrics = task_metrics(task, pred)
-    metrics.update({"fold": split.test_fold, "selected_epoch": int(best["epoch"]),
+    epoch = int(best["epoch"]) + 1 - int(best.get("epoch_base", 0))
+    selection = selection or best.get("selection") or selection_text(cfg, bool(split.val))
+    metrics.update({"fold": split.test_fold, "selected_epoch": epoch, "selection": selection,
                     "test_loss": pred["loss"], "n_train": len(split.train),
                     "n_val": len(split.val), "n_test": len(split.test),
                     "params": count_parameters(model)})
     _write_json(out / "metrics.json", metrics)
-    log(f"fold {split.test_fold} test (epoch {int(best['epoch']) + 1} selected on validation): "
-        + ", ".join(f"{task.metric_label(k)} {metrics[k]:.3f}" for k in task.metrics))
+    log(f"fold {split.test_fold} test (epoch {epoch}; {selection}): "
+        + ", ".join(f"{task.metric_label(k)} {_fmt(metrics[k])}" for k in task.metrics))
     if cfg.gradcam > 0:
         try:
             cases = _gradcam_cases(rows, cfg.gradcam)
@@ -630,6 +868,10 @@ def evaluate_fold(cfg: TrainConfig, model, split: Split, examples: list[Example]
         except Exception as exc:  # noqa: BLE001 - a figure must not lose the fold's results
             log(f"warning: fold {split.test_fold}: figure failed ({type(exc).__name__}: {exc})")
     return metrics
+
+
+def _fmt(v: float) -> str:
+    return f"{v:.3f}" if v is not None and math.isfinite(v) else "undefined"
 
 
 def _gradcam_cases(rows: list[dict[str, Any]], n: int) -> list[str]:
@@ -650,7 +892,7 @@ def run_cv(cfg: TrainConfig, *, resume: bool = False, log: Callable[[str], None]
            report: bool = True) -> dict[str, Any]:
     """Every requested fold of ``cfg`` (resolved here), then the run report (rank 0)."""
     cfg = cfg.resolved().validate()
-    dist = init_distributed(cfg.device)
+    dist = init_distributed(cfg.device, cfg.dist_timeout)
     prepared = prepare(cfg)
     _, _, plan, folds = prepared
     if dist.main:
@@ -665,9 +907,10 @@ def run_cv(cfg: TrainConfig, *, resume: bool = False, log: Callable[[str], None]
         results[f] = train_fold(cfg, f, resume=resume, dist=dist, log=log, prepared=prepared)
     summary: dict[str, Any] = {}
     if dist.main and report:
-        from .report import write_run_report
+        from .report import summary_line, write_run_report
 
         summary = write_run_report(cfg.out)
+        log(summary_line(summary))
         log(f"report: {Path(cfg.out) / 'summary.md'}")
     dist.barrier()
     return summary
@@ -675,54 +918,110 @@ def run_cv(cfg: TrainConfig, *, resume: bool = False, log: Callable[[str], None]
 
 # ---------------------------------------------------------------------------- inference
 
-def load_checkpoint(path: str | Path) -> tuple[TrainConfig, dict[str, torch.Tensor], int]:
-    """(config, model state dict, epoch) of a ``best.pt`` / ``checkpoint.pt``; the config
-    comes from the file or, for older files, from the run's ``config.json`` two folders up."""
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A ``best.pt`` / ``checkpoint.pt`` as a dict with its ``config`` (from the file or,
+    for older files, from the run's ``config.json`` two folders up) and ``epoch`` counted
+    from 1; ``seen_patients`` (the patient pseudonyms of its training and validation
+    splits) and ``test_fold`` where the run recorded them."""
     path = Path(path)
+    if path.suffix == ".safetensors":  # a self-contained model file (mammotrain.modelfile)
+        from .modelfile import read_model_file
+
+        return read_model_file(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: checkpoint not found")
     ck = torch.load(path, map_location="cpu", weights_only=False)
     if not isinstance(ck, dict) or "model" not in ck:
         raise ValueError(f"{path}: not a mammotrain checkpoint (no 'model' entry)")
-    cfg = ck.get("config")
-    if cfg is None:
+    if ck.get("config") is None:
         run_cfg = path.resolve().parent.parent / "config.json"
         if not run_cfg.exists():
             raise ValueError(f"{path}: the checkpoint holds no config and {run_cfg} is missing")
-        cfg = json.loads(run_cfg.read_text())["config"]
-    return TrainConfig.from_dict(cfg), ck["model"], int(ck.get("epoch", -1))
+        ck["config"] = json.loads(run_cfg.read_text())["config"]
+    ck["epoch"] = int(ck.get("epoch", -1)) + 1 - int(ck.get("epoch_base", 0))
+    ck["epoch_base"] = 1
+    return ck
+
+
+def load_checkpoint(path: str | Path) -> tuple[TrainConfig, dict[str, torch.Tensor], int]:
+    """(config, model state dict, epoch counted from 1) of a checkpoint
+    (:func:`read_checkpoint`)."""
+    ck = read_checkpoint(path)
+    return TrainConfig.from_dict(ck["config"]), ck["model"], ck["epoch"]
+
+
+def inference_model(ck: dict[str, Any], shards: str | Path, device: str, workers: int = 0
+                    ) -> tuple[TrainConfig, torch.nn.Module]:
+    """The resolved config (reading ``shards``) and the loaded model of a checkpoint."""
+    cfg = replace(TrainConfig.from_dict(ck["config"]), shards=str(shards), device=device,
+                  pretrained=None, workers=workers, amp=None, channels_last=None).resolved()
+    model, _ = build_task_model(cfg)
+    model.load_state_dict(ck["model"])
+    model.to(torch.device(cfg.device))
+    return cfg, model
+
+
+def warn_seen_patients(ck: dict[str, Any], patients, where: str,
+                       log: Callable[[str], None]) -> int:
+    """Warn when ``patients`` (pseudonyms) include patients the checkpoint was trained or
+    selected on: their scores are not held-out estimates. Returns how many."""
+    seen = set(ck.get("seen_patients") or ())
+    patients = {p for p in patients if p}
+    both = patients & seen
+    if both:
+        fold = ck.get("test_fold")
+        log(f"warning: {len(both)} of {len(patients)} patients in {where} were in the "
+            f"training or validation split of this checkpoint"
+            f"{f' (test fold {fold})' if fold is not None else ''}: their scores are not "
+            "held-out estimates; use the run's foldK/predictions.parquet for cross-validated "
+            "scores")
+    return len(both)
 
 
 def predict_shards(checkpoint: str | Path, shards: str | Path, out: str | Path, *,
                    device: str = "auto", batch_size: int | None = None, workers: int = 0,
-                   figure: int = 8, log: Callable[[str], None] = print) -> dict[str, Any]:
+                   figure: int = 8, log: Callable[[str], None] = print,
+                   sources: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     """Scores (and boxes, for detection) of every example of ``shards`` with a trained model.
 
     Every image (single-view) or CC + MLO breast (two-view) in ``SHARDS/images.parquet`` is
     predicted, labelled or not. Writes ``out`` (Parquet, the columns of
     :func:`predictions_table`; ``label`` -1 = no label), ``out``'s ``.metrics.json`` when
     labels are present (metrics over the labelled examples) and, for detection, a figure
-    ``.png`` with the boxes of the first ``figure`` images. Returns {'rows', 'metrics'}.
+    ``.png`` with the boxes of the first ``figure`` images. Warns when the shards hold
+    patients the checkpoint was trained or selected on. ``sources``: sop_uid_hash -> {'path',
+    'sop_instance_uid'} of the input files (``predict --dicom``), written into the rows.
+    Returns {'rows', 'metrics'}.
     """
-    cfg0, state, epoch = load_checkpoint(checkpoint)
-    cfg = replace(cfg0, shards=str(shards), device=device, pretrained=None,
-                  workers=workers, amp=None, channels_last=None).resolved()
+    ck = read_checkpoint(checkpoint)
+    cfg, model = inference_model(ck, shards, device, workers)
     task = get_task(cfg.task)
-    dev = torch.device(cfg.device)
-    model, _ = build_task_model(cfg)
-    model.load_state_dict(state)
-    model.to(dev)
     examples, plan = plan_examples(read_manifest(shards), task, cfg.views, unlabeled=True)
     if not examples:
         raise ValueError(f"{shards}: nothing to predict ({plan.describe()})")
     log(f"{checkpoint}: {task.name} {cfg.views}-view {cfg.backbone} {cfg.size}px (epoch "
-        f"{epoch + 1}); {len(examples)} {plan.unit}s in {shards}")
+        f"{ck['epoch']}); {len(examples)} {plan.unit}s in {shards}")
+    if sources is None:
+        warn_seen_patients(ck, {e.patient for e in examples}, str(shards), log)
     stream = ShardStream(shards, examples, cfg.preprocess(), train=False, seed=cfg.seed)
     loader = EpochLoader(stream, batch_size or cfg.eval_batch_size or cfg.batch_size,
                          workers=workers, drop_last=False)
-    pred = predict(model, loader, cfg, dev, with_loss=False)
-    by_uid = {e.uid: e for e in examples}
+    pred = predict(model, loader, cfg, torch.device(cfg.device), with_loss=False)
+    return write_prediction_outputs(cfg, pred, {e.uid: e for e in examples}, out,
+                                    figure=figure, log=log, sources=sources)
+
+
+def write_prediction_outputs(cfg: TrainConfig, pred: dict[str, Any],
+                             by_uid: dict[str, Example], out: str | Path, *, figure: int = 8,
+                             log: Callable[[str], None] = print,
+                             sources: dict[str, dict[str, Any]] | None = None,
+                             figure_batch: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Rows (+ the input files of ``sources``), metrics of the labelled rows and the detection
+    figure of :func:`predict`'s output; see :func:`predict_shards`."""
+    task = get_task(cfg.task)
     rows = predictions_table(pred, by_uid, None, "predict")
+    if sources is not None:
+        attach_sources(rows, sources)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     write_predictions(rows, out)
@@ -736,11 +1035,23 @@ def predict_shards(checkpoint: str | Path, shards: str | Path, out: str | Path, 
         metrics["n"] = int(labelled.sum())
         _write_json(out.with_suffix(".metrics.json"), metrics)
         log(f"{int(labelled.sum())} labelled: " + ", ".join(
-            f"{task.metric_label(k)} {metrics[k]:.3f}" for k in task.metrics))
-    if task.detection and figure > 0:
+            f"{task.metric_label(k)} {_fmt(metrics[k])}" for k in task.metrics))
+    if task.detection and figure > 0 and rows:
         from .report import plot_detections
 
         plot_detections(cfg, [by_uid[r["uid"]] for r in rows[:figure]],
-                        {r["uid"]: r for r in rows}, out.with_suffix(".png"))
+                        {r["uid"]: r for r in rows}, out.with_suffix(".png"),
+                        batch=figure_batch)
     log(f"predictions: {out} ({len(rows)} rows)")
     return {"rows": rows, "metrics": metrics}
+
+
+def attach_sources(rows: list[dict[str, Any]], sources: dict[str, dict[str, Any]]) -> None:
+    """Fill ``path`` / ``sop_instance_uid`` (and their ``_mlo`` twins) of prediction rows from
+    ``sources`` (sop_uid_hash -> {'path', 'sop_instance_uid'}), in place."""
+    for r in rows:
+        for suffix in ("", "_mlo"):
+            src = sources.get(r.get(f"sop_uid_hash{suffix}") or "")
+            if src is not None:
+                r[f"path{suffix}"] = src.get("path")
+                r[f"sop_instance_uid{suffix}"] = src.get("sop_instance_uid")

@@ -4,18 +4,21 @@
 set -euo pipefail
 OUT=${1:-demo_out}
 BIN=${BIN:-.venv/bin}
-export MAMMOPREP_SALT=${MAMMOPREP_SALT:-demo-salt}
+export MAMMOPREP_SALT=${MAMMOPREP_SALT:-demo-salt-not-secret}
 rm -rf "$OUT"
 mkdir -p "$OUT"
 
-echo "== 1. synthetic cohort -> $OUT/cohort"
-"$BIN/mammoprep" synth "$OUT/cohort" --patients 24 --seed 0
+echo "== 1. synthetic cohort -> $OUT/cohort (a quarter of the views with real-archive artefacts)"
+"$BIN/mammoprep" synth "$OUT/cohort" --patients 24 --seed 0 --artefacts 0.25
 
 echo "== 2. inspect (first lines; all of it as JSON lines in $OUT/inspect.jsonl)"
 "$BIN/mammoprep" inspect "$OUT/cohort" > "$OUT/inspect.txt" 2>/dev/null
 head -n 5 "$OUT/inspect.txt" | cut -c1-200
 "$BIN/mammoprep" inspect --json "$OUT/cohort" > "$OUT/inspect.jsonl" 2>/dev/null
 echo "   ... $(wc -l < "$OUT/inspect.jsonl") images inspected"
+
+echo "== 2b. segmentation contact sheet -> $OUT/qc.png"
+"$BIN/mammoprep" qc "$OUT/cohort" -o "$OUT/qc.png" --max 48 2>/dev/null
 
 echo "== 3. low-energy reference -> $OUT/reference.npz"
 "$BIN/mammoprep" reference "$OUT/cohort" -o "$OUT/reference.npz" 2>/dev/null

@@ -44,7 +44,7 @@ DEVICE=${DEVICE:-auto}
 PATIENTS=${PATIENTS:-120}
 SYNTH_SIZE=${SYNTH_SIZE:-256x208}
 SHARD_SIZE=${SHARD_SIZE:-96}
-export MAMMOPREP_SALT=${MAMMOPREP_SALT:-train-all-salt}
+export MAMMOPREP_SALT=${MAMMOPREP_SALT:-train-all-salt-not-secret}
 export HF_HUB_OFFLINE=1
 START=$(date +%s)
 mkdir -p "$OUT"

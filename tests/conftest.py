@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("MAMMOPREP_SALT", "test-salt")
+os.environ.setdefault("MAMMOPREP_SALT", "test-salt-not-secret")
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # one thread per xdist worker (set before torch / Numba are imported): two workers with
     # two threads each on two cores make torch's training steps several times slower

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 
@@ -183,12 +184,15 @@ def test_no_patient_identity_in_metadata():
             assert value not in text, key
 
 
-def test_salt_changes_patient_hash_but_not_uid_hash():
-    a = read_header(real(GE), salt="one")
-    b = read_header(real(GE), salt="two")
+def test_salt_changes_every_hash():
+    a = read_header(real(GE), salt="first-salt-0123456789")
+    b = read_header(real(GE), salt="second-salt-0123456789")
     assert a["patient_hash"] != b["patient_hash"] and a["study_hash"] != b["study_hash"]
-    assert a["sop_uid_hash"] == b["sop_uid_hash"]
-    assert len(a["patient_hash"]) == 16
+    # the SOP Instance UID hash is salted too: an unsalted hash re-links rows to a PACS
+    assert a["sop_uid_hash"] != b["sop_uid_hash"]
+    uid = pydicom.dcmread(real(GE), stop_before_pixels=True).SOPInstanceUID
+    assert a["sop_uid_hash"] != hashlib.sha256(str(uid).encode()).hexdigest()[:16]
+    assert len(a["patient_hash"]) == 16 and len(a["sop_uid_hash"]) == 16
 
 
 # ------------------------------------------------ every transfer syntax on a synthetic image

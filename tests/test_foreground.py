@@ -12,9 +12,10 @@ from scipy import ndimage as ndi
 
 from mammoprep import kernels as K
 from mammoprep.errors import MammoprepError
-from mammoprep.foreground import (NoBreastError, breast_mask, estimate_threshold,
-                                  normalise_orientation, orient_left, remove_burned_in,
-                                  remove_text)
+from mammoprep.foreground import (NoBreastError, SegmentationSuspectError, background_peak,
+                                  breast_mask, chest_wall_side, estimate_background,
+                                  normalise_orientation, orient_left, qc_verdict,
+                                  remove_burned_in, remove_saturated_overlay, remove_text)
 from mammoprep.record import Record
 
 from .conftest import real
@@ -114,7 +115,12 @@ def test_chest_wall_right_and_orientation():
 
 
 def test_small_image():
-    _check(*synth(rows=64, cols=48, seed=3))
+    _check(*synth(rows=96, cols=80, seed=3))
+
+
+def test_image_too_small_to_be_a_mammogram():
+    with pytest.raises(NoBreastError, match="smaller than any mammogram"):
+        remove_burned_in(np.full((40, 30), 1000, np.uint16))
 
 
 def test_16bit_noisy():
@@ -134,31 +140,174 @@ def test_empty_and_specks_raise():
         remove_burned_in(specks)
 
 
-def test_threshold_rules():
-    # zero (padded) background -> threshold 0
-    h = np.zeros(4096, np.int64)
-    h[0], h[2000:2500] = 10000, 10
-    assert estimate_threshold(h).threshold == 0
-    # grey background peak at 500 (sigma ~10), foreground ~2000..3000
-    lv = np.arange(4096)
-    h = (20000 * np.exp(-0.5 * ((lv - 500) / 10.0) ** 2)).astype(np.int64)
-    h[2000:3000] += 30
-    t = estimate_threshold(h)
-    assert abs(t.background - 500) <= 2 and 5 <= t.sigma <= 20
-    assert 500 + 4 * t.sigma <= t.threshold <= 1000
+def test_background_peak_found_under_heavy_tissue_contamination():
+    # 40 % background noise (level 500, sigma 12) + 60 % tissue spread over 900..3000
+    rng = np.random.default_rng(0)
+    v = np.concatenate([rng.normal(500, 12, 40000), rng.uniform(900, 3000, 60000)])
+    level, sigma = background_peak(np.clip(v, 1, 4095).astype(np.uint16))
+    assert abs(level - 500) <= 3 and 8 <= sigma <= 18
 
 
-def test_threshold_border_decides_zero_or_grey_background():
-    # zeros (padding) plus a large fat-like peak at 500 and denser tissue above
-    lv = np.arange(4096)
-    h = (3000 * np.exp(-0.5 * ((lv - 500) / 40.0) ** 2)).astype(np.int64)
-    h[0] = 100000
-    h[1500:3000] += 60
-    # border all zeros: the peak is fat inside the breast -> zero background
-    assert estimate_threshold(h, np.zeros(500, np.uint16)).threshold == 0
-    # border in the grey peak: detector background -> threshold above it
-    grey = np.full(500, 505, np.uint16)
-    assert estimate_threshold(h, grey).threshold > 600
+def test_background_peak_noise_clipped_at_zero():
+    rng = np.random.default_rng(1)
+    v = np.abs(rng.normal(0, 30, 50000)) + 1
+    level, sigma = background_peak(v)
+    assert level < 30 and 10 <= sigma <= 60
+
+
+def _model(img):
+    f = max(1, max(img.shape) // 512)
+    small = K.block_mean(img, f)
+    sample = img[f // 2::f, f // 2::f][:small.shape[0], :small.shape[1]]
+    side = chest_wall_side(small)
+    return side, estimate_background(sample, small, side)
+
+
+def test_background_model_zero_padding_gives_threshold_zero():
+    img, *_ = synth(rows=512, cols=416)
+    side, th = _model(img)
+    assert side == "left" and th.zero_padded and th.threshold == 0
+
+
+def test_background_model_noisy_grey():
+    img, *_ = synth(rows=512, cols=416, side="right", bg=800, noise=20, seed=3)
+    side, th = _model(img)
+    assert side == "right" and not th.zero_padded
+    assert abs(th.background - 800) < 10 and 10 <= th.sigma <= 30
+    assert 800 + 4 * 15 <= th.threshold < 800 + 0.5 * (th.foreground - 800)
+
+
+def dense_bimodal(rows=1024, cols=832, seed=0, side="left"):
+    """The issue-10 failure: noisy non-zero background at 400 and a dense breast whose
+    foreground histogram has two peaks, fat near 1000 and fibroglandular near 1600."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:rows, 0:cols].astype(np.float64)
+    xc = x if side == "left" else cols - 1 - x
+    r = np.sqrt(((y - rows * 0.5) / (rows * 0.45)) ** 2 + (xc / (cols * 0.7)) ** 2)
+    breast = r < 1.0
+    tex = ndi.zoom(rng.normal(size=(rows // 32 + 2, cols // 32 + 2)), 32, order=1)[:rows, :cols]
+    dense = (tex > -0.2) & (r < 0.85)
+    img = np.where(breast, np.where(dense, 1600.0, 1000.0), 400.0)
+    img = img + rng.normal(0, 25, img.shape)
+    return np.clip(np.rint(img), 0, 4095).astype(np.uint16), breast
+
+
+def test_dense_bimodal_breast_with_noisy_background_is_kept():
+    img, breast = dense_bimodal()
+    h = np.bincount(img[breast].ravel() // 50)
+    assert h[1000 // 50] > 0 and h[1600 // 50] > 0  # two foreground peaks
+    clean, info = remove_burned_in(img)
+    kept = (clean[breast] == img[breast]).mean()
+    assert kept > 0.99, kept
+    assert info["qc"] == "ok" and info["qc_measures"]["bright_removed"] < 0.05
+    assert 380 < info["background_level"] < 420
+    outside = ~ndi.binary_dilation(breast, iterations=12)
+    assert (clean[outside] > 0).mean() < 0.001
+
+
+def test_saturated_implant_at_the_chest_wall_is_kept():
+    # FOR PRESENTATION images may clip a silicone implant at the top level: a large flat
+    # region touching the chest-wall edge, which is tissue, not a label or film edge
+    img, breast, labels, fat = synth(rows=768, cols=624, seed=12)
+    y, x = np.mgrid[0:768, 0:624]
+    implant = ((y - 384) / 200.0) ** 2 + (x / 230.0) ** 2 < 1.0
+    img[implant] = 4095
+    clean, info = remove_burned_in(img)
+    assert (clean[implant] == 4095).mean() > 0.99
+    assert (clean[breast] == img[breast]).mean() > 0.99
+    assert (clean[labels] == 0).all() and info["qc"] == "ok"
+
+
+def test_small_breast_kept():
+    img, breast, labels, fat = synth(rows=1024, cols=832, seed=13)
+    y, x = np.mgrid[0:1024, 0:832]
+    small = ((y - 512) / 160.0) ** 2 + (x / 140.0) ** 2 < 1.0
+    img[breast & ~small] = 0
+    clean, info = remove_burned_in(img)
+    # (the synthetic fat blobs at background level + 1 now sit on the small breast's edge)
+    tissue = small & ~fat
+    assert (clean[tissue] == img[tissue]).mean() > 0.99 and info["qc"] == "ok"
+    assert info["chest_wall"] == "left"
+    assert (clean[labels] == 0).all()
+
+
+def test_monochrome1_with_pixel_padding_value(tmp_path):
+    """A MONOCHROME1 image whose background is Pixel Padding Value (stored 4095, which
+    inverts to 0) and whose breast has noisy values: read_dicom + segmentation."""
+    import pydicom
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    from mammoprep.dicomio import read_dicom
+
+    img, breast, labels, fat = synth(rows=512, cols=416, side="right", seed=14)
+    stored = np.where(breast | labels, 4095 - img, 4095).astype(np.uint16)
+    ds = pydicom.Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.2"
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.1.2"
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.Modality, ds.PatientID = "MG", "X"
+    ds.Rows, ds.Columns = stored.shape
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME1"
+    ds.PixelPaddingValue = 4095
+    ds.PixelData = stored.tobytes()
+    path = tmp_path / "m1.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    rec = read_dicom(path)
+    assert rec.meta["inverted"] and (rec.pixels[~(breast | labels)] == 0).all()
+    clean, info = remove_burned_in(rec.pixels)
+    assert info["chest_wall"] == "right" and info["background_level"] == 0
+    assert (clean[breast] == rec.pixels[breast]).mean() > 0.99
+    assert (clean[labels] == 0).all()
+
+
+def test_qc_verdict_rules():
+    good = {"bright_removed": 0.02, "far_touch": 0.0, "above": 0.98, "breast_fraction": 0.4}
+    assert qc_verdict(good) == ("ok", "")
+    for key, value, words in [("bright_removed", 0.9, "bright area removed"),
+                              ("far_touch", 0.8, "opposite the chest wall"),
+                              ("above", 0.2, "above the background threshold"),
+                              ("breast_fraction", 0.005, "covers only"),
+                              ("breast_fraction", 0.99, "no background found")]:
+        verdict, reason = qc_verdict({**good, key: value})
+        assert verdict == "suspect" and words in reason, (key, reason)
+
+
+def test_suspect_mask_rejected_unless_kept():
+    # a bright region that fills the image side to side: the breast touches the side
+    # opposite the chest wall along its whole height (a halo / no skin line)
+    img, breast, labels, fat = synth(rows=512, cols=416, bg=300, noise=10, seed=9)
+    img[:, 200:] = np.maximum(img[:, 200:], 2600)
+    with pytest.raises(SegmentationSuspectError, match="opposite the chest wall") as exc:
+        remove_text(Record(img, {}, path="x.dcm"))
+    assert exc.value.kind == "segmentation_suspect" and "x.dcm" in str(exc.value)
+    rec = remove_text(Record(img, {}, path="x.dcm"), keep_suspect=True)
+    assert rec.meta["qc"] == "suspect" and "opposite" in rec.meta["qc_reason"]
+
+
+def test_saturated_text_on_the_breast_is_removed():
+    img, breast, labels, fat = synth(rows=512, cols=416, seed=10)
+    top = 4095
+    text = np.zeros_like(breast)
+    text[300:306, 40:140:3] = True       # glyph strokes lying on breast tissue
+    text[300:330, 60] = True
+    img[text] = top
+    clean, info = remove_burned_in(img)
+    assert (clean[text] == 0).all() and info["overlay_pixels"] >= text.sum()
+    # only the strokes and their 1-pixel rims went
+    rim = ndi.binary_dilation(text, structure=np.ones((3, 3), bool))
+    assert (clean[breast & ~rim] == img[breast & ~rim]).mean() > 0.999
+
+
+def test_no_overlay_removal_without_a_spike_at_the_top_level():
+    rng = np.random.default_rng(2)
+    clean = rng.integers(1000, 4096, (200, 200)).astype(np.uint16)  # smooth top end
+    before = clean.copy()
+    assert remove_saturated_overlay(clean, [0, 0, 200, 200]) == 0
+    np.testing.assert_array_equal(clean, before)
 
 
 def test_synth_cohort_images():
@@ -283,6 +432,14 @@ def test_twin_largest_component(mask):
     b, nb = K.largest_component_np(mask)
     assert na == nb
     np.testing.assert_array_equal(a, b)
+
+
+@SETTINGS
+@given(mask=mask_st, seed=mask_st)
+def test_twin_propagate(mask, seed):
+    if seed.shape != mask.shape:
+        seed = np.resize(seed, mask.shape)
+    np.testing.assert_array_equal(K.propagate(seed, mask), K.propagate_np(seed, mask))
 
 
 @SETTINGS

@@ -65,10 +65,15 @@ def test_harmonize_dicom_output(cohort, ref, tmp_path):
     ds = pydicom.dcmread(out / inputs[0])
     assert ds.PhotometricInterpretation == "MONOCHROME2" and not ds.file_meta.TransferSyntaxUID.is_compressed
     assert ds.SOPInstanceUID != ds_in.SOPInstanceUID
-    assert ds.SourceImageSequence[0].ReferencedSOPInstanceUID == ds_in.SOPInstanceUID
+    # de-identified by default: the source is referenced by its de-identified UID only
+    assert ds.SourceImageSequence[0].ReferencedSOPInstanceUID != ds_in.SOPInstanceUID
     assert "CDF-matched" in ds.DerivationDescription or "not harmonised" in ds.DerivationDescription
     assert ds.BitsStored == 12 and ds.HighBit == 11
-    assert ds.PatientName == ds_in.PatientName and ds.StudyInstanceUID == ds_in.StudyInstanceUID
+    assert ds.PatientIdentityRemoved == "YES" and ds.ImageType[0] == "DERIVED"
+    assert ds.PatientName != ds_in.PatientName and ds.StudyInstanceUID != ds_in.StudyInstanceUID
+    assert ds.SeriesInstanceUID != ds_in.SeriesInstanceUID
+    assert (ds.Manufacturer, ds.KVP, ds.ImageLaterality) == (ds_in.Manufacturer, ds_in.KVP,
+                                                            ds_in.ImageLaterality)
     px = ds.pixel_array
     assert px.max() <= 4095
     rec = read_dicom(out / inputs[0])  # and our own reader takes it back
@@ -104,7 +109,76 @@ def test_harmonize_reports_bad_file_and_goes_on(cohort, ref, tmp_path):
                                   "-j", "1"])
     assert r.exit_code == 1
     assert "bad.dcm" in r.output and "1 written" in r.output and "1 failed" in r.output
+    assert "(truncated 1)" in r.stdout  # rejects counted by reason
     assert (out / "good.dcm").exists() and not (out / "bad.dcm").exists()
+    log = {Path(x["input"]).name: x for x in
+           map(json.loads, (out / "harmonize_log.jsonl").read_text().splitlines())}
+    assert log["bad.dcm"]["status"] == "error" and log["bad.dcm"]["kind"] == "truncated"
+    assert "bad.dcm" in log["bad.dcm"]["error"]
+    from mammoprep.foreground import QC_FIELDS
+
+    good = log["good.dcm"]
+    assert good["status"] == "ok" and set(QC_FIELDS) <= set(good)
+    assert 0 < good["breast_fraction"] < 1 and good["chest_wall"] in ("left", "right")
+
+
+def _two_sites(cohort: Path, root: Path, second: str) -> tuple[Path, Path]:
+    """root/siteA/p1/img.dcm and root/<second> (copies of two cohort images)."""
+    a, b = sorted(cohort.rglob("*.dcm"))[:2]
+    first = root / "siteA" / "p1" / "img.dcm"
+    other = root / second
+    for src, dst in ((a, first), (b, other)):
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        dst.write_bytes(src.read_bytes())
+    return first, other
+
+
+def test_harmonize_mirrors_below_the_common_root(cohort, ref, tmp_path):
+    a, b = _two_sites(cohort, tmp_path / "in", "siteB/p1/img.dcm")
+    out = tmp_path / "o"
+    r = CliRunner().invoke(main, ["harmonize", "--ref", str(ref), str(a.parents[1]),
+                                  str(b.parents[1]), "-o", str(out), "-j", "2"])  # the pool
+    assert r.exit_code == 0, r.output
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.dcm")) == \
+        ["siteA/p1/img.dcm", "siteB/p1/img.dcm"]  # each parent alone gave p1/img.dcm twice
+    assert "2 written" in r.stdout
+
+
+def test_harmonize_output_collision_fails_before_writing(cohort, ref, tmp_path):
+    a, b = _two_sites(cohort, tmp_path / "in", "siteA/p1/img.dicom")  # both -> img.dcm
+    out = tmp_path / "o"
+    r = CliRunner().invoke(main, ["harmonize", "--ref", str(ref), str(a), str(b), "-o",
+                                  str(out), "-j", "1"])
+    assert r.exit_code == 2, r.output
+    assert str(a) in r.output and str(b) in r.output and "nothing was written" in r.output
+    assert not out.exists()
+    # the same check holds when the reference is a folder (it would be saved into OUT)
+    r = CliRunner().invoke(main, ["harmonize", "--ref", str(cohort), str(a), str(b), "-o",
+                                  str(out)])
+    assert r.exit_code == 2 and not out.exists()
+
+
+def test_one_file_named_twice_is_one_input(cohort, ref, tmp_path):
+    a, _ = _two_sites(cohort, tmp_path / "in", "siteB/p1/img.dcm")
+    spelt = a.parent / ".." / "p1" / a.name  # the same file, another spelling
+    out = tmp_path / "o"
+    r = CliRunner().invoke(main, ["harmonize", "--ref", str(ref), str(a), str(spelt), "-o",
+                                  str(out), "-j", "1"])
+    assert r.exit_code == 0, r.output
+    assert "1 written" in r.stdout and [p.name for p in out.rglob("*.dcm")] == ["img.dcm"]
+
+
+def test_harmonize_keeps_uid_named_files_apart(cohort, ref, tmp_path):
+    # suffix-less files named by UID: '1.2.3.4' and '1.2.3.5' must not both become '1.2.3.dcm'
+    src = tmp_path / "in"
+    src.mkdir()
+    for name, f in zip(("1.2.3.4", "1.2.3.5"), sorted(cohort.rglob("*.dcm"))[:2]):
+        (src / name).write_bytes(f.read_bytes())
+    out = tmp_path / "o"
+    r = CliRunner().invoke(main, ["harmonize", "--ref", str(ref), str(src / "1.2.3.4"),
+                                  str(src / "1.2.3.5"), "-o", str(out), "-j", "1"])
+    assert r.exit_code == 0, r.output
+    assert sorted(p.name for p in out.rglob("*.dcm")) == ["1.2.3.4.dcm", "1.2.3.5.dcm"]
 
 
 def test_ref_from_dicom_file_and_dir(cohort, tmp_path):
@@ -152,3 +226,107 @@ def test_harmonize_real_ge_file(ref, tmp_path):
     k = 50
     assert px[:k, :k].max() == 0 and px[-k:, :k].max() == 0  # corners are background
     assert (px > 0).mean() > 0.2  # the breast stays
+
+
+def _plant_suspect(cohort: Path, dst: Path) -> Path:
+    """A low-energy cohort image with a bright band filling the half opposite the chest
+    wall from top to bottom (a halo without a skin line): fails the quality gate."""
+    from pydicom.uid import ExplicitVRLittleEndian
+
+    src = next(p for p in sorted(cohort.rglob("*.dcm"))
+               if pydicom.dcmread(p, stop_before_pixels=True).Manufacturer == "METALTRONICA")
+    ds = pydicom.dcmread(src)
+    ds.decompress()
+    px = ds.pixel_array.copy()
+    cols = px.shape[1]
+    wall_left = px[:, :8].mean() > px[:, -8:].mean()
+    far = slice(cols // 2, None) if wall_left else slice(0, cols // 2)
+    px[:, far] = np.maximum(px[:, far], int(0.65 * 4095))
+    ds.PixelData = px.tobytes()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(dst, enforce_file_format=True)
+    return dst
+
+
+def test_suspect_segmentation_is_a_counted_reject_unless_kept(cohort, ref, tmp_path):
+    src = tmp_path / "in"
+    good = next(p for p in sorted(cohort.rglob("*.dcm"))
+                if pydicom.dcmread(p, stop_before_pixels=True).Manufacturer == "METALTRONICA")
+    (src / "good.dcm").parent.mkdir(parents=True)
+    (src / "good.dcm").write_bytes(good.read_bytes())
+    _plant_suspect(cohort, src / "suspect.dcm")
+
+    out = tmp_path / "o"
+    r = CliRunner().invoke(main, ["harmonize", "--ref", str(ref), str(src), "-o", str(out),
+                                  "-j", "1"])
+    assert r.exit_code == 1, r.output
+    assert "1 written" in r.stdout and "(segmentation_suspect 1)" in r.stdout
+    log = {Path(x["input"]).name: x for x in
+           map(json.loads, (out / "harmonize_log.jsonl").read_text().splitlines())}
+    assert log["suspect.dcm"]["kind"] == "segmentation_suspect"
+    assert "suspect.dcm" in log["suspect.dcm"]["error"]
+    assert log["good.dcm"]["qc"] == "ok" and not (out / "suspect.dcm").exists()
+
+    kept = tmp_path / "k"
+    r = CliRunner().invoke(main, ["harmonize", "--ref", str(ref), str(src), "-o", str(kept),
+                                  "-j", "1", "--keep-suspect"])
+    assert r.exit_code == 0, r.output
+    assert "2 written" in r.stdout and "1 kept with qc=suspect" in r.stdout
+    log = {Path(x["input"]).name: x for x in
+           map(json.loads, (kept / "harmonize_log.jsonl").read_text().splitlines())}
+    assert log["suspect.dcm"]["qc"] == "suspect" and log["suspect.dcm"]["qc_reason"]
+    assert (kept / "suspect.dcm").exists()
+
+    # the reference leaves it out with the same reason, or pools it when asked
+    r = CliRunner().invoke(main, ["reference", "--energy", "any", str(src), "-o",
+                                  str(tmp_path / "r.npz")])
+    assert r.exit_code == 0, r.output
+    assert "segmentation_suspect 1" in r.stdout and Reference.load(tmp_path / "r.npz").count == 1
+    r = CliRunner().invoke(main, ["reference", "--energy", "any", "--keep-suspect", str(src),
+                                  "-o", str(tmp_path / "r2.npz")])
+    assert r.exit_code == 0, r.output
+    assert Reference.load(tmp_path / "r2.npz").count == 2
+
+
+def test_serial_log_keeps_input_order_around_failures(cohort, ref, tmp_path):
+    # -j 1 writes file i while file i+1 is processed: rows still come in input order
+    src = tmp_path / "in"
+    src.mkdir()
+    good = sorted(cohort.rglob("*.dcm"))[:2]
+    (src / "a.dcm").write_bytes(good[0].read_bytes())
+    (src / "b.dcm").write_bytes(good[0].read_bytes()[:1500])
+    (src / "c.dcm").write_bytes(good[1].read_bytes())
+    out = tmp_path / "o"
+    r = CliRunner().invoke(main, ["harmonize", "--ref", str(ref), str(src), "-o", str(out),
+                                  "-j", "1", "--format", "png"])
+    assert r.exit_code == 1
+    log = [json.loads(x) for x in (out / "harmonize_log.jsonl").read_text().splitlines()]
+    assert [Path(x["input"]).name for x in log] == ["a.dcm", "b.dcm", "c.dcm"]
+    assert [x["status"] for x in log] == ["ok", "error", "ok"]
+    assert sorted(p.name for p in out.glob("*.png")) == ["a.png", "c.png"]
+
+
+def test_harmonize_imports_only_what_it_needs(cohort, ref, tmp_path):
+    # a fresh interpreter runs the command: nothing of preview, shards or training is loaded
+    import subprocess
+    import sys
+
+    f = sorted(cohort.rglob("*.dcm"))[0]
+    code = ("import sys\nfrom mammoprep.cli import main\n"
+            f"try:\n    main(['harmonize', '--ref', {str(ref)!r}, {str(f)!r}, '-o', "
+            f"{str(tmp_path / 'o')!r}, '-j', '1', '--format', 'png'])\n"
+            "except SystemExit as e:\n    assert e.code == 0, e.code\n"
+            "print(' '.join(sorted({m.split('.')[0] for m in sys.modules})))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    loaded = set(r.stdout.split())
+    assert "mammoprep" in loaded and "numba" in loaded
+    assert not loaded & {"matplotlib", "pyarrow", "torch", "webdataset", "sklearn", "skimage",
+                         "mammotrain"}
+
+
+def test_auto_jobs_is_one_worker_per_two_cores():
+    from mammoprep.commands.harmonize import auto_jobs
+
+    assert [auto_jobs(c) for c in (1, 2, 3, 8)] == [1, 1, 1, 4]

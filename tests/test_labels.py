@@ -1,112 +1,560 @@
-"""Label adapters and task rules."""
+"""Label adapters, each on a fixture written here from its publisher's schema (never from
+our own ``synth`` writer), the strict value parser and the per-source task rules."""
 
 from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
+import numpy as np
 import pytest
 
-from mammoprep.labels import (LabelError, load_labels, norm_birads, norm_density, task_labels)
+from mammoprep.labels import (ADAPTERS, GENERIC_RULES, LabelError, load_labels, parse_birads,
+                              parse_density, parse_laterality, parse_pathology, task_labels)
+from mammoprep.labels import cbis_ddsm, lumina, rsna
+
+# ------------------------------------------------------------------- strict value parser
 
 
 @pytest.mark.parametrize("raw,expected", [("4", "4"), (4, "4"), (4.0, "4"), ("4A", "4"),
-                                          ("BI-RADS 5", "5"), ("-", None), ("", None),
-                                          (None, None), (float("nan"), None), ("0", "0")])
-def test_norm_birads(raw, expected):
-    assert norm_birads(raw) == expected
+                                          ("4c", "4"), ("BI-RADS 5", "5"), ("BIRADS 3", "3"),
+                                          ("-", None), ("", None), (None, None),
+                                          (float("nan"), None), ("0", "0"), (" 6 ", "6")])
+def test_parse_birads(raw, expected):
+    assert parse_birads(raw) == expected
 
 
-@pytest.mark.parametrize("raw,expected", [("A", "A"), ("DENSITY C", "C"), (1, "A"), ("4", "D"),
-                                          ("-", None), ("", None), ("x", None)])
-def test_norm_density(raw, expected):
-    assert norm_density(raw) == expected
+@pytest.mark.parametrize("raw", ["7", -1, 3.5, "3A", "4D", "x", "=B2+1", "BI-RADS"])
+def test_parse_birads_refuses_and_names_row_and_column(raw):
+    with pytest.raises(LabelError) as exc:
+        parse_birads(raw, "labels.csv:7", "birads")
+    msg = str(exc.value)
+    assert "labels.csv:7" in msg and "column birads" in msg and repr(raw) in msg
 
 
-@pytest.mark.parametrize("args,expected", [
-    (("benign", "2", "B"), {"diagnosis": 0, "birads2": 0, "birads3": 0, "density": 1}),
-    (("malignant", "5", "D"), {"diagnosis": 1, "birads2": 1, "birads3": 2, "density": 3}),
-    (("malignant", "4", None), {"diagnosis": 1, "birads2": 1, "birads3": 1, "density": None}),
-    (("benign", "3", "A"), {"diagnosis": 0, "birads2": 0, "birads3": 1, "density": 0}),
-    # BI-RADS 0: excluded from diagnosis and BI-RADS tasks, kept for density
-    (("malignant", "0", "C"), {"diagnosis": None, "birads2": None, "birads3": None,
-                               "density": 2}),
-    ((None, None, None), {"diagnosis": None, "birads2": None, "birads3": None, "density": None}),
+@pytest.mark.parametrize("raw,expected", [("A", "A"), ("d", "D"), ("DENSITY C", "C"), (1, "A"),
+                                          ("4", "D"), (2.0, "B"), ("-", None), ("", None)])
+def test_parse_density(raw, expected):
+    assert parse_density(raw) == expected
+
+
+@pytest.mark.parametrize("raw", ["E", 0, 5, "x", "=A1", "AB"])
+def test_parse_density_refuses(raw):
+    with pytest.raises(LabelError, match="column BREAST COMPOSITION"):
+        parse_density(raw, "Benign_Cases.xlsx:3", "BREAST COMPOSITION")
+
+
+@pytest.mark.parametrize("raw,expected", [("MALIGNANT", "malignant"), ("Benign", "benign"),
+                                          ("BENIGN_WITHOUT_CALLBACK", "benign"), (1, "malignant"),
+                                          ("0", "benign"), ("", None)])
+def test_parse_pathology(raw, expected):
+    assert parse_pathology(raw) == expected
+
+
+@pytest.mark.parametrize("raw", ["normal", "cancer", "2", "maybe"])
+def test_parse_pathology_refuses(raw):
+    with pytest.raises(LabelError, match="unknown pathology"):
+        parse_pathology(raw, "t.csv:2")
+
+
+def test_parse_laterality():
+    assert [parse_laterality(v) for v in ("L", "right", " LEFT ", "-")] == ["L", "R", "L", None]
+    with pytest.raises(LabelError, match="not a laterality"):
+        parse_laterality("B", "t.csv:2")
+
+
+# ------------------------------------------------------------------------ task rules
+
+@pytest.mark.parametrize("rules,args,expected", [
+    # generic: BI-RADS 0 excludes from diagnosis and BI-RADS tasks; missing BI-RADS does not
+    (GENERIC_RULES, ("benign", "2", "B"), (0, 0, 0, 1)),
+    (GENERIC_RULES, ("malignant", "5", "D"), (1, 1, 2, 3)),
+    (GENERIC_RULES, ("malignant", "4", None), (1, 1, 1, None)),
+    (GENERIC_RULES, ("benign", "3", "A"), (0, 0, 1, 0)),
+    (GENERIC_RULES, ("malignant", "0", "C"), (None, None, None, 2)),
+    (GENERIC_RULES, ("malignant", None, None), (1, None, None, None)),
+    (GENERIC_RULES, (None, None, None), (None, None, None, None)),
+    # LUMINA: missing BI-RADS excludes from diagnosis too; density keeps BI-RADS 0 and missing
+    (lumina.RULES, ("malignant", None, "B"), (None, None, None, 1)),
+    (lumina.RULES, ("benign", "0", "A"), (None, None, None, 0)),
+    (lumina.RULES, ("benign", "1", None), (0, 0, 0, None)),
+    (lumina.RULES, ("malignant", "6", "C"), (1, 1, 2, 2)),
+    # RSNA: diagnosis from cancer whatever the BI-RADS (0 = recall); no BI-RADS task
+    (rsna.RULES, ("malignant", "0", "B"), (1, None, None, 1)),
+    (rsna.RULES, ("benign", "2", None), (0, None, None, None)),
+    (rsna.RULES, ("benign", None, "D"), (0, None, None, 3)),
+    # CBIS-DDSM: biopsy-proven pathology; assessment 0 only leaves the BI-RADS tasks
+    (cbis_ddsm.RULES, ("malignant", "0", "A"), (1, None, None, 0)),
+    (cbis_ddsm.RULES, ("benign", "3", "B"), (0, 0, 1, 1)),
 ])
-def test_task_labels(args, expected):
-    assert task_labels(*args) == expected
+def test_task_rules(rules, args, expected):
+    got = task_labels(*args, rules=rules)
+    assert (got["diagnosis"], got["birads2"], got["birads3"], got["density"]) == expected
 
 
-def test_generic_csv(tmp_path):
-    (tmp_path / "a.dcm").write_bytes(b"")
-    p = tmp_path / "labels.csv"
-    with open(p, "w", newline="") as fh:
-        w = csv.DictWriter(fh, ["path", "patient", "pathology", "birads", "density", "boxes"])
-        w.writeheader()
-        w.writerow({"path": "a.dcm", "patient": "P1", "pathology": "Malignant", "birads": "4C",
-                    "density": "2", "boxes": json.dumps([[1, 2, 30, 40]])})
+def test_every_registered_source_has_rules_and_usage():
+    assert set(ADAPTERS) == {"lumina", "rsna", "cbis-ddsm", "vindr", "csv", "parquet"}
+    for kind, a in ADAPTERS.items():
+        assert a.usage.startswith(f"{kind}:") and a.rules.description
+
+
+def test_unknown_label_kind_lists_the_known_ones():
+    with pytest.raises(LabelError) as exc:
+        load_labels("foo:/nowhere")
+    assert "lumina:DIR" in str(exc.value) and "rsna:CSV" in str(exc.value)
+
+
+def test_missing_source_is_named(tmp_path):
+    with pytest.raises(LabelError, match="label source not found"):
+        load_labels(f"rsna:{tmp_path / 'train.csv'}")
+
+
+# ------------------------------------------------------------------------------ LUMINA
+# The published sheets: ID, RIGHT_OR_LEFT, BIRADS, BREAST COMPOSITION, MANUFACTOR; two rows
+# per patient, MLO row first, then CC row; BIRADS equal on both rows; density per row.
+
+SHEET_HEADER = ["ID", "RIGHT_OR_LEFT", "BIRADS", "BREAST COMPOSITION", "MANUFACTOR"]
+
+
+def _xlsx(path: Path, rows: list[list]) -> None:
+    from openpyxl import Workbook
+
+    wb = Workbook()
+    ws = wb.active
+    ws.append(SHEET_HEADER)
+    for r in rows:
+        ws.append(r)
+    wb.save(path)
+
+
+def _lumina_tree(root: Path, benign: list[list], malign: list[list]) -> None:
+    for group, rows in (("Benign", benign), ("Malign", malign)):
+        _xlsx(root / f"{group}_Cases.xlsx", rows)
+        for pid in {str(r[0]) for r in rows}:
+            d = root / group / pid
+            d.mkdir(parents=True, exist_ok=True)
+            for name in ("L_CC", "L_MLO", "R_CC", "R_MLO"):
+                (d / f"{name}.dcm").write_bytes(b"")
+
+
+@pytest.fixture()
+def lumina_dir(tmp_path) -> Path:
+    _lumina_tree(
+        tmp_path,
+        benign=[[101, "LEFT", 2, 3, "IMS GIOTTO"], [101, "LEFT", 2, 3, "IMS GIOTTO"],
+                # BI-RADS 0; MLO row without density: only the CC image gets one
+                [102, "RIGHT", 0, "-", "METALTRONICA"], [102, "RIGHT", 0, 2, "METALTRONICA"]],
+        malign=[["M7", "BILATERAL", "4B", 4, "FUJIFILM"], ["M7", "BILATERAL", "4B", "-",
+                                                           "FUJIFILM"],
+                ["M8", "RIGHT", "-", 1, "SIEMENS"], ["M8", "RIGHT", "-", 1, "SIEMENS"],
+                ["M9", "LEFT", 5, 2, "IMS GIOTTO"], ["M9", "LEFT", 5, 3, "IMS GIOTTO"]])
+    return tmp_path
+
+
+def _row(table, path):
+    r = table.lookup(path)
+    assert r is not None, path
+    t = table.tasks(r)
+    return (r.pathology, r.birads, r.density, t["diagnosis"], t["birads2"], t["density"])
+
+
+UNLABELLED = (None, None, None, None, None, None)
+
+
+@pytest.mark.parametrize("rel,expected", [
+    ("Benign/101/L_CC.dcm", ("benign", "2", "C", 0, 0, 2)),
+    ("Benign/101/L_MLO.dcm", ("benign", "2", "C", 0, 0, 2)),
+    ("Benign/101/R_CC.dcm", UNLABELLED),            # the breast the sheet does not name
+    ("Benign/102/R_CC.dcm", ("benign", "0", "B", None, None, 1)),   # density keeps BI-RADS 0
+    ("Benign/102/R_MLO.dcm", ("benign", "0", None, None, None, None)),
+    ("Benign/102/L_MLO.dcm", UNLABELLED),
+    ("Malign/M7/L_MLO.dcm", ("malignant", "4", "D", 1, 1, 3)),     # BILATERAL: both breasts
+    ("Malign/M7/R_MLO.dcm", ("malignant", "4", "D", 1, 1, 3)),
+    ("Malign/M7/R_CC.dcm", ("malignant", "4", None, 1, 1, None)),  # CC row '-'
+    ("Malign/M8/R_CC.dcm", ("malignant", None, "A", None, None, 0)),  # BI-RADS '-'
+    ("Malign/M8/L_CC.dcm", UNLABELLED),       # not the patient's BI-RADS / density
+    ("Malign/M9/L_MLO.dcm", ("malignant", "5", "B", 1, 1, 1)),     # MLO row first
+    ("Malign/M9/L_CC.dcm", ("malignant", "5", "C", 1, 1, 2)),
+    ("Malign/M9/R_MLO.dcm", UNLABELLED),
+])
+def test_lumina_published_layout(lumina_dir, rel, expected):
+    table = load_labels(f"lumina:{lumina_dir}")
+    assert _row(table, lumina_dir / rel) == expected
+    r = table.lookup(lumina_dir / rel)
+    assert (r.laterality, r.view, r.patient) == (rel.split("/")[2][0],
+                                                 rel.split("_")[-1][:-4], rel.split("/")[1])
+    assert table.warnings == []
+
+
+def test_lumina_sheet_structure_problems_leave_the_patient_unlabelled(tmp_path):
+    _lumina_tree(tmp_path,
+                 benign=[["B1", "LEFT", 2, 1, "X"], ["B1", "LEFT", 3, 1, "X"],   # BIRADS differ
+                         ["B2", "RIGHT", 2, 1, "X"]],                              # one row
+                 malign=[["M1", "LEFT", 4, 1, "X"], ["M1", "LEFT", 4, 1, "X"]])
+    table = load_labels(f"lumina:{tmp_path}")
+    assert _row(table, tmp_path / "Benign/B1/L_CC.dcm") == UNLABELLED
+    assert _row(table, tmp_path / "Benign/B2/R_CC.dcm") == UNLABELLED
+    assert _row(table, tmp_path / "Malign/M1/L_CC.dcm")[:3] == ("malignant", "4", "A")
+    assert len(table.warnings) == 2
+    assert "BIRADS differs" in table.warnings[0] and "has 1 rows" in table.warnings[1]
+
+
+@pytest.mark.parametrize("cell,column,value", [(2, "BIRADS", 7), (3, "BREAST COMPOSITION", "E"),
+                                               (2, "BIRADS", "=C3"),
+                                               (1, "RIGHT_OR_LEFT", "BOTH")])
+def test_lumina_bad_cell_names_sheet_row_and_column(tmp_path, cell, column, value):
+    rows = [["M1", "LEFT", 4, 1, "X"], ["M1", "LEFT", 4, 1, "X"]]
+    rows[1][cell] = value
+    _lumina_tree(tmp_path, benign=[["B1", "LEFT", 2, 1, "X"], ["B1", "LEFT", 2, 1, "X"]],
+                 malign=rows)
+    with pytest.raises(LabelError) as exc:
+        load_labels(f"lumina:{tmp_path}")
+    msg = str(exc.value)
+    assert "Malign_Cases.xlsx:3" in msg and f"column {column}" in msg and str(value) in msg
+
+
+def test_lumina_missing_sheet(tmp_path):
+    (tmp_path / "Benign").mkdir()
+    with pytest.raises(LabelError, match="Benign_Cases.xlsx"):
+        load_labels(f"lumina:{tmp_path}")
+
+
+# -------------------------------------------------------------------------------- RSNA
+
+RSNA_COLUMNS = ["site_id", "patient_id", "image_id", "laterality", "view", "age", "cancer",
+                "biopsy", "invasive", "BIRADS", "implant", "density", "machine_id",
+                "difficult_negative_case"]
+
+
+def _rsna_csv(path: Path, rows: list[tuple]) -> None:
+    """rows: (patient_id, image_id, laterality, view, cancer, BIRADS, density)."""
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(RSNA_COLUMNS)
+        for p, i, lat, view, cancer, birads, density in rows:
+            w.writerow([2, p, i, lat, view, 61.0, cancer, cancer, 0, birads, 0, density, 49,
+                        "False"])
+
+
+def test_rsna_train_csv(tmp_path):
+    csv_path = tmp_path / "train.csv"
+    _rsna_csv(csv_path, [(10006, 462822612, "L", "CC", 0, "", ""),
+                         (10006, 1459541791, "L", "MLO", 0, "", ""),
+                         (10011, 220375232, "R", "CC", 1, 0, "C"),
+                         (10011, 270344397, "L", "MLO", 0, 1, "B"),
+                         (10038, 1967300488, "R", "AT", 0, 2, "A")])
+    table = load_labels(f"rsna:{csv_path}")
+    images = tmp_path / "train_images"
+    cases = {
+        "10006/462822612.dcm": ("L", "CC", "benign", None, None, 0, None, None),
+        "10011/220375232.dcm": ("R", "CC", "malignant", "0", "C", 1, None, 2),
+        "10011/270344397.dcm": ("L", "MLO", "benign", "1", "B", 0, None, 1),
+        "10038/1967300488.dcm": ("R", "AT", "benign", "2", "A", 0, None, 0),
+    }
+    for rel, expected in cases.items():
+        r = table.lookup(images / rel)
+        t = table.tasks(r)
+        assert (r.laterality, r.view, r.pathology, r.birads, r.density, t["diagnosis"],
+                t["birads2"], t["density"]) == expected
+        assert r.patient == rel.split("/")[0]
+    assert table.lookup(images / "10006" / "999.dcm") is None
+    assert table.lookup(images / "99999" / "462822612.dcm") is None
+
+
+@pytest.mark.parametrize("col,value,msg", [("cancer", 2, "cancer is not 0 or 1"),
+                                           ("BIRADS", 4, "RSNA codes BIRADS"),
+                                           ("density", "E", "not a breast density"),
+                                           ("laterality", "B", "not a laterality")])
+def test_rsna_bad_values(tmp_path, col, value, msg):
+    row = {"patient_id": 1, "image_id": 2, "laterality": "L", "view": "CC", "cancer": 0,
+           "BIRADS": "", "density": ""}
+    row[col] = value
+    csv_path = tmp_path / "train.csv"
+    _rsna_csv(csv_path, [tuple(row[k] for k in ("patient_id", "image_id", "laterality",
+                                                 "view", "cancer", "BIRADS", "density"))])
+    with pytest.raises(LabelError) as exc:
+        load_labels(f"rsna:{csv_path}")
+    assert f"{csv_path}:2" in str(exc.value) and msg in str(exc.value)
+
+
+def test_rsna_needs_its_columns(tmp_path):
+    p = tmp_path / "train.csv"
+    p.write_text("path,pathology\na.dcm,benign\n")
+    with pytest.raises(LabelError, match="patient_id, image_id, laterality, view, cancer"):
+        load_labels(f"rsna:{p}")
+
+
+# --------------------------------------------------------------------------- CBIS-DDSM
+# Published headers: the mass tables spell breast_density, the calcification tables
+# "breast density".
+
+MASS_COLUMNS = ["patient_id", "breast_density", "left or right breast", "image view",
+                "abnormality id", "abnormality type", "mass shape", "mass margins",
+                "assessment", "pathology", "subtlety", "image file path",
+                "cropped image file path", "ROI mask file path"]
+CALC_COLUMNS = ["patient_id", "breast density", "left or right breast", "image view",
+                "abnormality id", "abnormality type", "calc type", "calc distribution",
+                "assessment", "pathology", "subtlety", "image file path",
+                "cropped image file path", "ROI mask file path"]
+
+
+def write_dicom(path: Path, pixels: np.ndarray) -> None:
+    """A minimal uncompressed DICOM (as CBIS-DDSM's masks and crops are)."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = meta.MediaStorageSOPClassUID
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.Rows, ds.Columns = pixels.shape
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    bits = 8 if pixels.dtype == np.uint8 else 16
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = bits, bits, bits - 1, 0
+    ds.PixelData = pixels.tobytes()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(path, enforce_file_format=True)
+
+
+def cbis_paths(case: str, n: int) -> tuple[str, str, str]:
+    """(image, crop, ROI mask) paths in the published form: folder per TCIA series."""
+    uid = "1.3.6.1.4.1.9590.100.1.2"
+    return (f"{case}/{uid}.{n}1/{uid}.{n}2/000000.dcm",
+            f"{case}_1/{uid}.{n}3/{uid}.{n}4/000000.dcm",
+            f"{case}_1/{uid}.{n}3/{uid}.{n}4/000001.dcm")
+
+
+def test_cbis_ddsm_tables_and_roi_masks(tmp_path):
+    root = tmp_path / "CBIS-DDSM"
+    shape = (60, 40)
+    img_cc, crop_cc, mask_cc = cbis_paths("Mass-Training_P_00001_LEFT_CC", 1)
+    img_mlo, crop_mlo, mask_mlo = cbis_paths("Mass-Training_P_00001_LEFT_MLO", 2)
+    img_r, crop_r, mask_r = cbis_paths("Calc-Training_P_00002_RIGHT_CC", 3)
+    write_dicom(root / img_cc, np.zeros(shape, np.uint16))
+    write_dicom(root / img_mlo, np.zeros(shape, np.uint16))
+    write_dicom(root / img_r, np.zeros(shape, np.uint16))
+    m = np.zeros(shape, np.uint8)
+    m[10:20, 5:15] = 255                      # rows 10..19, cols 5..14
+    write_dicom(root / mask_cc, m)
+    write_dicom(root / crop_cc, np.arange(100, dtype=np.uint8).reshape(10, 10))
+    # the published tables sometimes swap crop and mask: the crop sits at the "mask" path
+    m2 = np.zeros(shape, np.uint8)
+    m2[30:41, 2:9] = 255
+    write_dicom(root / mask_mlo, np.arange(64, dtype=np.uint8).reshape(8, 8))
+    write_dicom(root / crop_mlo, m2)
+    mass = tmp_path / "mass_case_description_train_set.csv"
+    calc = tmp_path / "calc_case_description_train_set.csv"
+    with open(mass, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(MASS_COLUMNS)
+        w.writerow(["P_00001", 3, "LEFT", "CC", 1, "mass", "OVAL", "CIRCUMSCRIBED", 3,
+                    "BENIGN", 3, img_cc, crop_cc, mask_cc + "\n"])
+        w.writerow(["P_00001", 3, "LEFT", "MLO", 1, "mass", "OVAL", "CIRCUMSCRIBED", 4,
+                    "BENIGN_WITHOUT_CALLBACK", 3, img_mlo, mask_mlo, crop_mlo])
+    with open(calc, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(CALC_COLUMNS)
+        # a calcification in the same breast: MALIGNANT makes the breast malignant
+        w.writerow(["P_00001", 3, "LEFT", "CC", 1, "calcification", "PLEOMORPHIC",
+                    "CLUSTERED", 5, "MALIGNANT", 4, img_cc, "", ""])
+        w.writerow(["P_00002", 2, "RIGHT", "CC", 1, "calcification", "AMORPHOUS",
+                    "CLUSTERED", 0, "BENIGN", 2, img_r, crop_r, mask_r])  # files absent
+    table = load_labels(f"cbis-ddsm:{mass},{calc}", roots=[root])
+    cc, mlo, r = (table.lookup(root / p) for p in (img_cc, img_mlo, img_r))
+    assert (cc.patient, cc.study, cc.laterality, cc.view) == ("P_00001", "P_00001", "L", "CC")
+    assert (mlo.laterality, mlo.view) == ("L", "MLO")
+    assert (cc.pathology, cc.birads, cc.density) == ("malignant", "5", "C")
+    assert (mlo.pathology, mlo.birads, mlo.density) == ("malignant", "5", "C")  # per breast
+    assert cc.boxes == [[5.0, 10.0, 15.0, 20.0]]
+    assert mlo.boxes == [[2.0, 30.0, 9.0, 41.0]]
+    assert (r.pathology, r.birads, r.density, r.boxes) == ("benign", "0", "B", [])
+    assert table.tasks(r) == {"diagnosis": 0, "birads2": None, "birads3": None, "density": 1}
+    assert str((root / mask_cc).resolve()) in table.auxiliary
+    assert str((root / crop_mlo).resolve()) in table.auxiliary
+    assert str((root / img_cc).resolve()) not in table.auxiliary
+    # the same tables from their folder
+    both = load_labels(f"cbis-ddsm:{tmp_path}", roots=[root])
+    assert both.lookup(root / img_cc).boxes == cc.boxes
+
+
+def test_cbis_ddsm_mask_of_another_size_gives_no_box_and_a_warning(tmp_path):
+    img, crop, mask = cbis_paths("Mass-Test_P_00003_LEFT_CC", 4)
+    write_dicom(tmp_path / img, np.zeros((50, 50), np.uint16))
+    m = np.zeros((40, 40), np.uint8)
+    m[1:3, 1:3] = 255
+    write_dicom(tmp_path / mask, m)
+    t = tmp_path / "mass_case_description_test_set.csv"
+    with open(t, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(MASS_COLUMNS)
+        w.writerow(["P_00003", 1, "LEFT", "CC", 1, "mass", "", "", 4, "MALIGNANT", 5, img, crop,
+                    mask])
+    table = load_labels(f"cbis-ddsm:{t}", roots=[tmp_path])
+    assert table.lookup(tmp_path / img).boxes == []
+    assert len(table.warnings) == 1 and "mask is 40x40, image 50x50" in table.warnings[0]
+
+
+def test_cbis_ddsm_bad_pathology(tmp_path):
+    t = tmp_path / "calc_case_description_train_set.csv"
+    with open(t, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(CALC_COLUMNS)
+        w.writerow(["P_1", 2, "LEFT", "CC", 1, "calcification", "", "", 3, "UNSURE", 2, "a.dcm",
+                    "", ""])
+    with pytest.raises(LabelError) as exc:
+        load_labels(f"cbis-ddsm:{t}")
+    assert f"{t}:2" in str(exc.value) and "column pathology" in str(exc.value)
+
+
+# ----------------------------------------------------------------------- generic table
+
+def _generic(path: Path, header: list[str], rows: list[list]) -> Path:
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(header)
+        w.writerows(rows)
+    return path
+
+
+def test_generic_csv_columns_any_case_and_values(tmp_path):
+    p = _generic(tmp_path / "labels.csv",
+                 ["Path", "PATIENT", "Laterality", "View", "Pathology", "BIRADS", "Density",
+                  "boxes", "my_notes"],
+                 [["a.dcm", "P1", "left", "mlo", "Malignant", "4C", "2",
+                   json.dumps([[1, 2, 30, 40]]), "x"],
+                  ["sub/b.dcm", "P1", "R", "CC", "0", "-", "", "", ""]])
     table = load_labels(f"csv:{p}")
-    row = table.lookup(tmp_path / "a.dcm")
-    assert (row.pathology, row.birads, row.density, row.boxes) == ("malignant", "4", "B",
-                                                                   [[1.0, 2.0, 30.0, 40.0]])
+    a, b = table.lookup(tmp_path / "a.dcm"), table.lookup(tmp_path / "sub" / "b.dcm")
+    assert (a.patient, a.laterality, a.view, a.pathology, a.birads, a.density, a.boxes) == (
+        "P1", "L", "MLO", "malignant", "4", "B", [[1.0, 2.0, 30.0, 40.0]])
+    assert (b.laterality, b.view, b.pathology, b.birads, b.density) == ("R", "CC", "benign",
+                                                                        None, None)
+    assert table.tasks(b)["diagnosis"] == 0  # a missing BI-RADS does not exclude
+
+
+def test_generic_parquet(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.Table.from_pylist([{"path": "a.dcm", "birads": 3, "density": "C",
+                                          "boxes": [[1.0, 1.0, 5.0, 6.0]]}]),
+                   tmp_path / "l.parquet")
+    row = load_labels(str(tmp_path / "l.parquet")).lookup(tmp_path / "a.dcm")
+    assert (row.birads, row.density, row.boxes) == ("3", "C", [[1.0, 1.0, 5.0, 6.0]])
 
 
 @pytest.mark.parametrize("field,value,msg", [("boxes", "[[5, 5, 1, 1]]", "xmax > xmin"),
                                              ("boxes", "not json", "JSON"),
-                                             ("pathology", "weird", "unknown pathology")])
+                                             ("pathology", "weird", "unknown pathology"),
+                                             ("birads", "7", "not a BI-RADS category"),
+                                             ("birads", "=SUM(A1:A3)", "formula"),
+                                             ("density", "F", "not a breast density"),
+                                             ("laterality", "both", "not a laterality")])
 def test_generic_csv_bad_values_name_file_row_and_column(tmp_path, field, value, msg):
-    p = tmp_path / "labels.csv"
-    row = {"path": "a.dcm", "pathology": "", "boxes": ""}
+    row = {"path": "a.dcm", "pathology": "", "boxes": "", "birads": "", "density": "",
+           "laterality": ""}
     row[field] = value
-    with open(p, "w", newline="") as fh:
-        w = csv.DictWriter(fh, list(row))
-        w.writeheader()
-        w.writerow(row)
+    p = _generic(tmp_path / "labels.csv", list(row), [["b.dcm", "", "", "", "", ""],
+                                                      list(row.values())])
     with pytest.raises(LabelError) as exc:
         load_labels(str(p))
-    assert f"{p}:2" in str(exc.value) and msg in str(exc.value) and field in str(exc.value)
+    assert f"{p}:3" in str(exc.value) and msg in str(exc.value)
+    assert f"column {field}" in str(exc.value)
 
 
-def test_unknown_label_kind():
-    with pytest.raises(LabelError) as exc:
-        load_labels("foo:/nowhere")
-    assert "lumina:DIR" in str(exc.value)
+def test_generic_csv_needs_path_and_one_row_per_image(tmp_path):
+    p = _generic(tmp_path / "l.csv", ["file", "birads"], [["a.dcm", 1]])
+    with pytest.raises(LabelError, match="no 'path' column"):
+        load_labels(f"csv:{p}")
+    p = _generic(tmp_path / "l2.csv", ["path", "birads"], [["a.dcm", 1], ["./a.dcm", 2]])
+    with pytest.raises(LabelError, match="listed twice"):
+        load_labels(f"csv:{p}")
 
+
+# ---------------------------------------------------------------------------- VinDr-Mammo
 
 def test_vindr_adapter(tmp_path):
-    with open(tmp_path / "breast-level_annotations.csv", "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["study_id", "series_id", "image_id", "laterality", "view_position",
-                    "breast_birads", "breast_density", "split"])
-        w.writerow(["s1", "x", "img1", "L", "CC", "BI-RADS 4", "DENSITY C", "training"])
-        w.writerow(["s1", "x", "img2", "R", "MLO", "BI-RADS 1", "DENSITY B", "training"])
-    with open(tmp_path / "finding_annotations.csv", "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["study_id", "image_id", "finding_categories", "xmin", "ymin", "xmax", "ymax"])
-        w.writerow(["s1", "img1", "['Mass']", 10, 20, 50, 80])
-        w.writerow(["s1", "img2", "['No Finding']", "", "", "", ""])
+    _generic(tmp_path / "breast-level_annotations.csv",
+             ["study_id", "series_id", "image_id", "laterality", "view_position",
+              "height", "width", "breast_birads", "breast_density", "split"],
+             [["s1", "x", "img1", "L", "CC", 3518, 2800, "BI-RADS 4", "DENSITY C", "training"],
+              ["s1", "x", "img2", "R", "MLO", 3518, 2800, "BI-RADS 1", "DENSITY B", "test"]])
+    _generic(tmp_path / "finding_annotations.csv",
+             ["study_id", "series_id", "image_id", "laterality", "view_position", "height",
+              "width", "breast_birads", "breast_density", "finding_categories",
+              "finding_birads", "xmin", "ymin", "xmax", "ymax", "split"],
+             [["s1", "x", "img1", "L", "CC", 3518, 2800, "BI-RADS 4", "DENSITY C", "['Mass']",
+               "BI-RADS 4", 10, 20, 50, 80, "training"],
+              ["s1", "x", "img2", "R", "MLO", 3518, 2800, "BI-RADS 1", "DENSITY B",
+               "['No Finding']", "", "", "", "", "", "test"]])
     table = load_labels(f"vindr:{tmp_path}")
     a = table.lookup(tmp_path / "images" / "s1" / "img1.dicom")
-    assert (a.birads, a.density, a.laterality, a.boxes) == ("4", "C", "L", [[10, 20, 50, 80]])
+    assert (a.birads, a.density, a.laterality, a.view, a.boxes) == (
+        "4", "C", "L", "CC", [[10, 20, 50, 80]])
+    assert table.tasks(a) == {"diagnosis": None, "birads2": 1, "birads3": 1, "density": 2}
     assert table.lookup(tmp_path / "img2.dicom").boxes == []
 
 
-def test_lumina_adapter_on_synthetic_cohort(tmp_path):
-    from mammoprep.synth import generate_cohort
+# ------------------------------------------------------------- hostile tables (issue 12)
 
-    generate_cohort(tmp_path, patients=6, seed=3, size=(96, 80))
-    table = load_labels(f"lumina:{tmp_path}")
-    with open(tmp_path / "labels.csv") as fh:
-        truth = list(csv.DictReader(fh))
-    assert truth
-    for t in truth:
-        row = table.lookup(tmp_path / t["path"])
-        assert row is not None, t["path"]
-        assert row.birads == (None if t["birads"] == "-" else t["birads"])
-        assert row.density == (None if t["density"] == "-" else t["density"])
-        if t["pathology"] == "malignant":
-            assert row.pathology == "malignant"
-        elif t["group"] == "Benign":
-            assert row.pathology == "benign"
-        else:  # the other breast of a malignant patient: excluded from diagnosis
-            assert row.pathology is None
+@pytest.mark.parametrize("encoding", ["utf-8-sig", "latin-1", "cp1252", "utf-16"])
+def test_generic_csv_encodings_and_bom(tmp_path, encoding):
+    """Spreadsheet exports: a UTF-8 BOM used to hide the first column (here ``patient``),
+    a Latin-1 / Windows-1252 table was unreadable."""
+    p = tmp_path / "l.csv"
+    p.write_bytes("patient,path,birads\nJos\u00e9 \u00c5,a.dcm,2\nM\u00fcller,b.dcm,3\n"
+                  .encode(encoding))
+    table = load_labels(f"csv:{p}")
+    a, b = table.lookup(tmp_path / "a.dcm"), table.lookup(tmp_path / "b.dcm")
+    assert (a.patient, a.birads, b.patient) == ("Jos\u00e9 \u00c5", "2", "M\u00fcller")
+
+
+def test_partly_filled_patient_column_is_an_error(tmp_path):
+    """Table ids for some rows and header hashes for the others would split one patient
+    across folds."""
+    p = _generic(tmp_path / "l.csv", ["path", "patient", "birads"],
+                 [["a.dcm", "P1", 1], ["b.dcm", "", 2], ["c.dcm", "P2", 1]])
+    with pytest.raises(LabelError) as exc:
+        load_labels(f"csv:{p}")
+    assert f"{p}:3" in str(exc.value) and "column patient" in str(exc.value)
+    assert "filled for 2 of 3 rows" in str(exc.value)
+    empty = _generic(tmp_path / "e.csv", ["path", "patient"], [["a.dcm", ""], ["b.dcm", "-"]])
+    assert load_labels(f"csv:{empty}").lookup(tmp_path / "a.dcm").patient is None
+
+
+def test_corrupt_parquet_is_a_label_error(tmp_path):
+    p = tmp_path / "l.parquet"
+    p.write_bytes(b"PAR1" + b"\x00garbage" * 20)
+    with pytest.raises(LabelError, match="cannot read the label table"):
+        load_labels(f"parquet:{p}")
+
+
+def test_rsna_duplicate_image_is_an_error(tmp_path):
+    csv_path = tmp_path / "train.csv"
+    _rsna_csv(csv_path, [(1, 2, "L", "CC", 0, "", ""), (1, 2, "L", "CC", 1, "", "")])
+    with pytest.raises(LabelError, match="listed twice") as exc:
+        load_labels(f"rsna:{csv_path}")
+    assert f"{csv_path}:3" in str(exc.value) and f"{csv_path}:2" in str(exc.value)
+
+
+VINDR_BREAST = ["study_id", "series_id", "image_id", "laterality", "view_position", "height",
+                "width", "breast_birads", "breast_density", "split"]
+
+
+def test_vindr_duplicate_rows_and_missing_image_id(tmp_path):
+    _generic(tmp_path / "breast-level_annotations.csv", VINDR_BREAST,
+             [["s1", "x", "img1", "L", "CC", 10, 10, "BI-RADS 1", "DENSITY A", "training"],
+              ["s1", "x", "img1", "L", "CC", 10, 10, "BI-RADS 4", "DENSITY A", "training"]])
+    _generic(tmp_path / "finding_annotations.csv", ["study_id", "xmin", "ymin", "xmax", "ymax"],
+             [["s1", 1, 2, 3, 4]])
+    with pytest.raises(LabelError, match="column\\(s\\) image_id missing"):
+        load_labels(f"vindr:{tmp_path}")
+    _generic(tmp_path / "finding_annotations.csv",
+             ["study_id", "image_id", "xmin", "ymin", "xmax", "ymax"], [])
+    with pytest.raises(LabelError, match="listed twice"):
+        load_labels(f"vindr:{tmp_path}")

@@ -22,7 +22,7 @@ from mammoprep.pipeline import PrepConfig
 from mammoprep.shards import ShardConfig, build_shards, verify
 from mammoprep.synth import generate_cohort
 
-SALT = b"shard-test-salt"
+SALT = b"shard-test-salt-not-secret"
 
 
 @pytest.fixture(scope="module")

@@ -130,39 +130,50 @@ def test_pathology_per_breast(labels):
         else:
             assert malignant          # at least one malignant breast; the other benign
             assert len({lat for lat, _ in breasts}) == 2
-    # CC and MLO of a breast share labels
+    # CC and MLO of a breast share labels (density is per view, as in the sheets)
     key = {}
     for r in labels:
         k = (r["patient"], r["laterality"])
-        v = (r["pathology"], r["birads"], r["density"], len(json.loads(r["boxes"])))
+        v = (r["pathology"], r["birads"], len(json.loads(r["boxes"])))
         assert key.setdefault(k, v) == v
 
 
 def test_xlsx_sheets(cohort, labels):
+    """The published structure: exactly ID, RIGHT_OR_LEFT, BIRADS, BREAST COMPOSITION,
+    MANUFACTOR; two rows per patient (MLO row, then CC row) describing the breast(s) the plan
+    names; BIRADS equal on both rows; density per row. Checked against the plan, and
+    labels.csv must agree with the sheet image by image."""
     import openpyxl
 
     out, _ = cohort
+    plans = {p.case_id: p for p in synth.plan_cohort(PATIENTS, SEED)}
+    csv_rows = {(r["patient"], r["laterality"], r["view"]): r for r in labels}
     for group in ("Benign", "Malign"):
         ws = openpyxl.load_workbook(out / f"{group}_Cases.xlsx").active
         rows = list(ws.iter_rows(values_only=True))
         header, body = rows[0], rows[1:]
-        assert header[:5] == ("ID", "RIGHT_OR_LEFT", "BIRADS", "BREAST COMPOSITION",
-                              "MANUFACTOR")
-        ids = [r[0] for r in body]
-        patients = sorted({r["patient"] for r in labels if r["group"] == group})
-        assert sorted(set(ids)) == patients and len(ids) == 2 * len(patients)
-        for r in body:
-            assert r[1] in ("LEFT", "RIGHT", "BILATERAL")
-            assert r[2] == "-" or r[2] in range(7)
-            assert r[3] == "-" or r[3] in (1, 2, 3, 4)
-            assert r[4] in {p.manufacturer for p in synth.VENDORS.values()}
-            lat = r[5][0]
-            row = next(x for x in labels if x["patient"] == r[0] and x["laterality"] == lat)
-            assert str(r[2]) == row["birads"]
-            assert row["density"] == ("-" if r[3] == "-" else "ABCD"[r[3] - 1])
-            if group == "Malign":
-                malignant = row["pathology"] == "malignant"
-                assert malignant == (r[1] in ("BILATERAL", r[5]))
+        assert header == ("ID", "RIGHT_OR_LEFT", "BIRADS", "BREAST COMPOSITION", "MANUFACTOR")
+        patients = sorted(p for p in plans if plans[p].group == group)
+        assert [r[0] for r in body] == [p for p in patients for _ in range(2)]
+        for mlo, cc in zip(body[::2], body[1::2]):
+            plan = plans[mlo[0]]
+            assert mlo[1] == cc[1] == plan.side
+            named = ("R", "L") if plan.side == "BILATERAL" else (plan.side[0],)
+            b = plan.breast(named[0])
+            assert mlo[2] == cc[2] == (int(b.birads) if b.birads != "-" else "-")
+            assert mlo[4] == cc[4] == synth.VENDORS[plan.vendor].manufacturer
+            code = "ABCD".index(b.density_class) + 1
+            if b.density != "-":
+                assert mlo[3] == cc[3] == code
+            else:  # missing for this breast: '-' on one row or both, the class elsewhere
+                assert "-" in (mlo[3], cc[3]) and {mlo[3], cc[3]} <= {"-", code}
+            for lat in named:
+                for view, row in (("MLO", mlo), ("CC", cc)):
+                    r = csv_rows.get((plan.case_id, lat, view))
+                    if r is not None:
+                        assert r["birads"] == str(row[2])
+                        assert r["density"] == ("-" if row[3] == "-" else "ABCD"[row[3] - 1])
+                        assert r["pathology"] == ("malignant" if group == "Malign" else "benign")
 
 
 def test_plan_missing_views_groups_and_density():

@@ -64,6 +64,20 @@ def test_ablation_raw_vs_harmonized(train_shards, train_shards_harmonized, tmp_p
     md = (out / "ablation.md").read_text()
     assert "| metric | raw | harmonised | delta (points) |" in md
     assert "Energy-wise AUC" in md and (out / "ablation_roc.png").exists()
+    # the paired test pairs the runs' test predictions of the same breasts (same keys: same
+    # cohort, same salt), whatever the scores are
+    import pyarrow.parquet as pq
+
+    test = json.loads((out / "ablation.json").read_text())["paired_test"]
+    from sklearn.metrics import roc_auc_score
+
+    raw = [r for f in (0, 1) for r in
+           pq.read_table(out / "raw" / f"fold{f}" / "predictions.parquet").to_pylist()]
+    assert test["n"] == len(raw) > 0 and test["label_mismatches"] == 0
+    auc = roc_auc_score([r["label"] for r in raw], [r["score"] for r in raw])
+    assert test["delong"]["auc_a"] == pytest.approx(auc)
+    assert test["bootstrap"]["a"] == pytest.approx(auc)
+    assert "## Paired test of the pooled out-of-fold AUC" in md
     raw = json.loads((out / "raw" / "config.json").read_text())["config"]
     harm = json.loads((out / "harmonized" / "config.json").read_text())["config"]
     assert raw["shards"] == str(train_shards) and harm["shards"] == str(train_shards_harmonized)

@@ -318,37 +318,6 @@ def test_cv_detection_and_predict(lesion_shards, tmp_path):
         assert b[:, [0, 2]].max() <= m["original_cols"] and b[:, [1, 3]].max() <= m["original_rows"]
 
 
-def test_predict_classification_and_dicom(train_shards, tmp_path):
-    out = tmp_path / "diag"
-    r = CliRunner().invoke(main, ["cv", "--task", "diagnosis", "--views", "2", "--shards",
-                                  str(train_shards), "--out", str(out), "--folds", "0",
-                                  "--backbone", "test_resnet", "--size", "32", "--epochs", "1",
-                                  "--batch-size", "4", "--workers", "0",
-                                  "--max-steps-per-epoch", "1", "--device", "cpu",
-                                  "--gradcam", "0"])
-    assert r.exit_code == 0, r.output
-    import pyarrow.parquet as pq
-
-    ck = str(out / "fold0" / "best.pt")
-    p1 = tmp_path / "shards.parquet"
-    r = CliRunner().invoke(main, ["predict", "-c", ck, "--shards", str(train_shards), "-o",
-                                  str(p1), "--device", "cpu"])
-    assert r.exit_code == 0, r.output
-    rows = pq.read_table(p1).to_pylist()
-    keys = {r_["key"] for r_ in read_manifest(train_shards)}
-    assert {r_["view"] for r_ in rows} == {"cc+mlo"} and len(rows) <= len(keys)
-    assert all(abs(sum(r_["scores"]) - 1) < 1e-5 for r_ in rows)
-    # DICOM input: prepared with the training shards' options, then predicted
-    cohort = next(train_shards.parent.glob("cohort-24-0-*"))
-    patient = sorted((cohort / "Malign").iterdir())[0]
-    p2 = tmp_path / "dicom.parquet"
-    r = CliRunner().invoke(main, ["predict", "-c", ck, "--dicom", str(patient), "-o", str(p2),
-                                  "--device", "cpu"])
-    assert r.exit_code == 0, r.output
-    assert "prepared 4 images" in r.output
-    assert len(pq.read_table(p2)) == 2                          # L and R breasts
-
-
 @pytest.mark.parametrize("args,code,message", [
     (["--views", "2"], 1, "views must be 1 for task detection"),
     (["--select", "map25", "--task", "density"], 1, "select must be auc, loss, last"),

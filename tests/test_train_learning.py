@@ -1,17 +1,22 @@
-"""The learning test: a short CPU run on synthetic shards learns diagnosis on a held-out fold.
+"""The learning test: a short CPU run on synthetic shards learns diagnosis on every held-out
+fold (each fold's AUC above the bar, its 95 % interval clear of chance) and on the pooled
+out-of-fold predictions.
 
-Data: 300 synthetic patients (`mammoprep synth --size 256x208`), harmonised to their own
-low-energy reference, 96 px shards, 3 patient-level folds; the model is trained on folds 1 and
-2 (minus a patient-grouped validation split that selects the epoch) and tested on fold 0.
-Setting: timm ``test_resnet`` (random init), single-view, 64 px, 12 epochs, lr decay x0.1
-after epoch 8; about a minute on 2 cores including the data.
+Data: 300 synthetic patients (`mammoprep synth --size 256x208`, the published LUMINA layout:
+only the named breasts are labelled), harmonised to their own low-energy reference, 96 px
+shards, 3 patient-level folds; every fold is the test fold once (trained on the other two
+minus a patient-grouped validation split that selects the epoch).
+Setting: timm ``test_resnet`` (random init), single-view, 96 px, 16 epochs, lr 2e-3, x0.1
+after epoch 12. About 3-4 minutes on 2 cores including the data.
 
-The synthetic lesions are made to be visible at this size: masses, and calcification clusters
-as bright dots on a denser haze (at <= 128 px single dots are averaged away; with the earlier
-faint haze the calcification-only malignant images scored AUC 0.63 and the bar held on one
-fold in three). Measured on this setting, held-out AUC per test fold 0 / 1 / 2: 0.896 /
-0.865 / 0.842 (single-view). The test uses fold 0; training is seeded and deterministic on the
-CPU, so the number is reproducible on this machine.
+Measured on this setting (two runs while the synthetic cohort's rendering changed): held-out
+AUC per test fold 0 / 1 / 2 = 0.855 / 0.878 / 0.883 and 0.857 / 0.879 / 0.815; pooled
+out-of-fold AUC 0.871 (95 % CI 0.836-0.904) and 0.791 (0.741-0.835) - pooling mixes three
+models with their own calibration, so it is below the fold values. The bars: AUC > 0.75 on
+every fold (a margin of 0.065, about two standard errors of a fold's AUC, below the lowest
+fold measured) with the fold's whole 95 % interval (patient-level bootstrap) above 0.6, so
+no fold passes by luck; and pooled AUC > 0.7. The earlier test ran fold 0 only, against a
+bar 0.05 under that fold's value.
 """
 
 from __future__ import annotations
@@ -20,9 +25,14 @@ import json
 
 import pytest
 
+from mammotrain.metrics import bootstrap_ci
+from mammotrain.report import load_run, pooled_metrics
 from mammotrain.train import TrainConfig, run_cv
 
 from .test_train_shards import build
+
+FOLDS = (0, 1, 2)
+FOLD_BAR, FOLD_CI_BAR, POOLED_BAR = 0.75, 0.6, 0.7
 
 
 @pytest.fixture(scope="module")
@@ -30,19 +40,33 @@ def learned(tmp_path_factory) -> dict:
     shards = build(tmp_path_factory.getbasetemp(), "learn-shards", 300, 3, 96, folds=3,
                    per_shard=32, harmonized=True, synth_size="256x208")
     out = tmp_path_factory.mktemp("learn")
-    cfg = TrainConfig(task="diagnosis", views=1, backbone="test_resnet", size=64, epochs=12,
-                      step_size=8, batch_size=16, lr=1e-3, folds=(0,), workers=0, gradcam=0,
+    cfg = TrainConfig(task="diagnosis", views=1, backbone="test_resnet", size=96, epochs=16,
+                      step_size=12, batch_size=16, lr=2e-3, folds=FOLDS, workers=0, gradcam=0,
                       device="cpu", shards=str(shards), out=str(out), seed=0)
     run_cv(cfg, log=print, report=False)
-    return json.loads((out / "fold0" / "metrics.json").read_text())
+    folds = {f: json.loads((out / f"fold{f}" / "metrics.json").read_text()) for f in FOLDS}
+    run = load_run(out)
+    for f in FOLDS:  # each fold's AUC interval (patient-level bootstrap of its test images)
+        rows = [r for r in run["predictions"] if r["fold"] == f]
+        ci = bootstrap_ci([r["label"] for r in rows], [r["scores"] for r in rows],
+                          [r["patient"] for r in rows], n_boot=500)
+        folds[f]["auc_ci"] = ci["auc"]
+    return {"folds": folds, "pooled": pooled_metrics(run)}
 
 
-def test_diagnosis_is_learned_on_a_held_out_fold(learned):
-    print(f"held-out fold AUC {learned['auc']:.3f}, ACC {learned['acc']:.3f}, "
-          f"selected epoch {learned['selected_epoch'] + 1}")
-    assert learned["n_test"] > 200
-    assert learned["acc"] > 0.7
+def test_diagnosis_is_learned_on_every_held_out_fold(learned):
+    for f, m in learned["folds"].items():
+        lo, hi = m["auc_ci"]
+        print(f"fold {f}: AUC {m['auc']:.3f} (95 % CI {lo:.3f}-{hi:.3f}), ACC {m['acc']:.3f}, "
+              f"selected epoch {m['selected_epoch']}, {m['n_test']} test images")
+        assert m["n_test"] > 150 and m["selection"].startswith("highest validation AUC")
+        assert m["auc"] > FOLD_BAR, f"fold {f}"
+        assert lo > FOLD_CI_BAR, f"fold {f}"
 
 
-def test_diagnosis_auc_above_085(learned):
-    assert learned["auc"] > 0.85
+def test_pooled_out_of_fold_auc_interval_is_above_the_bar(learned):
+    auc = learned["pooled"]["values"]["auc"]
+    print(f"pooled AUC {auc['value']:.3f} (95 % CI {auc['ci_low']:.3f}-{auc['ci_high']:.3f}) "
+          f"over {learned['pooled']['n']} images of {learned['pooled']['patients']} patients")
+    assert learned["pooled"]["n"] == sum(m["n_test"] for m in learned["folds"].values())
+    assert auc["value"] > POOLED_BAR

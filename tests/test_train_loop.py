@@ -4,11 +4,16 @@ evaluates on real shards; checkpoints resume; run reports are written."""
 from __future__ import annotations
 
 import json
+import math
+import shutil
 
 import pyarrow.parquet as pq
 import pytest
+import torch
 
-from mammotrain.train import TrainConfig, run_cv, train_fold
+from mammotrain.data import read_manifest
+from mammotrain.train import (TrainConfig, build_scheduler, lr_factor, run_cv, train_fold,
+                              write_predictions)
 
 from .test_train_shards import train_shards  # noqa: F401  (session fixture)
 
@@ -76,11 +81,164 @@ def test_cv_report_resume_and_gradcam(train_shards, tmp_path):
     run_cv(TrainConfig(**{**two.to_dict(), "folds": (2,)}), resume=True, log=msgs.append)
     assert any("resumed after epoch 1" in m for m in msgs)
     hist = [json.loads(ln) for ln in (out / "fold2" / "history.jsonl").read_text().splitlines()]
-    assert [h["epoch"] for h in hist] == [0, 1]
-    assert (out / "fold2" / "metrics.json").exists()
+    assert [h["epoch"] for h in hist] == [1, 2]                 # one-based, as on screen
+    metrics = strict_json(out / "fold2" / "metrics.json")
+    assert metrics["selected_epoch"] in (1, 2)
+    assert metrics["selection"] == "highest validation AUC (ties: lowest loss)"
+    strict_json(out / "summary.json")
+    md = (out / "summary.md").read_text()
+    assert "## Pooled out-of-fold" in md and "95 % CI" in md
 
-    # ablation + combined report from finished runs (same run twice is enough here)
-    abl = write_ablation_report(out, out, tmp_path / "abl")
-    assert abl["metrics"][0]["delta (points)"] == "+0.00"
-    text = write_combined_report([out], [tmp_path / "abl"], tmp_path / "all.md")
-    assert "## diagnosis" in text and "Harmonisation ablation" in text
+    text = write_combined_report([out], [], tmp_path / "all.md")
+    assert "## diagnosis" in text and "pooled AUC" in text
+    with pytest.raises(ValueError, match="same folder"):
+        write_ablation_report(out, out, tmp_path / "abl")
+    _ablation_against_a_known_better_run(out, tmp_path)
+    _one_class_fold_is_reported_as_undefined(out, tmp_path)
+
+
+def strict_json(path):
+    """Parse ``path`` refusing NaN / Infinity (not JSON)."""
+    def refuse(token):
+        raise AssertionError(f"{path}: {token} is not JSON")
+    return json.loads(path.read_text(), parse_constant=refuse)
+
+
+def _rewrite_predictions(run, fold, fn):
+    path = run / f"fold{fold}" / "predictions.parquet"
+    rows = [fn(r) for r in pq.read_table(path).to_pylist()]
+    write_predictions(rows, path)
+    return rows
+
+
+def _ablation_against_a_known_better_run(out, tmp_path):
+    """The ablation of a real run against a copy whose scores are perfect: the paired test
+    pairs every example and measures exactly the AUC gap."""
+    from mammotrain.metrics import classification_metrics
+    from mammotrain.report import load_run, write_ablation_report
+
+    harm = tmp_path / "perfect"
+    shutil.copytree(out, harm)
+    for f in (0, 2):
+        _rewrite_predictions(harm, f, lambda r: {**r, "scores": [1.0 - r["label"],
+                                                                 float(r["label"])]})
+    raw_rows = load_run(out)["predictions"]
+    y = [r["label"] for r in raw_rows]
+    raw_auc = classification_metrics(y, [r["scores"] for r in raw_rows])["auc"]
+    abl = write_ablation_report(out, harm, tmp_path / "abl")
+    test = abl["paired_test"]
+    assert test["n"] == len(raw_rows) and test["label_mismatches"] == 0
+    assert test["bootstrap"]["b"] == 1.0
+    assert test["bootstrap"]["delta"] == pytest.approx(1.0 - raw_auc)
+    assert test["delong"]["auc_b"] == 1.0 and test["delong"]["auc_a"] == pytest.approx(raw_auc)
+    md = (tmp_path / "abl" / "ablation.md").read_text()
+    assert "paired bootstrap over patients" in md and "DeLong" in md
+    assert f"{100 * (1 - raw_auc):+.2f}" in md
+    strict_json(tmp_path / "abl" / "ablation.json")
+
+
+def _one_class_fold_is_reported_as_undefined(out, tmp_path):
+    """A fold whose test patients are all of one class has no AUC: the report says so and
+    gives no fold mean (the old report printed the other fold's value as the mean)."""
+    from mammotrain.metrics import classification_metrics
+    from mammotrain.report import write_run_report
+
+    run = tmp_path / "one-class"
+    shutil.copytree(out, run)
+    rows = _rewrite_predictions(run, 2, lambda r: {**r, "label": 0})
+    m = json.loads((run / "fold2" / "metrics.json").read_text())
+    m.update(classification_metrics([r["label"] for r in rows], [r["scores"] for r in rows]))
+    (run / "fold2" / "metrics.json").write_text(json.dumps({k: (None if isinstance(v, float)
+                                                                and v != v else v)
+                                                            for k, v in m.items()}))
+    summary = write_run_report(run)
+    assert summary["summary"]["auc"]["mean"] is None
+    assert summary["summary"]["auc"]["undefined_folds"] == [2]
+    n0 = sum(r["label"] == 0 for r in rows)
+    assert summary["per_fold"][1]["undefined_reason"] == f"one class only ({n0} benign)"
+    md = (run / "summary.md").read_text()
+    assert "undefined in 1 of 2 folds (fold 2)" in md
+    assert f"one class only ({n0} benign)" in md
+    strict_json(run / "summary.json")
+
+
+def test_selected_epoch_is_the_argmax_of_validation_auc(train_shards, tmp_path):
+    cfg = TrainConfig(task="diagnosis", views=1, shards=str(train_shards), out=str(tmp_path),
+                      folds=(1,), schedule="cosine",
+                      **{**TINY, "epochs": 4, "max_steps_per_epoch": 2, "lr": 1e-2})
+    run_cv(cfg, log=lambda m: None, report=False)
+    fold = tmp_path / "fold1"
+    hist = [json.loads(ln) for ln in (fold / "history.jsonl").read_text().splitlines()]
+    assert [h["epoch"] for h in hist] == [1, 2, 3, 4]
+    # the cosine schedule, hand-computed: lr x (1 + cos(pi e / 4)) / 2
+    assert [h["lr"] for h in hist] == pytest.approx([1e-2, 8.5355339e-3, 5e-3, 1.4644661e-3])
+    aucs = [h["val_auc"] for h in hist]
+    assert len(set(aucs)) > 1, "validation AUC constant: the check below would be vacuous"
+    best = max(hist, key=lambda h: (h["val_auc"], -h["val_loss"]))   # first of equals
+    metrics = strict_json(fold / "metrics.json")
+    assert metrics["selected_epoch"] == best["epoch"]
+    ck = torch.load(fold / "best.pt", weights_only=False)
+    assert ck["epoch"] == best["epoch"]
+    last = torch.load(fold / "checkpoint.pt", weights_only=False)
+    same = all(torch.equal(v, last["model"][k]) for k, v in ck["model"].items())
+    assert same == (best["epoch"] == 4)                 # best.pt holds the selected weights
+    # the checkpoint knows the patients it has seen (predict warns about them)
+    split = json.loads((fold / "split.json").read_text())
+    patient = {r["key"]: r["patient"] for r in read_manifest(train_shards)}
+    of = lambda uids: {patient[u.split(".")[0]] for u in uids}  # noqa: E731
+    assert set(ck["seen_patients"]) == of(split["train"] + split["val"])
+    assert not of(split["test"]) & set(ck["seen_patients"]) and ck["test_fold"] == 1
+
+
+def test_without_validation_patients_the_last_epoch_is_used_and_said(train_shards, tmp_path):
+    msgs = []
+    cfg = TrainConfig(task="diagnosis", views=1, shards=str(train_shards), out=str(tmp_path),
+                      folds=(1,), **{**TINY, "epochs": 2, "val_fraction": 0.0})
+    run_cv(cfg, log=msgs.append)
+    metrics = strict_json(tmp_path / "fold1" / "metrics.json")
+    assert metrics["selection"] == "last epoch: no validation patients"
+    assert metrics["selected_epoch"] == 2 and metrics["n_val"] == 0
+    assert any(m.startswith("warning: fold 1: no validation patients") for m in msgs)
+    assert any("(epoch 2; last epoch: no validation patients)" in m for m in msgs)
+    assert any(m.startswith("AUC: ") and "pooled out-of-fold" in m and
+               m.endswith("warning: fold 1 had no validation patients (last epoch evaluated)")
+               for m in msgs)
+    md = (tmp_path / "summary.md").read_text()
+    assert "**Warning:** fold 1 had no validation patients" in md
+    assert "selected on a patient-grouped validation split" not in md
+
+
+@pytest.mark.parametrize("schedule,epochs,want", [
+    ("step", 5, [1, 1, 0.1, 0.1, 0.01]),                       # step_size 2, gamma 0.1
+    ("constant", 3, [1, 1, 1]),
+    ("cosine", 4, [1, 0.8535533906, 0.5, 0.1464466094]),
+])
+def test_lr_factor_table(schedule, epochs, want):
+    got = [lr_factor(schedule, e, epochs, step_size=2, gamma=0.1) for e in range(epochs)]
+    assert got == pytest.approx(want)
+
+
+def test_detector_keeps_its_lr_and_classification_decays():
+    """Through the real scheduler: the detector's lr is still 1e-4 at epochs 90 and 399 (the
+    classification StepLR(30, 0.1) had made it 1e-7); classification decays x0.1 every 30."""
+    def lrs(cfg, at):
+        opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=cfg.lr)
+        sched = build_scheduler(cfg, opt)
+        out = {}
+        for epoch in range(max(at) + 1):
+            out[epoch] = opt.param_groups[0]["lr"]
+            opt.step()
+            sched.step()
+        return [out[e] for e in at]
+
+    det = TrainConfig(task="detection", shards="x", device="cpu").resolved()
+    assert det.schedule == "constant" and det.epochs == 400
+    assert lrs(det, [0, 90, 399]) == pytest.approx([1e-4, 1e-4, 1e-4])
+    cos = TrainConfig(task="detection", shards="x", device="cpu", schedule="cosine").resolved()
+    assert lrs(cos, [0, 200, 399]) == pytest.approx([1e-4, 5e-5, 1e-4 * 0.5 * (
+        1 + math.cos(math.pi * 399 / 400))])
+    cls = TrainConfig(task="diagnosis", shards="x", device="cpu").resolved()
+    assert cls.schedule == "step"
+    assert lrs(cls, [29, 30, 60, 99]) == pytest.approx([1e-3, 1e-4, 1e-5, 1e-6])
+    with pytest.raises(ValueError, match="schedule must be"):
+        TrainConfig(task="diagnosis", shards="x", schedule="linear").resolved().validate()

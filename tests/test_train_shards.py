@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("MAMMOPREP_SALT", "test-salt")
+os.environ.setdefault("MAMMOPREP_SALT", "test-salt-not-secret")
 
 BIN = Path(sys.executable).parent
 _CACHE: dict[str, Path] = {}
@@ -26,7 +26,7 @@ def mammoprep(*args: str) -> None:
     """Run the real ``mammoprep`` command; fail with its output if it fails."""
     exe = BIN / "mammoprep"
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "mammoprep.cli"]
-    env = {**os.environ, "MAMMOPREP_SALT": "test-salt", "NUMBA_NUM_THREADS": "1"}
+    env = {**os.environ, "MAMMOPREP_SALT": "test-salt-not-secret", "NUMBA_NUM_THREADS": "1"}
     r = subprocess.run(cmd + list(args), capture_output=True, text=True, env=env)
     assert r.returncode == 0, f"mammoprep {' '.join(args)} failed:\n{r.stdout}\n{r.stderr}"
 
@@ -113,3 +113,49 @@ def test_stream_decodes_what_the_manifest_lists(train_shards):
     with tarfile.open(train_shards / r["shard"]) as tar:
         px = decode_png16(tar.extractfile(f"{r['key']}.{r['view']}.png").read())
     assert px.shape == (r["stored_rows"], r["stored_cols"])
+
+
+def test_values_above_bits_stored_are_not_clipped(train_shards, tmp_path):
+    """A Rescale Slope of 4 puts the values of a 14-bit image up to 65532: `shard` records
+    value_bits 16 (not bits_stored 14) and the loader divides by 2^16 - 1, so the image reads
+    back as the unscaled original does instead of saturating at 1.0 above a quarter of its
+    range."""
+    import shutil
+
+    import pydicom
+    import pyarrow.parquet as pq
+
+    from mammotrain.data import EpochLoader, Preprocess, ShardStream, plan_examples, read_manifest
+    from mammotrain.tasks import get_task
+
+    cohort = next(train_shards.parent.glob("cohort-24-0-*"))
+    orig, scaled = tmp_path / "orig", tmp_path / "scaled"
+    shutil.copytree(cohort / "Malign" / "M0001", orig)
+    shutil.copytree(orig, scaled)
+    for f in sorted(scaled.glob("*.dcm")):
+        ds = pydicom.dcmread(f)
+        assert "ModalityLUTSequence" not in ds and float(ds.get("RescaleIntercept", 0)) == 0
+        ds.RescaleSlope = 4 * float(ds.get("RescaleSlope", 1))
+        ds.save_as(f)
+    bits = int(pydicom.dcmread(next(scaled.glob("*.dcm"))).BitsStored)
+    out = {}
+    for name, src in (("orig", orig), ("scaled", scaled)):
+        mammoprep("shard", str(src), "-o", str(tmp_path / f"{name}-shards"), "--size", "64",
+                  "--folds", "0", "-j", "1")
+        out[name] = tmp_path / f"{name}-shards"
+    rows = pq.read_table(out["scaled"] / "images.parquet").to_pylist()
+    assert {r["bits_stored"] for r in rows} == {bits}
+    assert {r["value_bits"] for r in rows} == {bits + 2}
+    assert {r["value_bits"] for r in read_manifest(out["orig"])} == {bits}
+
+    def images(shards):
+        ex, _ = plan_examples(read_manifest(shards), get_task("diagnosis"), 1, unlabeled=True)
+        b = next(iter(EpochLoader(ShardStream(shards, ex, Preprocess(64), train=False), 8)))
+        return dict(zip(b["uid"], b["image"][:, 0, 0].numpy()))
+
+    a, b = images(out["orig"]), images(out["scaled"])
+    assert sorted(a) == sorted(b) and len(a) == 4
+    for uid in a:
+        # clipping at 2^14 - 1 would read the scaled image as min(4 x, 1)
+        assert (a[uid] > 0.3).any() and (b[uid] < 1.0).all()
+        np.testing.assert_allclose(b[uid], a[uid], atol=2e-3)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mammoprep.labels import TASKS, task_labels
+from mammoprep.labels import TASKS
 from mammotrain.tasks import UnknownTaskError, get_task, task_names
 
 
@@ -21,17 +21,33 @@ def test_registry_matches_label_rules():
     assert det.default("size") == 512 and det.default("patience") == 150
 
 
-@pytest.mark.parametrize("raw", [("malignant", "5", "C"), ("benign", "2", "A"),
-                                 ("benign", "0", "B"), (None, "4", None), ("malignant", None, "D")])
-def test_label_of_a_row_follows_task_labels(raw):
+# (pathology, birads, density) -> hand-written classes per rule of the generic table
+# (`mammoprep shard --help`): diagnosis (benign 0 / malignant 1 from the pathology; BI-RADS 0
+# excluded, a missing BI-RADS is not), birads2 (1-3 / 4-6), birads3 (1-2 / 3-4 /
+# 5-6), density (A-D; BI-RADS 0 kept)
+LABEL_TABLE = [
+    (("malignant", "5", "C"), {"diagnosis": 1, "birads2": 1, "birads3": 2, "density": 2}),
+    (("benign", "2", "A"), {"diagnosis": 0, "birads2": 0, "birads3": 0, "density": 0}),
+    (("benign", "3", "D"), {"diagnosis": 0, "birads2": 0, "birads3": 1, "density": 3}),
+    (("benign", "0", "B"), {"diagnosis": None, "birads2": None, "birads3": None, "density": 1}),
+    ((None, "4", None), {"diagnosis": None, "birads2": 1, "birads3": 1, "density": None}),
+    (("malignant", None, "D"), {"diagnosis": 1, "birads2": None, "birads3": None,
+                                "density": 3}),
+]
+
+
+@pytest.mark.parametrize("raw,expected", LABEL_TABLE)
+def test_label_of_a_row_follows_the_documented_rules(raw, expected):
     pathology, birads, density = raw
-    expected = task_labels(pathology, birads, density)
     row = {"pathology": pathology, "birads": birads, "density": density}
     with_cols = {**row, **{f"label_{k}": v for k, v in expected.items()}}
     for name in task_names():
         spec = get_task(name)
-        assert spec.label(row) == expected[spec.label_rule]        # rule (no label columns)
-        assert spec.label(with_cols) == expected[spec.label_rule]  # manifest column
+        assert spec.label(row) == expected[spec.label_rule], name      # rule (no columns)
+        assert spec.label(with_cols) == expected[spec.label_rule], name  # manifest column
+    # the manifest column wins over the raw values (it is what shard wrote)
+    flipped = {**row, "label_density": 0}
+    assert get_task("density").label(flipped) == 0
 
 
 def test_bad_label_and_unknown_task():

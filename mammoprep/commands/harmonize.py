@@ -9,9 +9,26 @@ from pathlib import Path
 
 import click
 
-from ..options import decoder_option, jobs_option, salt_option
+from ..options import decoder_option, keep_suspect_option, salt_option
 
 _ENERGY = click.Choice(["low", "high", "any"])
+
+
+_jobs_option = click.option(
+    "-j", "--jobs", type=click.IntRange(min=0), default=0, show_default=True,
+    help="Worker processes. 0 = auto: one per two cores, each with two Numba threads; on 2 "
+         "cores none (the kernels' threads and a writer thread use both cores, measured "
+         "faster than a pool of 2: benchmarks/RESULTS.md).")
+
+
+def auto_jobs(cores: int | None = None) -> int:
+    """``-j 0``: one worker per two cores (1 = no pool, in this process)."""
+    return max(1, (cores or os.cpu_count() or 1) // 2)
+
+
+def _reasons(counts: dict[str, int]) -> str:
+    """'not_mammogram 3, truncated 1' (sorted by reason), or 'none'."""
+    return ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "none"
 
 
 @click.command("reference")
@@ -21,17 +38,22 @@ _ENERGY = click.Choice(["low", "high", "any"])
 @click.option("--energy", type=_ENERGY, default="low", show_default=True,
               help="Pool only images of this energy class (from metadata), or any.")
 @click.option("--bits", type=click.IntRange(1, 16), default=None,
-              help="Histogram bit depth (default: the largest Bits Stored of the images used).")
+              help="Reference bit depth; each image's histogram is rescaled from its own depth "
+                   "to it (default: the largest bit depth of the images used).")
 @click.option("--energy-table", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Your own vendor/model -> energy CSV (default: manifests/energy_classes.csv).")
+@keep_suspect_option
 @decoder_option
 @salt_option
-def reference_cmd(inputs, out, energy, bits, energy_table, decoder, salt):
-    """Pool the foreground histograms of low-energy DICOMs into a reference (.npz).
+def reference_cmd(inputs, out, energy, bits, energy_table, keep_suspect, decoder, salt):
+    """Pool the foreground histograms of low-energy mammograms into a reference (.npz).
 
-    Images go through the same decoding and burned-in text removal as at harmonisation
-    time. The file stores the pooled histogram, its bit depth and the hashed list of
-    contributing images.
+    Only mammograms are pooled (Modality MG or a mammography SOP Class UID); anything else
+    is left out and counted. Images go through the same decoding and burned-in text removal
+    as at harmonisation time; each histogram is rescaled from the image's bit depth to the
+    reference depth before pooling. A file that cannot be used is reported with its reason
+    and the reference is written from the rest. The file stores the pooled histogram, its
+    bit depth, and the hash, bit depth and vendor of each contributing image.
     """
     from tqdm import tqdm
 
@@ -45,49 +67,123 @@ def reference_cmd(inputs, out, energy, bits, energy_table, decoder, salt):
         try:
             ref, report = build_reference(
                 files, energy=None if energy == "any" else energy, energy_table=energy_table,
-                bits=bits, salt=salt, decoder=decoder, progress=bar.update,
-                on_error=lambda e: tqdm.write(f"skipped: {e}", file=sys.stderr))
+                bits=bits, salt=salt, decoder=decoder, keep_suspect=keep_suspect,
+                progress=bar.update,
+                on_error=lambda e: tqdm.write(f"left out ({e.kind}): {e}", file=sys.stderr))
         except MammoprepError as err:
             raise click.ClickException(str(err))
     out.parent.mkdir(parents=True, exist_ok=True)
     ref.save(out)
-    click.echo(f"reference {out}: {report['used']} images, {report['bits']}-bit, "
-               f"{report['other_energy']} of another energy class left out, "
-               f"{report['failed']} unreadable")
+    depths = ", ".join(f"{n} x {k}-bit" for k, n in report["depths"].items())
+    click.echo(f"reference {out}: {report['used']} images ({depths}) pooled at "
+               f"{report['bits']}-bit; {sum(report['rejects'].values())} left out: "
+               f"{_reasons(report['rejects'])}")
+
+
+#: zlib/libdeflate level of `harmonize --format png`, chosen by measurement (benchmarks/
+#: RESULTS.md, "PNG compression level"): the knee of size vs time.
+PNG_LEVEL = 1
+
+
+def _jsonable(value):
+    """NumPy scalars and other odd values in a log row -> JSON."""
+    return value.item() if hasattr(value, "item") else str(value)
+
+
+def _write_output(rec, src: str, dest: str, fmt: str, cfg, salt: bytes | None = None,
+                  keep_identity: bool = False) -> None:
+    """Write one processed record as a 16-bit PNG or a derived DICOM (de-identified unless
+    ``keep_identity``; see :mod:`mammoprep.derived`)."""
+    Path(dest).parent.mkdir(parents=True, exist_ok=True)
+    if fmt == "png":
+        from ..png import write_png16
+
+        write_png16(dest, rec.pixels, level=PNG_LEVEL)
+        return
+    from ..derived import write_derived_dicom
+
+    m = rec.meta
+    what = ["decoded", "MONOCHROME1 inverted" if m.get("inverted") else None,
+            f"burned-in text removed ({m.get('removed_fraction', 0):.2%} of non-zero "
+            "pixels)",
+            "CDF-matched to a low-energy reference (mammoprep, LUMINA protocol)"
+            if m.get("harmonized") else "not harmonised (energy rule)"]
+    write_derived_dicom(src, rec, dest, "mammoprep: " + "; ".join(w for w in what if w),
+                        uid_salt=cfg.digest(), salt=salt, keep_identity=keep_identity)
+
+
+def _error_row(job: tuple, exc: Exception) -> dict:
+    """Log row of a reject: the error ``kind`` (e.g. ``segmentation_suspect``) and message;
+    an unexpected exception is wrapped as a typed error naming the file."""
+    from ..errors import MammoprepError, UnexpectedError
+
+    src, dest = job[0], job[1]
+    err = exc if isinstance(exc, MammoprepError) else \
+        UnexpectedError.wrap(src, exc, "harmonisation")
+    return {"input": str(src), "output": str(dest), "status": "error", "kind": err.kind,
+            "error": str(err)}
+
+
+def _process_one(job: tuple):
+    """Stage 1 (CPU): read, remove text, harmonise. ``(record, None)`` or ``(None, error
+    row)``; never raises."""
+    src, _, _, cfg, salt, *_ = job
+    try:
+        from ..pipeline import preprocess
+
+        return preprocess(src, _prepared(cfg), salt=salt), None
+    except Exception as exc:  # noqa: BLE001 - one bad file must not end the batch
+        return None, _error_row(job, exc)
+
+
+def _write_one(job: tuple, rec) -> dict:
+    """Stage 2 (mostly I/O): write ``rec``; the log row. ok rows carry the energy class,
+    whether it was matched, the SOP UID hash and the segmentation QC fields
+    (:data:`mammoprep.foreground.QC_FIELDS`). Never raises."""
+    src, dest, fmt, cfg, salt, *rest = job
+    keep_identity = bool(rest and rest[0])
+    try:
+        from ..foreground import QC_FIELDS
+
+        _write_output(rec, src, dest, fmt, cfg, salt=salt, keep_identity=keep_identity)
+    except Exception as exc:  # noqa: BLE001 - one bad file must not end the batch
+        return _error_row(job, exc)
+    m = rec.meta
+    return {"input": str(src), "output": str(dest), "status": "ok", "energy": m.get("energy"),
+            "harmonized": bool(m.get("harmonized")), "sop_uid_hash": m.get("sop_uid_hash"),
+            **{k: m.get(k) for k in QC_FIELDS}}
 
 
 def _harmonize_one(job: tuple) -> dict:
     """Worker: preprocess one file and write it; returns a log row (never raises)."""
-    src, dest, fmt, cfg, salt = job
-    from ..derived import write_derived_dicom
-    from ..errors import MammoprepError
-    from ..pipeline import preprocess
-    from ..png import write_png16
+    rec, row = _process_one(job)
+    return row if rec is None else _write_one(job, rec)
 
-    prep = _prepared(cfg)
-    try:
-        rec = preprocess(src, prep, salt=salt)
-        m = rec.meta
-        Path(dest).parent.mkdir(parents=True, exist_ok=True)
-        if fmt == "png":
-            write_png16(dest, rec.pixels)
-        else:
-            what = ["decoded", "MONOCHROME1 inverted" if m.get("inverted") else None,
-                    f"burned-in text removed ({m.get('removed_fraction', 0):.2%} of non-zero "
-                    "pixels)",
-                    "CDF-matched to a low-energy reference (mammoprep, LUMINA protocol)"
-                    if m.get("harmonized") else "not harmonised (energy rule)"]
-            write_derived_dicom(src, rec, dest, "mammoprep: " + "; ".join(w for w in what if w),
-                                uid_salt=cfg.digest())
-        return {"output": str(dest), "status": "ok", "energy": m.get("energy"),
-                "harmonized": bool(m.get("harmonized")),
-                "removed_fraction": m.get("removed_fraction"),
-                "sop_uid_hash": m.get("sop_uid_hash")}
-    except MammoprepError as err:
-        return {"output": str(dest), "status": "error", "error": str(err)}
-    except Exception as exc:  # noqa: BLE001 - one bad file must not end the batch
-        return {"output": str(dest), "status": "error",
-                "error": f"{src}: {type(exc).__name__}: {exc}"}
+
+def _harmonize_serial(jobs: list[tuple], done) -> list[dict]:
+    """``-j 1``: the rows of ``jobs`` in order; file ``i`` is written by a writer thread
+    while file ``i + 1`` is read and processed (at most two images in memory). ``done(1)``
+    after each row."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    rows: list[dict] = []
+    with ThreadPoolExecutor(1, thread_name_prefix="mammoprep-writer") as writer:
+        pending = None
+        for job in jobs:
+            rec, row = _process_one(job)
+            if pending is not None:
+                rows.append(pending.result())
+                done(1)
+                pending = None
+            if rec is None:
+                rows.append(row)
+                done(1)
+            else:
+                pending = writer.submit(_write_one, job, rec)
+        if pending is not None:
+            rows.append(pending.result())
+            done(1)
+    return rows
 
 
 _PREPARED: dict = {}
@@ -103,25 +199,101 @@ def _prepared(cfg):
     return _PREPARED[key]
 
 
-def _mirror(src: Path, roots: list[Path], out: Path, suffix: str) -> Path:
-    """OUT/<path of src relative to the input root it came from>, with ``suffix``."""
-    for root in roots:
-        if root.is_dir():
-            try:
-                rel = src.resolve().relative_to(root.resolve())
-                return (out / rel).with_suffix(suffix)
-            except ValueError:
-                continue
-    return (out / src.name).with_suffix(suffix)
+def _warm(prep) -> None:
+    """Load the chain's Numba kernels (from the cache) and codecs once, on a small
+    synthetic breast, so that the first real file pays nothing extra. Best effort."""
+    import numpy as np
+
+    from ..record import Record
+
+    yy, xx = np.mgrid[:128, :96]
+    breast = ((yy - 64) / 60.0) ** 2 + (xx / 80.0) ** 2 < 1
+    px = np.where(breast, 600 + (yy * 13 + xx * 7) % 900, 0).astype(np.uint16)
+    try:
+        import pydicom  # noqa: F401 - the reader's import, paid here
+
+        from ..foreground import remove_text
+        from ..png import encode_png16
+
+        rec = remove_text(Record(px, {"bits_stored": 12, "steps": ["decode"]}),
+                          keep_suspect=True)
+        if prep.reference is not None:
+            from ..harmonize import harmonize
+
+            harmonize(rec, prep.reference)
+        encode_png16(px[:8, :8], PNG_LEVEL)
+    except Exception:  # noqa: BLE001 - warming must never fail a run
+        pass
+
+
+def _worker_start(cfg, threads: int = 1) -> None:
+    """Pool initializer: ``threads`` Numba threads per worker (set before Numba is
+    imported), then load the reference and warm the kernels before the first file."""
+    os.environ.setdefault("NUMBA_NUM_THREADS", str(threads))
+    try:
+        import numba
+
+        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    except Exception:  # noqa: BLE001
+        pass
+    try:
+        _warm(_prepared(cfg))
+    except Exception:  # noqa: BLE001 - a bad reference is reported per file
+        pass
+
+
+def _unique(paths) -> list[Path]:
+    """``paths`` in order, each file once (by absolute path)."""
+    seen: set[str] = set()
+    out = []
+    for p in paths:
+        key = os.path.abspath(p)
+        if key not in seen:
+            seen.add(key)
+            out.append(p)
+    return out
+
+
+def _common_root(inputs: list[Path]) -> Path:
+    """Deepest folder holding every input (a folder input counts as itself, a file input
+    as its parent); absolute, symlinks not resolved."""
+    dirs = [os.path.abspath(p) if Path(p).is_dir() else os.path.dirname(os.path.abspath(p))
+            for p in inputs]
+    return Path(os.path.commonpath(dirs))
+
+
+def _mirror(src: Path, root: Path, out: Path, suffix: str) -> Path:
+    """OUT/<path of src relative to ``root``>, its DICOM suffix replaced by ``suffix`` (a
+    name without a DICOM suffix, e.g. ``1.2.840.5``, keeps its name and gains ``suffix``)."""
+    from ..dicomio import DICOM_SUFFIXES
+
+    rel = Path(os.path.abspath(src)).relative_to(root)
+    if rel.suffix.lower() in DICOM_SUFFIXES:
+        return out / rel.with_suffix(suffix)
+    return out / rel.parent / (rel.name + suffix)
+
+
+def _collisions(jobs: list[tuple]) -> list[tuple[str, str, str]]:
+    """(output, first input, second input) for every output claimed by two inputs."""
+    first: dict[str, str] = {}
+    clashes = []
+    for src, dest, *_ in jobs:
+        key = os.path.normcase(os.path.abspath(dest))
+        if key in first:
+            clashes.append((str(dest), first[key], str(src)))
+        else:
+            first[key] = str(src)
+    return clashes
 
 
 @click.command("harmonize")
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 @click.option("--ref", "ref", required=True, metavar="REF",
               help="Reference: a .npz from `mammoprep reference`, a folder of DICOMs (its "
-                   "low-energy images are pooled) or a single DICOM file.")
+                   "low-energy mammograms are pooled) or a single DICOM mammogram.")
 @click.option("-o", "--out", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Output folder; the input layout is mirrored under it.")
+              help="Output folder; the layout of the inputs below their common folder is "
+                   "mirrored under it.")
 @click.option("--format", "fmt", type=click.Choice(["dicom", "png"]), default="dicom",
               show_default=True, help="Derived DICOM (uncompressed MONOCHROME2) or 16-bit PNG.")
 @click.option("--only-energy", type=click.Choice(["high", "low"]), default=None,
@@ -132,19 +304,27 @@ def _mirror(src: Path, roots: list[Path], out: Path, suffix: str) -> Path:
 @click.option("--orient-left", is_flag=True,
               help="Flip images so the chest wall is on the left (recorded).")
 @click.option("--voi", is_flag=True, help="Apply the VOI LUT/window first (default: no).")
+@keep_suspect_option
+@click.option("--keep-identity", is_flag=True,
+              help="Derived DICOMs keep the source header with its patient identifiers "
+                   "(only for writing back into the source PACS). Default: de-identified "
+                   "(PS3.15 Basic Profile, Retain Device Identity; see the README). "
+                   "DICOM output only.")
 @decoder_option
 @salt_option
-@jobs_option
-def harmonize_cmd(inputs, ref, out, fmt, only_energy, energy_table, orient_left, voi, decoder,
-                  salt, jobs):
+@_jobs_option
+def harmonize_cmd(inputs, ref, out, fmt, only_energy, energy_table, orient_left, voi,
+                  keep_suspect, keep_identity, decoder, salt, jobs):
     """Remove burned-in text and CDF-match DICOMs to a low-energy reference.
 
     Foreground-only matching (LUMINA, Eq. 7): background stays exactly 0. Which images are
     matched is decided from metadata only (vendor/model -> energy class). Input files are
-    never modified. Writes OUT/harmonize_log.jsonl; exit 1 if any file failed.
+    never modified. Derived DICOMs are de-identified (PS3.15 Basic Profile with Retain
+    Device Identity; salted pseudonyms and UIDs) unless --keep-identity. Outputs mirror the inputs' paths below their common folder; if two
+    inputs would still map to one output, nothing is written and both are named. Writes
+    OUT/harmonize_log.jsonl (one row per input: status, QC fields, or the reject kind and
+    message); the summary counts rejects by reason; exit 1 if any file was rejected.
     """
-    from concurrent.futures import ProcessPoolExecutor
-
     from tqdm import tqdm
 
     from ..dicomio import iter_dicom_paths
@@ -152,15 +332,28 @@ def harmonize_cmd(inputs, ref, out, fmt, only_energy, energy_table, orient_left,
     from ..identity import resolve_salt
     from ..pipeline import PrepConfig
     from ..reference import load_reference
-    from ..shards import _worker_init
 
-    files = list(iter_dicom_paths(inputs))
+    # one file named twice (e.g. a folder and a file inside it, spelt differently) is one input
+    files = list(_unique(iter_dicom_paths(inputs)))
     if not files:
         raise click.UsageError("no DICOM files found")
+    suffix = ".png" if fmt == "png" else ".dcm"
+    root = _common_root(list(inputs))
+    dests = [_mirror(f, root, out, suffix) for f in files]
+    clashes = _collisions([(f, d) for f, d in zip(files, dests)])
+    if clashes:
+        lines = "\n".join(f"  {src1} and {src2} -> {dest}" for dest, src1, src2 in clashes)
+        raise click.UsageError(f"{len(clashes)} output path(s) would be written twice; nothing "
+                               f"was written:\n{lines}\nrename one of each pair or harmonise "
+                               "them in separate runs")
+    inputs_abs = {os.path.abspath(f) for f in files}
+    for dest in dests:
+        if os.path.abspath(dest) in inputs_abs:
+            raise click.UsageError(f"output {dest} would overwrite an input; choose another -o")
     ref_path = Path(ref)
     if ref_path.suffix.lower() != ".npz":  # build once here, not in every worker
         try:
-            built = load_reference(ref_path)
+            built = load_reference(ref_path, keep_suspect=keep_suspect)
         except MammoprepError as err:
             raise click.ClickException(str(err))
         out.mkdir(parents=True, exist_ok=True)
@@ -168,47 +361,49 @@ def harmonize_cmd(inputs, ref, out, fmt, only_energy, energy_table, orient_left,
         built.save(ref_path)
     cfg = PrepConfig(reference=str(ref_path.resolve()), only_energy=only_energy,
                      energy_table=energy_table, voi=voi, decoder=decoder,
-                     orient_left=orient_left)
+                     orient_left=orient_left, keep_suspect=keep_suspect)
     try:
         _prepared(cfg)  # fail fast on a bad reference or energy table
     except MammoprepError as err:
         raise click.ClickException(str(err))
     salt_b = resolve_salt(salt)
-    suffix = ".png" if fmt == "png" else ".dcm"
-    roots = [Path(p) for p in inputs]
-    jobs_list = [(str(f), _mirror(f, roots, out, suffix), fmt, cfg, salt_b) for f in files]
-    for _, dest, *_ in jobs_list:
-        if Path(dest).resolve() in {f.resolve() for f in files}:
-            raise click.UsageError(f"output {dest} would overwrite an input; choose another -o")
-    n_jobs = min(jobs or os.cpu_count() or 1, len(files))
+    jobs_list = [(str(f), str(d), fmt, cfg, salt_b, keep_identity) for f, d in zip(files, dests)]
+    n_jobs = min(jobs or auto_jobs(), len(files))
+    threads = max(1, (os.cpu_count() or 1) // n_jobs)
     out.mkdir(parents=True, exist_ok=True)
     rows = []
     bar = tqdm(total=len(files), desc="harmonize", unit="img", file=sys.stderr)
-    if n_jobs > 1:
+    if n_jobs > 1:  # one pool for the whole run, workers warmed before their first file
         import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
 
         with ProcessPoolExecutor(n_jobs, mp_context=mp.get_context("spawn"),
-                                 initializer=_worker_init) as pool:
-            for row in pool.map(_harmonize_one, jobs_list, chunksize=4):
+                                 initializer=_worker_start, initargs=(cfg, threads)) as pool:
+            for row in pool.map(_harmonize_one, jobs_list, chunksize=1):
                 rows.append(row)
                 bar.update()
     else:
-        for job in jobs_list:
-            rows.append(_harmonize_one(job))
-            bar.update()
+        rows = _harmonize_serial(jobs_list, bar.update)
     bar.close()
     with open(out / "harmonize_log.jsonl", "w") as fh:
         for row in rows:
-            fh.write(json.dumps(row) + "\n")
+            fh.write(json.dumps(row, default=_jsonable) + "\n")
     failed = [r for r in rows if r["status"] != "ok"]
     for r in failed:
-        click.echo(f"ERROR {r['error']}", err=True)
+        click.echo(f"ERROR ({r['kind']}) {r['error']}", err=True)
     ok = [r for r in rows if r["status"] == "ok"]
-    energies = {}
+    energies: dict[str, int] = {}
     for r in ok:
         energies[r["energy"]] = energies.get(r["energy"], 0) + 1
+    reasons: dict[str, int] = {}
+    for r in failed:
+        reasons[r["kind"]] = reasons.get(r["kind"], 0) + 1
+    suspect_kept = sum(1 for r in ok if r.get("qc") == "suspect")
     click.echo(f"{len(ok)} written to {out} ({sum(r['harmonized'] for r in ok)} harmonised, "
-               f"energy classes {json.dumps(energies, sort_keys=True)}), {len(failed)} failed")
+               f"energy classes {json.dumps(energies, sort_keys=True)}"
+               + (f", {suspect_kept} kept with qc=suspect" if suspect_kept else "")
+               + f"), {len(failed)} failed"
+               + (f" ({_reasons(reasons)})" if failed else ""))
     if energies.get("unknown"):
         click.echo(f"note: {energies['unknown']} image(s) of unknown energy class (vendor not in "
                    "the energy table); pass --energy-table to classify them", err=True)
@@ -223,11 +418,13 @@ def harmonize_cmd(inputs, ref, out, fmt, only_energy, energy_table, orient_left,
 @decoder_option
 def preview_cmd(file, ref, out, decoder):
     """Before/after images side by side with their foreground histograms and the reference's."""
-    from ..errors import MammoprepError
+    from ..errors import MammoprepError, UnexpectedError
     from ..preview import render_preview
 
     try:
         render_preview(file, ref, out, decoder=decoder)
     except MammoprepError as err:
         raise click.ClickException(str(err))
+    except Exception as exc:  # noqa: BLE001 - no traceback from user input
+        raise click.ClickException(str(UnexpectedError.wrap(file, exc, "preview")))
     click.echo(f"wrote {out}")

@@ -12,12 +12,15 @@ from ..options import decoder_option, salt_option
 
 
 def _line(path: Path, meta: dict, stats: dict | None) -> str:
-    """One human-readable line per file."""
+    """One human-readable line per file (the name escaped: one line whatever it holds)."""
+    from ..errors import display_path
+
     who = "/".join(x for x in (meta.get("manufacturer"), meta.get("model")) if x) or "?"
     side = f"{meta.get('laterality') or '-'} {meta.get('view') or '-'}"
     fmt = (f"{meta.get('bits_stored')}-bit {meta.get('photometric')} "
            f"{meta.get('transfer_syntax_name')}")
-    text = f"{path}  OK  {who}  {side}  {fmt}  inverted={'yes' if meta.get('inverted') else 'no'}"
+    text = (f"{display_path(path)}  OK  {who}  {side}  {fmt}  "
+            f"inverted={'yes' if meta.get('inverted') else 'no'}")
     if stats is not None:
         text += (f"  {stats['shape'][0]}x{stats['shape'][1]}  min={stats['min']} "
                  f"max={stats['max']} zero={stats['zero_fraction']:.1%}  "
@@ -48,15 +51,17 @@ def inspect_cmd(paths, as_json, voi, header_only, decoder, salt):
     from tqdm import tqdm
 
     from ..dicomio import iter_dicom_paths, read_header, safe_read
-    from ..errors import MammoprepError
+    from ..errors import MammoprepError, display_path
 
     files = list(iter_dicom_paths(paths))
     if not files:
         raise click.UsageError(f"no DICOM files found under {', '.join(map(str, paths))}")
     failed = 0
     show_bar = len(files) > 1 and any(Path(p).is_dir() for p in paths)
-    for f in tqdm(files, desc="inspect", unit="file", disable=not show_bar, file=sys.stderr,
-                  leave=False):
+    from ..options import bar_disabled
+
+    for f in tqdm(files, desc="inspect", unit="file", file=sys.stderr, leave=False,
+                  disable=bar_disabled() if show_bar else True):
         stats = None
         if header_only:
             try:
@@ -71,7 +76,7 @@ def inspect_cmd(paths, as_json, voi, header_only, decoder, salt):
             if as_json:
                 click.echo(json.dumps({"path": str(f), "status": "error", **err.as_dict()}))
             else:
-                click.echo(f"{f}  ERROR  {err.kind}: {err}")
+                click.echo(f"{display_path(f)}  ERROR  {err.kind}: {err}")
             continue
         if as_json:
             click.echo(json.dumps({"path": str(f), "status": "ok", **meta,

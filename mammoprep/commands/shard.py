@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sys
 from pathlib import Path
 
 import click
 
-from ..options import decoder_option, jobs_option, salt_option
+from ..options import (bar_disabled, decoder_option, jobs_option, keep_suspect_option,
+                       progress_option, salt_option)
 
 
 @click.command("shard")
@@ -18,7 +18,8 @@ from ..options import decoder_option, jobs_option, salt_option
 @click.option("-o", "--out", "out", required=True, type=click.Path(path_type=Path),
               help="Output folder for shards and manifests.")
 @click.option("--labels", default=None, metavar="KIND:PATH",
-              help="Label source: lumina:DIR, csv:FILE, parquet:FILE or vindr:DIR.")
+              help="Label source: lumina:DIR, rsna:CSV, cbis-ddsm:CSV[,CSV...], vindr:DIR, "
+              "csv:FILE or parquet:FILE (schema above).")
 @click.option("--ref", "ref", default=None, metavar="REF",
               help="Harmonisation reference (.npz, DICOM folder or file). Omit for raw shards.")
 @click.option("--only-energy", type=click.Choice(["high", "low"]), default=None,
@@ -28,6 +29,12 @@ from ..options import decoder_option, jobs_option, salt_option
 @click.option("--size", type=click.IntRange(min=16), default=1024, show_default=True,
               help="Longer side of stored images, pixels (aspect ratio kept).")
 @click.option("--no-crop", is_flag=True, help="Keep the full field instead of the breast box.")
+@click.option("--decode-scale", type=click.Choice(["auto", "full"]), default="auto",
+              show_default=True,
+              help="auto: decode JPEG 2000 at 1/2, 1/4, ... of its size when the breast crop "
+                   "still gets at least --size pixels on its longer side (several times "
+                   "faster; stored images within 1% of full scale of 'full'); full: always "
+                   "decode at full resolution.")
 @click.option("--samples-per-shard", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option("--folds", type=click.IntRange(min=0), default=5, show_default=True,
               help="Patient-level stratified group k-fold (0 = none).")
@@ -35,21 +42,47 @@ from ..options import decoder_option, jobs_option, salt_option
 @click.option("--scheduler", default=None, metavar="ADDRESS",
               help="Run the shard tasks on a Dask distributed cluster at ADDRESS.")
 @click.option("--allow-rejects", is_flag=True, help="Exit 0 even if some inputs were rejected.")
-@click.option("--overwrite", is_flag=True, help="Delete OUT first if it holds other shards.")
+@click.option("--overwrite", is_flag=True,
+              help="Replace shards and manifests in OUT made with other options, another "
+                   "reference or label table (only this command's files are deleted).")
 @click.option("--voi", is_flag=True, help="Apply the VOI LUT/window (default: detector values).")
+@keep_suspect_option
 @decoder_option
 @salt_option
 @jobs_option
-def shard_cmd(inputs, out, labels, ref, only_energy, energy_table, size, no_crop,
+@progress_option
+def shard_cmd(inputs, out, labels, ref, only_energy, energy_table, size, no_crop, decode_scale,
               samples_per_shard, folds, seed, scheduler, allow_rejects, overwrite, voi,
-              decoder, salt, jobs):
+              keep_suspect, decoder, salt, jobs, progress):
     """Write WebDataset shards and Parquet manifests from DICOM files or folders.
 
     One sample = one breast of one study: KEY.cc.png and KEY.mlo.png (16-bit, text removed,
     harmonised with --ref, cropped to the breast, longer side --size) and KEY.json (labels,
     boxes in stored pixels, transforms, vendor, energy). Next to the shards: images.parquet,
-    shards.parquet, rejects.parquet and config.json. A rerun after a crash skips finished
-    shards and gives identical bytes. Exit 1 if anything was rejected (see --allow-rejects).
+    shards.parquet, rejects.parquet and config.json. Every file is written atomically: a
+    rerun after a crash or a full disk skips finished shards and gives identical bytes. OUT
+    is locked (OUT/.lock) while a run writes to it; a folder made with other options, another
+    reference or label table is refused unless --overwrite. Exit 1 if anything was rejected
+    (see --allow-rejects).
+
+    \b
+    Label sources: lumina:DIR, rsna:CSV, cbis-ddsm:CSV[,CSV...], vindr:DIR, csv:FILE,
+    parquet:FILE (each with its publisher's schema and task rules: README, "Label sources").
+    Generic label table (csv:FILE / parquet:FILE), one row per image; column names in any
+    case; empty, '-', NA, N/A, null mean missing; other values are errors naming the row:
+      path        required  image file, relative to the table's folder or absolute
+      patient     optional  patient id (pseudonymised); wins over (0010,0020); on
+                            every row or none
+      study       optional  study id (pseudonymised); wins over (0020,000D)
+      laterality  optional  L, R, LEFT, RIGHT; wins over (0020,0062)/(0020,0060)
+      view        optional  CC, MLO (others not stored); wins over (0018,5101)
+      pathology   optional  benign, malignant, 0 (benign), 1 (malignant)
+      birads      optional  0-6; 4A/4B/4C = 4; 'BI-RADS 4'
+      density     optional  A-D; 1-4 = A-D; 'DENSITY C'
+      boxes       optional  JSON [[xmin, ymin, xmax, ymax], ...] in original pixels
+    The table wins over the header; every disagreement is counted in the summary. Rules:
+    diagnosis from pathology (BI-RADS 0 excluded), BI-RADS tasks 1-6, density A-D. The other
+    sources have their own rules (README, "Label sources").
     """
     from tqdm import tqdm
 
@@ -63,19 +96,19 @@ def shard_cmd(inputs, out, labels, ref, only_energy, energy_table, size, no_crop
         prep=PrepConfig(reference=str(Path(ref).resolve()) if ref else None,
                         only_energy=only_energy,
                         energy_table=str(Path(energy_table).resolve()) if energy_table else None,
-                        voi=voi, decoder=decoder, size=size, crop=not no_crop),
+                        voi=voi, decoder=decoder, size=size, crop=not no_crop,
+                        decode_scale=decode_scale, keep_suspect=keep_suspect),
         labels=labels, samples_per_shard=samples_per_shard, folds=folds, seed=seed,
         salt_fingerprint=salt_fingerprint(salt_b))
-    if overwrite and out.exists():
-        shutil.rmtree(out)
     bars: dict[str, tqdm] = {}
 
-    def progress(kind, n, total):
+    def on_progress(kind, n, total):
         if kind not in bars:
             for b in bars.values():
                 b.close()
             bars[kind] = tqdm(total=total, desc=kind, unit="img" if kind == "write" else "file",
-                              file=sys.stderr, dynamic_ncols=True)
+                              file=sys.stderr, dynamic_ncols=True,
+                              disable=bar_disabled(progress))
         if n:
             bars[kind].update(n)
 
@@ -92,7 +125,8 @@ def shard_cmd(inputs, out, labels, ref, only_energy, energy_table, size, no_crop
             executor = local_executor(jobs or os.cpu_count() or 1)
         with executor:
             summary = build_shards([str(p) for p in inputs], out, cfg, salt_b, executor,
-                                   progress=progress)
+                                   progress=on_progress, overwrite=overwrite,
+                                   log=lambda m: click.echo(m, err=True))
     except MammoprepError as err:
         raise click.ClickException(str(err))
     finally:
@@ -104,6 +138,9 @@ def shard_cmd(inputs, out, labels, ref, only_energy, energy_table, size, no_crop
     click.echo(f"stored {summary['images']} images in {summary['samples']} samples, "
                f"{summary['shards']} shards; rejected {summary['rejected']}; "
                f"harmonised {summary['harmonized']}")
+    if summary.get("suspect_kept"):
+        click.echo(f"{summary['suspect_kept']} image(s) stored with a suspect segmentation "
+                   "(--keep-suspect; column qc in images.parquet)")
     click.echo(f"per vendor: {json.dumps(summary['per_vendor'])}")
     click.echo(f"per energy class: {json.dumps(summary['per_energy'])}")
     if summary["rejected"]:
@@ -111,7 +148,27 @@ def shard_cmd(inputs, out, labels, ref, only_energy, energy_table, size, no_crop
                    f"(details: {out / 'rejects.parquet'})")
     if unmatched:
         click.echo(f"{len(unmatched)} label rows matched no image (e.g. {unmatched[0]})")
+    _echo_labels(summary)
     sys.exit(1 if summary["rejected"] and not allow_rejects else 0)
+
+
+def _echo_labels(summary: dict) -> None:
+    """The label source's part of the summary: labelled images per task, table/header
+    disagreements (the table wins), the source's own warnings."""
+    rep = summary.get("labels")
+    if not rep:
+        return
+    click.echo(f"labels ({rep['source']}): labelled images per task "
+               f"{json.dumps(rep['labelled_images'])}")
+    con = rep["conflicts"]
+    if any(con.values()):
+        click.echo(f"table and header disagree (table used): {json.dumps(con)}")
+        for line in summary["label_details"]["conflict_examples"]:
+            click.echo(f"  {line}")
+    if rep.get("skipped_files"):
+        click.echo(f"skipped {rep['skipped_files']} files the labels name as masks/crops")
+    for w in summary["label_details"]["source_warnings"]:
+        click.echo(f"warning: {w}", err=True)
 
 
 @click.command("verify")

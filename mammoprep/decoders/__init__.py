@@ -6,12 +6,20 @@ Each plug-in is a module in this package with
 * ``REQUIRES``: what to ``pip install`` for it;
 * ``is_available() -> bool``;
 * ``decode(ds, transfer_syntax) -> np.ndarray``: the stored values of the single frame,
-  ``[rows, cols]``, unsigned integer dtype, before any LUT or inversion.
+  ``[rows, cols]``, unsigned integer dtype, before any LUT or inversion;
+* optionally ``reductions(ds, transfer_syntax) -> tuple[int, ...]`` and a ``reduction=0``
+  keyword of ``decode``: a plug-in that can decode at reduced resolution (JPEG 2000: drop the
+  last ``r`` wavelet levels) lists the levels it can drop for this frame; the result is then
+  ``[ceil(rows / 2**r), ceil(cols / 2**r)]`` and sample ``i`` is original sample ``i * 2**r``
+  (:func:`recentre` moves it onto the area grid of the original pixels).
 
 Plug-ins are registered by name and imported lazily. :func:`decode` tries the available
 plug-ins for a transfer syntax in priority order (fastest first); every plug-in of a
 transfer syntax must give identical pixels (tests check it on real files). When none can
 decode, :class:`~mammoprep.errors.NoDecoderError` lists every plug-in and what it needs.
+:func:`decode_at_least` asks for "at least R x C": a reducing plug-in drops as many levels
+as keep the image at least that large; without one (or if it fails) the full image is
+decoded, with the same output contract.
 """
 
 from __future__ import annotations
@@ -38,6 +46,13 @@ class Plugin:
 _REGISTRY: dict[str, Plugin] = {}
 
 
+class CodecMissing(RuntimeError):
+    """Raised by a plug-in's ``decode`` when it claims the transfer syntax but the codec
+    library it would use for it is not installed (e.g. JPEG lossless through pydicom
+    without pylibjpeg-libjpeg); :func:`decode` then reports a missing decoder, not a
+    corrupt file."""
+
+
 def register(name: str, module: str, priority: int) -> None:
     """Register a decoder module (imported lazily) under ``name``."""
     _REGISTRY[name] = Plugin(name, module, priority)
@@ -48,6 +63,10 @@ register("libjpeg-turbo", "mammoprep.decoders.turbo", 10)
 register("charls", "mammoprep.decoders.charls", 10)
 register("openjph", "mammoprep.decoders.openjph", 10)
 register("pydicom", "mammoprep.decoders.pydicom_plugin", 100)
+# Same pixels as pydicom at full resolution; chosen by decode_at_least for reduced decoding.
+register("pillow-openjpeg", "mammoprep.decoders.pillow_j2k", 110)
+# GPU first where a CUDA device and nvImageCodec are present (lossless J2K / HTJ2K only).
+register("nvimgcodec", "mammoprep.decoders.nvimgcodec", 5)
 
 
 @lru_cache(maxsize=None)
@@ -97,22 +116,109 @@ def decode(ds, transfer_syntax: str, path: str | None = None,
     """
     cands = candidates(transfer_syntax, prefer)
     tag = "(0002,0010) TransferSyntaxUID"
-    if not cands:
-        needs = "; ".join(f"{n}: {r}" for n, r in requirements().items())
-        raise NoDecoderError(path, "no installed decoder handles this transfer syntax",
-                             tag=tag, value=f"{transfer_syntax} ({_ts_name(transfer_syntax)})",
-                             hint=f"Decoder plug-ins and what they need: {needs}. Or "
-                                  "re-export the image uncompressed")
+    missing: list[str] = []
     last: Exception | None = None
+    failed: list[str] = []
     for name in cands:
         try:
             return _load(name).decode(ds, transfer_syntax), name
+        except CodecMissing as exc:
+            missing.append(f"{name}: {exc}")
         except Exception as exc:  # noqa: BLE001 - a codec failure must not end the batch
             last = exc
+            failed.append(name)
+    if last is None:  # nothing installed can decode it (no candidate, or codecs missing)
+        needs = "; ".join(f"{n}: {r}" for n, r in requirements().items())
+        raise NoDecoderError(path, "no installed decoder handles this transfer syntax"
+                             + (f" ({'; '.join(missing)})" if missing else ""),
+                             tag=tag, value=f"{transfer_syntax} ({_ts_name(transfer_syntax)})",
+                             hint=f"Decoder plug-ins and what they need: {needs}. Or "
+                                  "re-export the image uncompressed")
     raise DecodeError(path, f"pixel data could not be decoded ({type(last).__name__}: {last})",
                       tag=tag, value=f"{transfer_syntax} ({_ts_name(transfer_syntax)})",
-                      hint=f"tried {', '.join(cands)}; the file may be corrupt, or try "
-                           "another decoder with --decoder")
+                      hint=(f"every installed decoder failed ({', '.join(failed)}): the "
+                            "pixel data are corrupt or truncated; re-export the image"
+                            if len(failed) > 1 else f"{failed[0]} is the only installed "
+                            "decoder for it: the pixel data may be corrupt (re-export the "
+                            "image), or install another decoder plug-in (README, 'Reading DICOM')"))
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """What :func:`decode_at_least` returns.
+
+    pixels: stored values ``[ceil(rows / 2**reduction), ceil(cols / 2**reduction)]``.
+    decoder: the plug-in name. reduction: resolution levels dropped (0 = full image).
+    """
+
+    pixels: np.ndarray
+    decoder: str
+    reduction: int
+
+
+def reduced_size(rows: int, cols: int, reduction: int) -> tuple[int, int]:
+    """``[rows, cols]`` after dropping ``reduction`` resolution levels (ceil per axis)."""
+    f = 1 << reduction
+    return -(-rows // f), -(-cols // f)
+
+
+def reduction_for(rows: int, cols: int, min_size: tuple[int, int],
+                  allowed: tuple[int, ...]) -> int:
+    """The largest level in ``allowed`` whose reduced size is at least ``min_size`` (rows,
+    cols) on both axes; 0 when none is (never below the request)."""
+    ok = [r for r in allowed if r >= 0 and all(
+        a >= b for a, b in zip(reduced_size(rows, cols, r), min_size))]
+    return max(ok, default=0)
+
+
+def recentre(pixels: np.ndarray, reduction: int) -> np.ndarray:
+    """A reduced-resolution decode resampled onto the area grid of the original image.
+
+    The LL band of the JPEG 2000 wavelets puts reduced sample ``i`` at the centre of
+    original pixel ``i * 2**r``; the area convention used everywhere else (crops,
+    :class:`~mammoprep.boxes.Transform`) puts reduced pixel ``i`` over original pixels
+    ``[i * 2**r, (i + 1) * 2**r)``, centred ``2**(r-1) - 0.5`` original pixels further on.
+    Returns ``uint16``: ``out[i, j] = p[i + d, j + d]``, ``d = 0.5 - 2**-(r+1)`` reduced
+    pixels (bilinear, last row/column repeated, rounded half up:
+    :func:`mammoprep.kernels.shift_bilinear`); the input itself when ``reduction`` is 0.
+    Without it the stored images of the reduced path sit ``d`` pixels off the full path's
+    (measured: about half their difference at level 1).
+    """
+    if not reduction:
+        return pixels
+    from .. import kernels
+
+    return kernels.shift_bilinear(np.ascontiguousarray(pixels, dtype=np.uint16),
+                                  0.5 - 0.5 ** (reduction + 1))
+
+
+def decode_at_least(ds, transfer_syntax: str, min_size: tuple[int, int],
+                    path: str | None = None, prefer: str | None = None) -> Decoded:
+    """Decode the frame of ``ds`` at the smallest resolution that is still at least
+    ``min_size`` = (rows, cols), when a plug-in can; else (or when the reduced decode fails)
+    exactly as :func:`decode`.
+
+    The first available plug-in for the transfer syntax (``prefer`` first) that offers
+    ``reductions`` decides; a preferred plug-in without them, or one ahead of it that sets
+    ``FULL_BEATS_REDUCED`` (a GPU decoder: its full decode is faster than a CPU reduced
+    one), means a full decode with it.
+    """
+    rows, cols = int(ds.Rows), int(ds.Columns)
+    for name in candidates(transfer_syntax, prefer):
+        module = _load(name)
+        if not hasattr(module, "reductions"):
+            if name == prefer or getattr(module, "FULL_BEATS_REDUCED", False):
+                break
+            continue
+        try:
+            r = reduction_for(rows, cols, min_size, module.reductions(ds, transfer_syntax))
+            if r:
+                return Decoded(module.decode(ds, transfer_syntax, reduction=r), name, r)
+        except Exception:  # noqa: BLE001 - fall back to the full decode below
+            pass
+        break
+    pixels, name = decode(ds, transfer_syntax, path=path, prefer=prefer)
+    return Decoded(pixels, name, 0)
 
 
 def _ts_name(uid: str) -> str:

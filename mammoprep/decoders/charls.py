@@ -9,7 +9,7 @@ import numpy as np
 
 from . import single_frame_bytes
 
-REQUIRES = "pip install imagecodecs (or pyjpegls)"
+REQUIRES = "pip install 'mammoprep[fast]' (imagecodecs or pyjpegls)"
 TRANSFER_SYNTAXES = frozenset({"1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.81"})
 
 

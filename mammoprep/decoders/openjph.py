@@ -10,7 +10,7 @@ import numpy as np
 
 from . import single_frame_bytes
 
-REQUIRES = "pip install imagecodecs"
+REQUIRES = "pip install 'mammoprep[fast]' (imagecodecs)"
 TRANSFER_SYNTAXES = frozenset({"1.2.840.10008.1.2.4.201", "1.2.840.10008.1.2.4.202"})
 
 

@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import numpy as np
 
-REQUIRES = "pip install pydicom pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg pylibjpeg-rle"
+from . import CodecMissing
+
+REQUIRES = ("pydicom + pylibjpeg (installed with mammoprep); JPEG lossless / extended also "
+            "need pip install 'mammoprep[gpl]' (pylibjpeg-libjpeg, GPL-3.0), JPEG-LS "
+            "pip install pyjpegls")
 
 # Transfer syntaxes this plug-in accepts; pydicom then picks its own codec plug-in.
 TRANSFER_SYNTAXES = frozenset({
@@ -35,7 +39,7 @@ def decode(ds, transfer_syntax: str) -> np.ndarray:
     decoder = get_decoder(transfer_syntax)
     if not decoder.is_available:
         missing = "; ".join(decoder.missing_dependencies)
-        raise RuntimeError(f"pydicom has no codec installed for it ({missing})")
+        raise CodecMissing(f"pydicom has no codec installed for it ({missing})")
     plugin = _PREFERRED if _PREFERRED in decoder.available_plugins else ""
     # unused high bits are masked once, in place, by mammoprep.dicomio (unsigned data only
     # reach it); pydicom's own correction would add a copy and two shifts over the image

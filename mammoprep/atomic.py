@@ -1,0 +1,167 @@
+"""Crash-safe output: atomic file writes, typed write errors, one writer per output folder.
+
+Every file ``mammoprep`` writes goes through :func:`atomic_write`: a temporary file beside
+the destination, fsync, rename, fsync of the folder. A kill -9 or a full disk leaves either
+the old file or the complete new one under the final name, never a partial one, so a rerun
+resumes from what is there. An ``OSError`` (ENOSPC, EACCES, EROFS, ...) becomes one
+:class:`~mammoprep.errors.WriteError` naming the path and what to do.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+from contextlib import contextmanager
+from pathlib import Path
+from typing import BinaryIO, Callable, Iterator
+
+from .errors import MammoprepError, WriteError
+
+#: What to do, per errno, when an output cannot be written.
+_ADVICE = {
+    errno.ENOSPC: "the disk is full: free space (or use another output folder) and rerun; "
+                  "finished outputs are kept and the rerun resumes",
+    errno.EDQUOT: "the disk quota is exceeded: free space and rerun; finished outputs are "
+                  "kept and the rerun resumes",
+    errno.EACCES: "permission denied: check that you may write to this folder, then rerun",
+    errno.EPERM: "operation not permitted: check the folder's permissions, then rerun",
+    errno.EROFS: "the file system is read-only: choose another output folder",
+}
+
+
+def write_error(path: str | os.PathLike, exc: OSError) -> WriteError:
+    """The typed error for an ``OSError`` while writing ``path``."""
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    return WriteError(path, f"cannot write ({reason})",
+                      tag="errno", value=errno.errorcode.get(exc.errno or 0, exc.errno),
+                      hint=_ADVICE.get(exc.errno, "check the disk and the folder, then rerun; "
+                                                  "finished outputs are kept"))
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # e.g. a platform without directory handles
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def temporary_name(path: Path) -> Path:
+    """The temporary file :func:`atomic_write` uses for ``path`` (hidden, per process)."""
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+
+
+def atomic_write(path: str | os.PathLike, data: bytes | Callable[[BinaryIO], None]) -> None:
+    """Write ``data`` (bytes, or a function that writes to a binary file object) to
+    ``path`` atomically: temporary file in the same folder, flush, fsync, rename, fsync of
+    the folder. Raises :class:`WriteError` (naming ``path``) on any ``OSError``; the
+    temporary file is removed and an existing ``path`` is left as it was."""
+    path = Path(path)
+    tmp = temporary_name(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as fh:
+            if callable(data):
+                data(fh)
+            else:
+                fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException as exc:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        if isinstance(exc, OSError):
+            raise write_error(path, exc) from None
+        raise
+    _fsync_dir(path.parent)
+
+
+def remove_temporaries(folder: Path, pattern: str = ".*.tmp") -> list[Path]:
+    """Delete temporary files an interrupted run left in ``folder``; returns them."""
+    gone = []
+    for p in sorted(folder.glob(pattern)):
+        try:
+            p.unlink()
+            gone.append(p)
+        except OSError:
+            pass
+    return gone
+
+
+_TEMP = re.compile(r"\..+\.(\d+)\.tmp")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def remove_orphaned_temporaries(folder: Path) -> int:
+    """Delete, under ``folder`` (recursively), the temporary files of :func:`atomic_write`
+    whose writing process is gone (killed mid-write); a live process's are left alone.
+    Returns how many were removed."""
+    n = 0
+    if not folder.is_dir():
+        return 0
+    for p in folder.rglob(".*.tmp"):
+        m = _TEMP.fullmatch(p.name)
+        if m and int(m.group(1)) != os.getpid() and not _alive(int(m.group(1))):
+            try:
+                p.unlink()
+                n += 1
+            except OSError:
+                pass
+    return n
+
+
+class FolderLockedError(MammoprepError):
+    """Another run is writing to the same output folder."""
+
+    kind = "folder_locked"
+
+
+@contextmanager
+def output_lock(folder: str | os.PathLike, command: str) -> Iterator[None]:
+    """Hold an exclusive lock on ``folder/.lock`` (``fcntl.flock``, released when the
+    process ends, even by kill -9) for the duration; a second run on the same folder gets
+    :class:`FolderLockedError` at once instead of interleaving its files with ours. Without
+    ``fcntl`` (Windows) nothing is locked."""
+    folder = Path(folder)
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    lock = folder / ".lock"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fh = open(lock, "a+b")
+    except OSError as exc:
+        raise write_error(lock, exc) from None
+    try:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise FolderLockedError(
+                    folder, f"another `mammoprep {command}` is writing to this folder",
+                    tag=".lock", value="locked",
+                    hint="wait for it to finish, or use another output folder") from None
+            raise write_error(lock, exc) from None
+        yield
+    finally:
+        fh.close()

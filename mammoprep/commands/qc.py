@@ -1,0 +1,79 @@
+"""`mammoprep qc`: a segmentation contact sheet a person can scan in seconds."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from ..options import decoder_option, jobs_option
+
+
+def _item(job: tuple):
+    from ..qc import qc_item
+
+    path, decoder = job
+    return qc_item(path, decoder=decoder)
+
+
+@click.command("qc")
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("-o", "--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Contact sheet PNG to write.")
+@click.option("--max", "max_images", type=click.IntRange(min=1), default=None,
+              help="Show at most N images (errors and suspect images are kept first).")
+@click.option("--columns", type=click.IntRange(1, 20), default=6, show_default=True,
+              help="Tiles per row.")
+@decoder_option
+@jobs_option
+def qc_cmd(inputs, out, max_images, columns, decoder, jobs):
+    """Contact sheet of the breast segmentation of every DICOM under INPUTS.
+
+    Per image: a thumbnail with the kept region outlined in green, removed non-zero pixels
+    tinted red, a blue bar on the chest-wall side, and the verdict (OK / SUSPECT with its
+    reason / ERROR with the message). Errors and suspect images come first. Prints one
+    line per suspect or failed file and a summary; exit 1 if any image is suspect or
+    failed.
+    """
+    from tqdm import tqdm
+
+    from ..dicomio import iter_dicom_paths
+    from ..qc import order, render_sheet
+
+    files = [str(p) for p in iter_dicom_paths(inputs)]
+    if not files:
+        raise click.UsageError("no DICOM files found")
+    n_jobs = min(jobs or os.cpu_count() or 1, len(files))
+    jobs_list = [(f, decoder) for f in files]
+    items = []
+    from ..options import bar_disabled
+
+    with tqdm(total=len(files), desc="qc", unit="img", file=sys.stderr,
+              disable=True if len(files) < 2 else bar_disabled()) as bar:
+        if n_jobs > 1:
+            import multiprocessing as mp
+            from concurrent.futures import ProcessPoolExecutor
+
+            from ..shards import _worker_init
+
+            with ProcessPoolExecutor(n_jobs, mp_context=mp.get_context("spawn"),
+                                     initializer=_worker_init) as pool:
+                for it in pool.map(_item, jobs_list):
+                    items.append(it)
+                    bar.update()
+        else:
+            for job in jobs_list:
+                items.append(_item(job))
+                bar.update()
+    ranked = order(items)
+    shown = ranked[:max_images] if max_images else ranked
+    render_sheet(shown, out, columns=columns)
+    counts = {v: sum(it.verdict == v for it in items) for v in ("ok", "suspect", "error")}
+    for it in ranked:
+        if it.verdict != "ok":
+            click.echo(f"{it.verdict.upper()} {it.name}: {it.caption}", err=True)
+    click.echo(f"qc sheet {out}: {len(shown)} of {len(items)} images; {counts['ok']} ok, "
+               f"{counts['suspect']} suspect, {counts['error']} failed")
+    sys.exit(1 if counts["suspect"] or counts["error"] else 0)

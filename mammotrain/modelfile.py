@@ -1,0 +1,221 @@
+"""Self-contained model files: ``best.safetensors`` + ``best.json``.
+
+A trained fold's selected weights are written as ``OUT/foldK/best.safetensors`` (tensors
+only, no pickle) whose header metadata (``__metadata__["mammotrain"]``) holds one JSON
+document, also written next to it as ``best.json`` for people to read:
+
+* ``format`` / ``format_version``: ``"mammotrain.model"`` / 1;
+* ``config``: the resolved :class:`~mammotrain.train.TrainConfig` (backbone, task, views,
+  size, resize, intensity, in_chans, head shape, ...);
+* ``task``: name, kind, classes and activation of the task spec;
+* ``preprocess``: the loader's :class:`~mammotrain.data.Preprocess` (size, resize, intensity)
+  and ``data_config``: the backbone's timm data config (mean, std, interpolation);
+* ``shards_config``: the ``config`` of the training shards' ``config.json`` (mammoprep's
+  preparation: crop, size, energy rules, VOI, reference path on the training machine, ...);
+* ``reference``: the harmonisation reference the shards were made with, embedded
+  (``npz_zlib_b64``: the ``.npz`` of :meth:`mammoprep.harmonize.Reference.save`, zlib
+  compressed, base64) with ``sha256``, the content hash of its histogram (little-endian
+  int64 counts followed by the bit depth as 8 bytes), verified on load; null without
+  harmonisation;
+* ``epoch``, ``selection``, ``test_fold``, ``seen_patients`` (pseudonyms), ``versions``.
+
+:func:`read_model_file` returns the same dict as :func:`mammotrain.train.read_checkpoint`
+for a ``.pt``, so ``mammotrain predict -c MODEL.safetensors`` needs nothing else: the
+embedded shard config and reference are materialised in a private temporary folder that
+stands in for the training shards (``config["shards"]``).
+"""
+
+from __future__ import annotations
+
+import atexit
+import base64
+import functools
+import hashlib
+import json
+import shutil
+import tempfile
+import zlib
+from pathlib import Path
+from typing import Any
+
+import torch
+
+FORMAT = "mammotrain.model"
+FORMAT_VERSION = 1
+METADATA_KEY = "mammotrain"
+
+
+def reference_hash(hist, bits: int) -> str:
+    """Content hash of a reference: sha256 of its counts (``<i8``) then its bit depth."""
+    import numpy as np
+
+    h = hashlib.sha256(np.ascontiguousarray(hist, dtype="<i8").tobytes())
+    h.update(int(bits).to_bytes(8, "little"))
+    return h.hexdigest()
+
+
+@functools.lru_cache(maxsize=4)  # once per run, not per fold (a DICOM folder is re-pooled)
+def embed_reference(spec: str | Path) -> dict[str, Any]:
+    """A reference (``.npz``, DICOM folder or file, as ``--ref`` takes it) as an embeddable
+    dict: ``sha256`` (:func:`reference_hash`), ``bits``, ``count``, ``source`` (the path it
+    came from) and ``npz_zlib_b64``."""
+    from mammoprep.reference import load_reference
+
+    ref = load_reference(spec)
+    with tempfile.TemporaryDirectory(prefix="mammotrain-ref-") as tmp:
+        raw = ref.save(Path(tmp) / "ref.npz").read_bytes()
+    return {"sha256": reference_hash(ref.hist, ref.bits), "bits": int(ref.bits),
+            "count": int(ref.count), "source": str(spec),
+            "npz_zlib_b64": base64.b64encode(zlib.compress(raw, 9)).decode("ascii")}
+
+
+def extract_reference(entry: dict[str, Any], path: Path, where: str = "model file") -> Path:
+    """Write an embedded reference to ``path`` (.npz) after checking its content hash;
+    raises ValueError naming ``where`` when the copy does not match its hash."""
+    from mammoprep.harmonize import Reference
+
+    try:
+        raw = zlib.decompress(base64.b64decode(entry["npz_zlib_b64"]))
+    except (KeyError, ValueError, zlib.error) as exc:
+        raise ValueError(f"{where}: embedded reference unreadable ({exc})") from None
+    path.write_bytes(raw)
+    ref = Reference.load(path)
+    got = reference_hash(ref.hist, ref.bits)
+    if got != entry.get("sha256"):
+        raise ValueError(f"{where}: embedded reference does not match its content hash "
+                         f"(reference.sha256 {entry.get('sha256')}, computed {got}); the file "
+                         "is damaged or was edited")
+    return path
+
+
+def model_document(cfg, model: torch.nn.Module, ck: dict[str, Any]) -> dict[str, Any]:
+    """The JSON document of a model file (see the module docstring). ``cfg``: the resolved
+    TrainConfig; ``ck``: the best-checkpoint dict (epoch, selection, test_fold, ...)."""
+    from dataclasses import asdict
+
+    from .tasks import get_task
+    from .train import versions
+
+    task = get_task(cfg.task)
+    shards_config: dict[str, Any] = {}
+    src = Path(cfg.shards) / "config.json"
+    if src.exists():
+        shards_config = json.loads(src.read_text()).get("config") or {}
+    ref_spec = (shards_config.get("prep") or {}).get("reference")
+    reference = embed_reference(ref_spec) if ref_spec else None
+    return {
+        "format": FORMAT, "format_version": FORMAT_VERSION,
+        "config": cfg.to_dict(),
+        "task": {"name": task.name, "kind": task.kind, "classes": list(task.classes),
+                 "activation": task.activation},
+        "preprocess": asdict(cfg.preprocess()),
+        "data_config": getattr(model, "data_config", None),
+        "shards_config": shards_config,
+        "reference": reference,
+        "epoch": ck.get("epoch"), "epoch_base": ck.get("epoch_base", 0),
+        "selection": ck.get("selection"), "test_fold": ck.get("test_fold"),
+        "seen_patients": list(ck.get("seen_patients") or []),
+        "versions": versions(),
+    }
+
+
+def write_model_file(path: str | Path, model: torch.nn.Module, cfg, ck: dict[str, Any]
+                     ) -> Path:
+    """Write ``path`` (``.safetensors``: the model's state dict plus the document of
+    :func:`model_document` in its metadata) and the same document as ``path``'s ``.json``."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        raise ValueError(f"{path}: a model file ends in .safetensors")
+    doc = model_document(cfg, model, ck)
+    text = json.dumps(doc, sort_keys=True, default=str)
+    # clone: tied or shared storages are written as separate tensors
+    tensors = {k: v.detach().to("cpu").clone().contiguous()
+               for k, v in model.state_dict().items()}
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(tensors, str(tmp), metadata={METADATA_KEY: text})
+    tmp.replace(path)
+    path.with_suffix(".json").write_text(json.dumps(doc, indent=2, sort_keys=True, default=str))
+    return path
+
+
+def read_document(path: str | Path) -> dict[str, Any]:
+    """The JSON document in a model file's header (no tensors read)."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: model file not found")
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            meta = fh.metadata() or {}
+    except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types
+        raise ValueError(f"{path}: not a safetensors file ({exc})") from None
+    if METADATA_KEY not in meta:
+        raise ValueError(f"{path}: a safetensors file without a mammotrain model document "
+                         f"(metadata keys: {sorted(meta)}); write one with "
+                         "`mammotrain export -c best.pt -o model.safetensors`")
+    doc = json.loads(meta[METADATA_KEY])
+    if doc.get("format") != FORMAT or int(doc.get("format_version", 0)) > FORMAT_VERSION:
+        raise ValueError(f"{path}: model document format {doc.get('format')!r} version "
+                         f"{doc.get('format_version')!r}; this mammotrain reads {FORMAT!r} "
+                         f"up to version {FORMAT_VERSION}")
+    return doc
+
+
+_MATERIALISED: list[str] = []
+
+
+def _cleanup() -> None:
+    for d in _MATERIALISED:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+atexit.register(_cleanup)
+
+
+def materialise(doc: dict[str, Any], where: str) -> Path:
+    """A private temporary folder standing in for the training shards: ``config.json``
+    with the embedded shard config, its reference (if any) extracted next to it and the
+    config's reference path pointing there. Removed when the process exits."""
+    folder = Path(tempfile.mkdtemp(prefix="mammotrain-model-"))
+    _MATERIALISED.append(str(folder))
+    shards_config = json.loads(json.dumps(doc.get("shards_config") or {}))
+    prep = shards_config.setdefault("prep", {}) if shards_config else {}
+    if doc.get("reference"):
+        prep["reference"] = str(extract_reference(doc["reference"], folder / "reference.npz",
+                                                  where))
+    elif prep:
+        prep["reference"] = None
+    if shards_config:
+        (folder / "config.json").write_text(json.dumps({"config": shards_config}, indent=2))
+    return folder
+
+
+def read_model_file(path: str | Path) -> dict[str, Any]:
+    """A model file as :func:`mammotrain.train.read_checkpoint` gives a ``.pt``: ``model``
+    (state dict), ``config`` (its ``shards`` replaced by the materialised stand-in folder),
+    ``epoch`` counted from 1, ``selection``, ``test_fold``, ``seen_patients``, plus
+    ``document`` (the whole JSON document)."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    doc = read_document(path)
+    state = load_file(str(path))
+    config = dict(doc["config"])
+    config["shards"] = str(materialise(doc, str(path)))
+    epoch = doc.get("epoch")
+    epoch = -1 if epoch is None else int(epoch) + 1 - int(doc.get("epoch_base", 0))
+    return {"model": state, "config": config, "epoch": epoch, "epoch_base": 1,
+            "selection": doc.get("selection"), "test_fold": doc.get("test_fold"),
+            "seen_patients": doc.get("seen_patients") or [], "document": doc}
+
+
+def save_best(out: Path, model: torch.nn.Module, cfg, best: dict[str, Any], log) -> None:
+    """``out/best.safetensors`` (+ ``best.json``) from the selected weights loaded in
+    ``model``; a failure is logged, never loses the fold's results."""
+    try:
+        write_model_file(out / "best.safetensors", model, cfg, best)
+    except Exception as exc:  # noqa: BLE001 - the fold's metrics must still be written
+        log(f"warning: {out / 'best.safetensors'} not written ({type(exc).__name__}: {exc})")

@@ -1,0 +1,381 @@
+"""Each label source end to end through ``mammoprep shard``: a LUMINA-layout archive (synth),
+an RSNA-style archive and a CBIS-DDSM-style archive (synth images re-saved with the publisher's
+file layout and header habits, tables written here from the publisher's schema), and the
+generic table's precedence over the header. Labels are checked image by image through the
+unsalted ``sop_uid_hash`` that links a manifest row to its source file."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pydicom
+import pytest
+from click.testing import CliRunner
+
+from mammoprep import synth
+from mammoprep.cli import main
+from mammoprep.identity import pseudonym
+from mammoprep.labels import parse_birads
+from mammoprep.pipeline import PrepConfig
+from mammoprep.shards import ShardConfig, build_shards, verify
+
+from .test_labels import CALC_COLUMNS, MASS_COLUMNS, RSNA_COLUMNS, write_dicom
+
+SALT = b"label-sources-test-salt-not-secret-0123456789"
+
+
+def uid_hash(uid) -> str:
+    """The manifest's sop_uid_hash of a SOP Instance UID (salted)."""
+    return pseudonym(uid, SALT)
+SIZE = (128, 104)
+
+
+def _seed_with_one_view_density() -> int:
+    """First seed whose 10-patient plan has a named breast with one view's density missing
+    (the sheet's MLO or CC row '-') and a BILATERAL patient: the cases the rules are about."""
+    for seed in range(200):
+        plans = synth.plan_cohort(10, seed, SIZE)
+        dens = [{synth.sheet_labels(p, synth.named_breasts(p)[0], v)[1] for v in ("CC", "MLO")}
+                for p in plans]
+        if any("-" in d and len(d) == 2 for d in dens) and any(
+                p.side == "BILATERAL" for p in plans):
+            return seed
+    raise AssertionError("no seed found")
+
+
+SEED = _seed_with_one_view_density()
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("cohort")
+    synth.generate_cohort(root, patients=10, seed=SEED, size=SIZE)
+    return root
+
+
+def _by_uid(shards: Path) -> dict[str, dict]:
+    return {r["sop_uid_hash"]: r for r in pq.read_table(shards / "images.parquet").to_pylist()}
+
+
+def _sop(path: Path) -> str:
+    return uid_hash(pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID)
+
+
+def _cfg(labels: str, **kw) -> ShardConfig:
+    return ShardConfig(prep=PrepConfig(size=64), labels=labels, samples_per_shard=8, **kw)
+
+
+def _config_summary(shards: Path) -> dict:
+    return json.loads((shards / "config.json").read_text())["summary"]
+
+
+# ------------------------------------------------------------------------------ LUMINA
+
+@pytest.fixture(scope="module")
+def lumina_shards(cohort, tmp_path_factory) -> tuple[Path, str]:
+    out = tmp_path_factory.mktemp("lumina") / "shards"
+    r = CliRunner().invoke(main, ["shard", str(cohort), "-o", str(out), "--labels",
+                                  f"lumina:{cohort}", "--size", "64", "-j", "1",
+                                  "--salt", SALT.decode()])
+    assert r.exit_code == 0, r.output
+    return out, r.output
+
+
+def test_lumina_archive_only_named_breasts_carry_labels(cohort, lumina_shards):
+    out, output = lumina_shards
+    rows = _by_uid(out)
+    plans = {p.case_id: p for p in synth.plan_cohort(10, SEED, SIZE)}
+    seen_named = seen_other = 0
+    for f in sorted(cohort.rglob("*.dcm")):
+        r = rows[_sop(f)]
+        plan = plans[f.parent.name]
+        lat, view = f.stem.split("_")
+        labels = [r[f"label_{t}"] for t in ("diagnosis", "birads2", "birads3", "density")]
+        if lat not in synth.named_breasts(plan):
+            seen_other += 1
+            assert labels == [None] * 4 and r["pathology"] is None, f
+            continue
+        seen_named += 1
+        assert r["pathology"] == ("malignant" if plan.group == "Malign" else "benign")
+        b = plan.breast(synth.named_breasts(plan)[0])
+        assessed = b.birads not in ("0", "-")
+        assert (r["label_diagnosis"] is not None) == assessed, f
+        if assessed:
+            assert r["label_diagnosis"] == int(plan.group == "Malign")
+            assert r["label_birads2"] == int(int(b.birads) >= 4)
+        # density per view, whatever the BI-RADS (0 included)
+        assert (r["label_density"] is None) == (r["density"] is None)
+    assert seen_named and seen_other
+    assert "labels (lumina): labelled images per task" in output
+
+
+def test_lumina_one_view_density_reaches_single_view_not_two_view(lumina_shards):
+    from mammotrain.data import plan_examples
+    from mammotrain.tasks import get_task
+
+    out, _ = lumina_shards
+    rows = pq.read_table(out / "images.parquet").to_pylist()
+    by_key: dict[str, dict] = {}
+    for r in rows:
+        by_key.setdefault(r["key"], {})[r["view"]] = r["label_density"]
+    one = [k for k, v in by_key.items() if len(v) == 2 and sum(x is not None for x in
+                                                                 v.values()) == 1]
+    assert one  # the seed guarantees one
+    single, _ = plan_examples(rows, get_task("density"), 1)
+    double, rep = plan_examples(rows, get_task("density"), 2)
+    labelled_view = {k: next(v for v, x in by_key[k].items() if x is not None) for k in one}
+    uids = {e.uid for e in single}
+    assert all(f"{k}.{labelled_view[k]}" in uids for k in one)
+    assert not {e.key for e in double} & set(one)
+    assert rep.excluded["one_view_labelled"] == len(one)
+    # the sample JSON carries the per-view labels too
+    import tarfile
+
+    k = one[0]
+    shard = next(r["shard"] for r in rows if r["key"] == k)
+    with tarfile.open(out / shard) as tar:
+        doc = json.loads(tar.extractfile(f"{k}.json").read())
+    assert doc["labels"]["density"] is None
+    assert doc["images"][labelled_view[k]]["labels"]["density"] == by_key[k][labelled_view[k]]
+
+
+# -------------------------------------------------------------------------------- RSNA
+
+@pytest.fixture(scope="module")
+def rsna_archive(cohort, tmp_path_factory) -> tuple[Path, Path, dict]:
+    """train_images/<patient_id>/<image_id>.dcm without View Position (nor View Code
+    Sequence), and train.csv. One image's header laterality contradicts the table."""
+    root = tmp_path_factory.mktemp("rsna")
+    images = root / "train_images"
+    plans = {p.case_id: p for p in synth.plan_cohort(10, SEED, SIZE)}
+    rows, expected = [], {}
+    codes = ["", "0", "1", "2"]
+    for n, f in enumerate(sorted(cohort.rglob("*.dcm"))):
+        plan = plans[f.parent.name]
+        lat, view = f.stem.split("_")
+        pid, iid = 10000 + sorted(plans).index(plan.case_id), 500000 + 7 * n
+        ds = pydicom.dcmread(f)
+        for k in ("ViewPosition", "ViewCodeSequence"):
+            if k in ds:
+                delattr(ds, k)
+        if n == 3:  # the header says the other side; the table wins
+            ds.ImageLaterality = ds.Laterality = "R" if lat == "L" else "L"
+        dst = images / str(pid) / f"{iid}.dcm"
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        ds.save_as(dst)
+        breast = plan.breast(lat)
+        cancer = int(breast.pathology == "malignant")
+        birads = codes[(pid + (lat == "L")) % 4]   # the same for both views of a breast
+        rows.append([1, pid, iid, lat, view, 55.0, cancer, cancer, 0, birads, 0,
+                     breast.density_class, 21, "False"])
+        expected[uid_hash(ds.SOPInstanceUID)] = (lat, view.lower(), cancer, birads,
+                                                 "ABCD".index(breast.density_class))
+    with open(root / "train.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(RSNA_COLUMNS)
+        w.writerows(rows)
+    return images, root / "train.csv", expected
+
+
+def test_rsna_archive(rsna_archive, tmp_path):
+    images, table, expected = rsna_archive
+    out = tmp_path / "shards"
+    r = CliRunner().invoke(main, ["shard", str(images), "-o", str(out), "--labels",
+                                  f"rsna:{table}", "--size", "64", "-j", "1",
+                                  "--salt", SALT.decode()])
+    assert r.exit_code == 0, r.output
+    rows = _by_uid(out)
+    assert set(rows) == set(expected)  # every image stored: view and laterality from the table
+    for uid, (lat, view, cancer, birads, density) in expected.items():
+        got = rows[uid]
+        assert (got["laterality"], got["view"]) == (lat, view)
+        assert got["label_diagnosis"] == cancer  # RSNA: any BI-RADS, recall included
+        assert got["birads"] == (birads or None)
+        assert got["label_birads2"] is None and got["label_birads3"] is None
+        assert got["label_density"] == density
+    summary = _config_summary(out)
+    assert summary["labels"]["conflicts"] == {"laterality": 1, "view": 0, "study": 0}
+    assert summary["labels"]["labelled_images"]["birads2"] == 0
+    assert any("task birads2: no labelled image" in w for w in summary["warnings"])
+    assert "table and header disagree (table used)" in r.output
+    assert "task birads3: no labelled image" in r.output
+    # the breast whose header laterality was wrong still forms a two-view sample
+    keys = {}
+    for row in rows.values():
+        keys.setdefault(row["key"], set()).add(row["view"])
+    assert sum(v == {"cc", "mlo"} for v in keys.values()) >= len(keys) - 2
+    assert verify(out) == []
+
+
+def test_headers_without_view_are_rejected_without_a_table_view(rsna_archive, tmp_path):
+    images, _, expected = rsna_archive
+    summary = build_shards([str(images)], tmp_path / "s", ShardConfig(
+        prep=PrepConfig(size=64), labels=None, folds=0), SALT)
+    assert summary["images"] == 0 and summary["rejects_by_reason"] == {
+        "view_not_stored": len(expected)}
+
+
+# --------------------------------------------------------------------------- CBIS-DDSM
+
+@pytest.fixture(scope="module")
+def cbis_archive(cohort, tmp_path_factory) -> tuple[Path, list[Path], dict]:
+    """CBIS-DDSM layout: <case>/<uid>/<uid>/000000.dcm per image (headers: no laterality or
+    view, PatientID = the case folder, one study per image, as CBIS-DDSM ships them), the ROI
+    masks (binary DICOMs) beside them, and a mass and a calcification table."""
+    root = tmp_path_factory.mktemp("cbis") / "CBIS-DDSM"
+    with open(cohort / "labels.csv") as fh:
+        synth_rows = list(csv.DictReader(fh))
+    mass_rows, calc_rows, expected = [], [], {}
+    for n, s in enumerate(synth_rows):
+        pid = f"P_{int(s['patient'][1:]) + (500 if s['group'] == 'Malign' else 0):05d}"
+        side = "LEFT" if s["laterality"] == "L" else "RIGHT"
+        malignant = s["pathology"] == "malignant"
+        kind = "Mass" if n % 2 == 0 else "Calc"
+        case = f"{kind}-Training_{pid}_{side}_{s['view']}"
+        uid = f"1.3.6.1.4.1.9590.100.1.2.{9000 + n}"
+        img = f"{case}/{uid}.1/{uid}.2/000000.dcm"
+        crop = f"{case}_1/{uid}.3/{uid}.4/000000.dcm"
+        mask = f"{case}_1/{uid}.3/{uid}.4/000001.dcm"
+        ds = pydicom.dcmread(cohort / s["path"])
+        for k in ("ImageLaterality", "Laterality", "ViewPosition", "ViewCodeSequence",
+                  "PatientOrientation"):
+            if k in ds:
+                delattr(ds, k)
+        ds.PatientID = case
+        ds.StudyInstanceUID = f"{uid}.1"
+        (root / img).parent.mkdir(parents=True, exist_ok=True)
+        ds.save_as(root / img)
+        boxes = json.loads(s["boxes"])
+        x0, y0, x1, y1 = [int(round(v)) for v in boxes[0]] if boxes else (10, 20, 30, 44)
+        m = np.zeros((int(s["rows"]), int(s["cols"])), np.uint8)
+        m[y0:y1, x0:x1] = 255
+        write_dicom(root / mask, m)
+        write_dicom(root / crop, np.arange(36, dtype=np.uint8).reshape(6, 6))
+        density = "ABCD".index(s["density"]) + 1 if s["density"] != "-" else 2
+        pathology = "MALIGNANT" if malignant else "BENIGN_WITHOUT_CALLBACK"
+        assessment = 5 if malignant else 2
+        if kind == "Mass":
+            mass_rows.append([pid, density, side, s["view"], 1, "mass", "OVAL", "SPICULATED",
+                              assessment, pathology, 4, img, crop, mask])
+        else:
+            calc_rows.append([pid, density, side, s["view"], 1, "calcification", "PLEOMORPHIC",
+                              "CLUSTERED", assessment, pathology, 4, img, crop, mask])
+        expected[uid_hash(ds.SOPInstanceUID)] = (s["laterality"], s["view"].lower(),
+                                                 int(malignant), [float(v) for v in
+                                                                  (x0, y0, x1, y1)])
+    tables = []
+    for name, columns, rows in (("mass_case_description_train_set.csv", MASS_COLUMNS,
+                                 mass_rows),
+                                ("calc_case_description_train_set.csv", CALC_COLUMNS,
+                                 calc_rows)):
+        with open(root.parent / name, "w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(columns)
+            w.writerows(rows)
+        tables.append(root.parent / name)
+    return root, tables, expected
+
+
+def test_cbis_ddsm_archive(cbis_archive, tmp_path):
+    root, tables, expected = cbis_archive
+    out = tmp_path / "shards"
+    summary = build_shards([str(root)], out, _cfg("cbis-ddsm:" + ",".join(map(str, tables))),
+                           SALT)
+    assert summary["rejected"] == 0, summary["rejects_by_reason"]
+    assert summary["labels"]["skipped_files"] == 2 * len(expected)  # masks and crops
+    rows = _by_uid(out)
+    assert set(rows) == set(expected)
+    for uid, (lat, view, malignant, box) in expected.items():
+        got = rows[uid]
+        assert (got["laterality"], got["view"], got["label_diagnosis"]) == (lat, view,
+                                                                            malignant)
+        assert got["label_birads2"] == malignant  # assessment 5 vs 2
+        assert got["boxes_original"] == [box]
+        assert len(got["boxes"]) == 1
+    # one sample per breast (patient_id + side), CC and MLO together
+    samples = {}
+    for r in rows.values():
+        samples.setdefault(r["key"], set()).add(r["view"])
+    assert len(samples) == len({(r["patient"], r["laterality"]) for r in rows.values()})
+    assert sum(v == {"cc", "mlo"} for v in samples.values()) >= len(samples) - 2
+    assert summary["labels"]["conflicts"]["study"] == len(expected)  # table's patient_id
+    assert verify(out) == []
+
+
+# ----------------------------------------------------------------- generic table precedence
+
+def test_generic_table_wins_over_the_header_and_counts_conflicts(cohort, tmp_path):
+    """The table swaps the sides of one patient's CC images: they are stored with the
+    table's sides, and both disagreements are counted. Paths are relative to the folder
+    given to ``shard`` (not the table's); an empty view cell leaves the header's."""
+    files = sorted((cohort / "Benign").rglob("*.dcm"))
+    patient = files[0].parent
+    with open(tmp_path / "labels.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["path", "laterality", "view", "pathology", "birads", "density"])
+        for f in files:
+            lat, view = f.stem.split("_")
+            if f.parent == patient and view == "CC":
+                lat = "R" if lat == "L" else "L"
+            w.writerow([f.relative_to(cohort / "Benign").as_posix(), lat,
+                        view if f.parent == patient else "", "benign", "2", "B"])
+    out = tmp_path / "shards"
+    summary = build_shards([str(cohort / "Benign")], out,
+                           _cfg(f"csv:{tmp_path / 'labels.csv'}", folds=0), SALT)
+    rows = _by_uid(out)
+    assert len(rows) == len(files) and summary["labels"]["unmatched_rows"] == 0
+    swapped = 0
+    for f in files:
+        r = rows[_sop(f)]
+        lat, view = f.stem.split("_")
+        if f.parent == patient and view == "CC":
+            lat, swapped = ("R" if lat == "L" else "L"), swapped + 1
+        assert (r["laterality"], r["view"], r["label_diagnosis"]) == (lat, view.lower(), 0)
+    assert swapped == 2
+    assert summary["labels"]["conflicts"] == {"laterality": 2, "view": 0, "study": 0}
+    assert _config_summary(out)["labels"]["conflicts"]["laterality"] == 2
+
+
+def test_unstratified_fold_split_is_reported(cohort, tmp_path):
+    """Five benign patients and one malignant one cannot be stratified into 4 folds: the
+    split is made unstratified and says so (summary, config.json)."""
+    summary = build_shards([str(cohort / "Benign"), str(cohort / "Malign" / "M0001")],
+                           tmp_path / "s", _cfg(f"lumina:{cohort}", folds=4), SALT)
+    assert len(summary["warnings"]) == 1
+    assert "NOT stratified" in summary["warnings"][0]
+    assert "malignant 1" in summary["warnings"][0] and "benign 5" in summary["warnings"][0]
+    assert summary["warnings"] == _config_summary(tmp_path / "s")["warnings"]
+    folds = {r["patient"]: r["fold"] for r in _by_uid(tmp_path / "s").values()}
+    assert len(folds) == 6 and set(folds.values()) == {0, 1, 2, 3}
+
+
+def test_birads_values_in_sheet_are_parsed_strictly_end_to_end(cohort, tmp_path):
+    """A BI-RADS 7 written into a copy of the published sheet stops `shard` with a message
+    naming the sheet, row and column (exit 1, no traceback)."""
+    import shutil
+
+    from openpyxl import load_workbook
+
+    src = tmp_path / "copy"
+    shutil.copytree(cohort, src)
+    wb = load_workbook(src / "Malign_Cases.xlsx")
+    wb.active.cell(row=3, column=3, value=7)
+    wb.save(src / "Malign_Cases.xlsx")
+    r = CliRunner().invoke(main, ["shard", str(src), "-o", str(tmp_path / "o"), "--labels",
+                                  f"lumina:{src}", "-j", "1", "--salt", SALT.decode()])
+    assert r.exit_code == 1 and "Malign_Cases.xlsx:3" in r.output
+    assert "column BIRADS" in r.output and "Traceback" not in r.output
+    assert parse_birads("4B") == "4"
+
+
+def test_shard_help_documents_the_generic_schema():
+    r = CliRunner().invoke(main, ["shard", "--help"])
+    assert r.exit_code == 0
+    for column in ("path", "patient", "study", "laterality", "view", "pathology", "birads",
+                   "density", "boxes"):
+        assert f"\n    {column} " in r.output, column
+    assert "rsna:CSV" in r.output and "cbis-ddsm:CSV" in r.output and "wins over" in r.output

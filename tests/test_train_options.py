@@ -1,0 +1,42 @@
+"""``--clip-grad``: the gradients' global norm is clipped before the optimiser step.
+
+With AdamW the first step moves every parameter by about ``lr`` whatever the gradient's
+scale, unless the gradient is far below Adam's ``eps`` (1e-8): clipped to a norm of 1e-12,
+the same step moves the weights by at most ``lr * 1e-4``. A clip far above the norm changes
+nothing at all."""
+
+from __future__ import annotations
+
+import torch
+from click.testing import CliRunner
+
+from mammotrain.cli import main
+
+from .test_train_shards import train_shards  # noqa: F401
+
+TINY = ["--task", "diagnosis", "--views", "1", "--fold", "0", "--backbone", "test_resnet",
+        "--size", "32", "--epochs", "1", "--batch-size", "4", "--workers", "0",
+        "--max-steps-per-epoch", "1", "--device", "cpu", "--gradcam", "0", "--val-fraction",
+        "0", "--lr", "1e-3"]
+
+
+def _weights(shards, out, *extra) -> dict[str, torch.Tensor]:
+    r = CliRunner().invoke(main, ["train", "--shards", str(shards), "--out", str(out),
+                                  *TINY, *extra])
+    assert r.exit_code == 0, r.output
+    model = torch.load(out / "fold0" / "best.pt", map_location="cpu", weights_only=False)
+    return {k: v for k, v in model["model"].items() if v.is_floating_point()
+            and "running" not in k}
+
+
+def test_clip_grad(train_shards, tmp_path):  # noqa: F811
+    free = _weights(train_shards, tmp_path / "free")
+    loose = _weights(train_shards, tmp_path / "loose", "--clip-grad", "1e6")
+    tight = _weights(train_shards, tmp_path / "tight", "--clip-grad", "1e-12")
+    for k in free:  # a clip above the gradient norm: the very same step
+        torch.testing.assert_close(loose[k], free[k], rtol=0, atol=0, msg=k)
+    moved = max(float((free[k] - tight[k]).abs().max()) for k in free)
+    assert 0.5e-3 < moved < 2e-3  # the unclipped step moved weights by ~lr, the clipped one not
+    r = CliRunner().invoke(main, ["train", "--shards", str(train_shards), "--out",
+                                  str(tmp_path / "bad"), *TINY, "--clip-grad", "0"])
+    assert r.exit_code == 2 and "--clip-grad" in r.output

@@ -1,0 +1,169 @@
+"""`mammotrain predict` through the CLI on real shards and real DICOM copies: rows that join
+back to the user's files (path + SOP Instance UID read with pydicom), several --dicom paths,
+rejects with their reasons, single-view models without View Position (scores equal to the
+shard route's), --labels supplying views, and the warning for training patients."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pyarrow.parquet as pq
+import pydicom
+import pytest
+import torch
+from click.testing import CliRunner
+
+from mammotrain.cli import main
+
+from .test_train_shards import train_shards  # noqa: F401  (session fixture)
+
+TINY = ["--backbone", "test_resnet", "--size", "32", "--epochs", "1", "--batch-size", "4",
+        "--workers", "0", "--max-steps-per-epoch", "1", "--device", "cpu", "--gradcam", "0"]
+
+
+@pytest.fixture(scope="module")
+def models(train_shards, tmp_path_factory) -> dict[int, str]:
+    """Diagnosis checkpoints (1- and 2-view) trained with fold 0 as the test fold."""
+    root = tmp_path_factory.mktemp("predict-models")
+    out = {}
+    for views in (1, 2):
+        r = CliRunner().invoke(main, ["cv", "--task", "diagnosis", "--views", str(views),
+                                      "--shards", str(train_shards), "--out",
+                                      str(root / f"v{views}"), "--folds", "0", *TINY])
+        assert r.exit_code == 0, r.output
+        out[views] = str(root / f"v{views}" / "fold0" / "best.pt")
+    return out
+
+
+def _cohort(train_shards):
+    return next(train_shards.parent.glob("cohort-24-0-*"))
+
+
+def _no_view(src, dst):
+    """Copies of ``src``'s DICOMs without (0018,5101) View Position or View Code Sequence,
+    as RSNA's files come."""
+    dst.mkdir(parents=True)
+    for f in sorted(src.glob("*.dcm")):
+        ds = pydicom.dcmread(f)
+        for tag in ("ViewPosition", "ViewCodeSequence"):
+            if tag in ds:
+                delattr(ds, tag)
+        ds.save_as(dst / f.name)
+    return dst
+
+
+def _predict(*args):
+    return CliRunner().invoke(main, ["predict", *map(str, args), "--device", "cpu"])
+
+
+def test_dicom_rows_join_back_and_rejects_are_listed(train_shards, models, tmp_path):
+    cohort = _cohort(train_shards)
+    folder = sorted((cohort / "Malign").iterdir())[0]
+    other = sorted((cohort / "Benign").iterdir())[0]
+    junk = tmp_path / "notes.dcm"
+    junk.write_text("not a DICOM file")
+    out = tmp_path / "p.parquet"
+    # several paths: a folder, then two files of another patient after one --dicom
+    r = _predict("-c", models[2], "--dicom", folder, other / "L_CC.dcm", other / "L_MLO.dcm",
+                 "--dicom", junk, "-o", out)
+    assert r.exit_code == 0, r.output
+    assert "1 of 7 inputs not predicted" in r.output and str(junk) in r.output
+    rejects = (tmp_path / "p.rejects.csv").read_text()
+    assert str(junk) in rejects and "not_dicom" in rejects
+    rows = pq.read_table(out).to_pylist()
+    assert len(rows) == 3                                   # L + R of folder, L of other
+    files = set()
+    for row in rows:
+        cc, mlo = pydicom.dcmread(row["path"]), pydicom.dcmread(row["path_mlo"])
+        assert row["sop_instance_uid"] == cc.SOPInstanceUID and cc.ViewPosition == "CC"
+        assert row["sop_instance_uid_mlo"] == mlo.SOPInstanceUID and mlo.ViewPosition == "MLO"
+        assert cc.ImageLaterality == mlo.ImageLaterality == row["key"][-1]
+        files |= {row["path"], row["path_mlo"]}
+    assert files == {str(p) for p in folder.glob("*.dcm")} | {
+        str(other / "L_CC.dcm"), str(other / "L_MLO.dcm")}
+
+
+def test_single_view_model_needs_no_view_position(train_shards, models, tmp_path):
+    cohort = _cohort(train_shards)
+    patient = sorted((cohort / "Malign").iterdir())[1]
+    bare = _no_view(patient, tmp_path / "bare")
+    out = tmp_path / "sv.parquet"
+    r = _predict("-c", models[1], "--dicom", bare, "-o", out)
+    assert r.exit_code == 0, r.output
+    rows = pq.read_table(out).to_pylist()
+    assert len(rows) == 4 and {row["view"] for row in rows} == {"unknown"}
+    for row in rows:
+        assert row["sop_instance_uid"] == pydicom.dcmread(row["path"]).SOPInstanceUID
+    # the same images through the training shards: the same model input, the same scores
+    r = _predict("-c", models[1], "--shards", train_shards, "-o", tmp_path / "sh.parquet")
+    assert r.exit_code == 0, r.output
+    by_hash = {row["sop_uid_hash"]: row for row in pq.read_table(tmp_path / "sh.parquet")
+               .to_pylist()}
+    for row in rows:
+        assert row["scores"] == pytest.approx(by_hash[row["sop_uid_hash"]]["scores"], abs=1e-5)
+    # labels from a table (no view in it): rows carry them, metrics are written
+    table = tmp_path / "labels.csv"
+    table.write_text("path,pathology,birads\n" + "".join(
+        f"bare/{f.name},{'malignant' if f.name[0] == 'L' else 'benign'},"
+        f"{'5' if f.name[0] == 'L' else '2'}\n" for f in sorted(bare.glob("*.dcm"))))
+    out = tmp_path / "lab.parquet"
+    r = _predict("-c", models[1], "--dicom", bare, "--labels", f"csv:{table}", "-o", out)
+    assert r.exit_code == 0, r.output
+    rows = pq.read_table(out).to_pylist()
+    assert {row["path"].split("/")[-1]: row["label"] for row in rows} == {
+        f.name: int(f.name[0] == "L") for f in bare.glob("*.dcm")}
+    assert json.loads(out.with_suffix(".metrics.json").read_text())["n"] == len(rows)
+
+
+def test_two_view_model_takes_views_from_labels(train_shards, models, tmp_path):
+    cohort = _cohort(train_shards)
+    patient = sorted((cohort / "Benign").iterdir())[1]
+    bare = _no_view(patient, tmp_path / "bare")
+    r = _predict("-c", models[2], "--dicom", bare, "-o", tmp_path / "x.parquet")
+    n = len(list(bare.glob("*.dcm")))
+    assert r.exit_code == 1
+    assert f"{n} of {n} inputs not predicted: view_not_stored {n}" in r.output
+    assert "nothing to predict" in r.output and "--labels" in r.output
+    table = tmp_path / "views.csv"
+    table.write_text("path,laterality,view\n" + "".join(
+        f"bare/{f.name},{f.name[0]},{f.stem.split('_')[1]}\n" for f in sorted(bare.glob("*.dcm"))))
+    out = tmp_path / "y.parquet"
+    r = _predict("-c", models[2], "--dicom", bare, "--labels", f"csv:{table}", "-o", out)
+    assert r.exit_code == 0, r.output
+    rows = pq.read_table(out).to_pylist()
+    breasts = ({f.name[0] for f in bare.glob("*_CC.dcm")}
+               & {f.name[0] for f in bare.glob("*_MLO.dcm")})
+    assert len(rows) == len(breasts) >= 1 and all(row["path"].endswith("_CC.dcm") and
+                                  row["path_mlo"].endswith("_MLO.dcm") for row in rows)
+    single = n - 2 * len(breasts)                           # a breast with one view only
+    assert (f"one_view {single}" in r.output) if single else "one_view" not in r.output
+    r = _predict("-c", models[2], "--shards", train_shards, "--labels", f"csv:{table}",
+                 "-o", out)
+    assert r.exit_code == 2 and "--labels, --ref and --shard-size go with --dicom" in r.output
+
+
+def test_predicting_training_patients_warns(train_shards, models, tmp_path):
+    from mammotrain.data import read_manifest
+
+    rows = read_manifest(train_shards)
+    ck = torch.load(models[1], weights_only=False)
+    # the patients fold 0's model has seen: the labelled ones of the other folds
+    seen = {r["patient"] for r in rows if r["fold"] != 0 and r["label_diagnosis"] is not None}
+    assert set(ck["seen_patients"]) == seen
+    r = _predict("-c", models[1], "--shards", train_shards, "-o", tmp_path / "w.parquet")
+    assert r.exit_code == 0, r.output
+    everyone = {r_["patient"] for r_ in rows}
+    assert (f"warning: {len(seen)} of {len(everyone)} patients in {train_shards} were in the "
+            "training or validation split of this checkpoint (test fold 0)") in r.output
+    # only fold-0 (held-out) images: no warning
+    held_out = tmp_path / "held-out"
+    shutil.copytree(train_shards, held_out)
+    import pyarrow as pa
+
+    table = pq.read_table(held_out / "images.parquet")
+    keep = pa.compute.equal(table["fold"], 0)
+    pq.write_table(table.filter(keep), held_out / "images.parquet")
+    r = _predict("-c", models[1], "--shards", held_out, "-o", tmp_path / "h.parquet")
+    assert r.exit_code == 0, r.output
+    assert "warning" not in r.output
