@@ -21,7 +21,6 @@ import hmac
 import os
 import secrets
 import uuid
-from functools import lru_cache
 from pathlib import Path
 
 from .errors import MammoprepError
@@ -60,7 +59,6 @@ def check_salt(text: str, source: str) -> bytes:
     return text.encode()  # as given (unstripped), so existing pseudonyms stay valid
 
 
-@lru_cache(maxsize=8)
 def resolve_salt(salt: str | None = None) -> bytes:
     """The salt to use: explicit > $MAMMOPREP_SALT > the per-user salt file (created once).
 

@@ -90,8 +90,11 @@ def scan_sources(inputs: Sequence[str], salt: bytes, labels=None, energy_table=N
 
     table = load_energy_table(energy_table)
     sources, rejects = [], []
+    auxiliary = getattr(labels, "auxiliary", None) or set()
     for p in iter_dicom_paths(inputs):
         path = str(p)
+        if auxiliary and str(Path(path).resolve()) in auxiliary:
+            continue  # ROI masks and crops the label source names: not mammograms
         try:
             meta = read_header(path, salt=salt)
         except MammoprepError as err:
@@ -227,7 +230,9 @@ def predict_dicoms(checkpoint: str | Path, inputs: Sequence[str], out: str | Pat
     cfg0 = TrainConfig.from_dict(ck["config"])
     prep = training_prep(cfg0, ref, shard_size)
     salt = resolve_salt(None)
-    table = load_labels(labels) if labels else None
+    # relative image paths in some sources (CBIS-DDSM) resolve against the input folders
+    table = load_labels(labels, roots=[p for p in inputs if Path(p).is_dir()]) \
+        if labels else None
     sources, rejects = scan_sources(inputs, salt, table, prep.energy_table)
     n_inputs = len(sources) + len(rejects)
     warn_seen_patients(ck, {s["patient"] for s in sources}, "the DICOM inputs", log)

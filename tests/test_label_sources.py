@@ -379,3 +379,44 @@ def test_shard_help_documents_the_generic_schema():
                    "density", "boxes"):
         assert f"\n    {column} " in r.output, column
     assert "rsna:CSV" in r.output and "cbis-ddsm:CSV" in r.output and "wins over" in r.output
+
+
+# ------------------------------------------------- from the publisher's table to a model
+
+TINY = ["--backbone", "test_resnet", "--size", "32", "--epochs", "1", "--batch-size", "4",
+        "--workers", "0", "--max-steps-per-epoch", "1", "--device", "cpu", "--gradcam", "0",
+        "--folds", "0"]
+
+
+@pytest.mark.parametrize("kind", ["rsna", "cbis-ddsm"])
+def test_archive_goes_to_cv_and_predict(kind, rsna_archive, cbis_archive, tmp_path):
+    """RSNA- and CBIS-DDSM-style archives: `mammoprep shard` -> `mammotrain cv` ->
+    `mammotrain predict --dicom ... --labels` with the labels their publishers meant."""
+    from mammotrain.cli import main as train_main
+
+    if kind == "rsna":
+        images, table, expected = rsna_archive
+        spec = f"rsna:{table}"
+    else:
+        images, tables, expected = cbis_archive
+        spec = "cbis-ddsm:" + ",".join(map(str, tables))
+    shards = tmp_path / "shards"
+    r = CliRunner().invoke(main, ["shard", str(images), "-o", str(shards), "--labels", spec,
+                                  "--size", "48", "--folds", "2", "-j", "1",
+                                  "--salt", SALT.decode(), "--allow-rejects"])
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(train_main, ["cv", "--task", "diagnosis", "--views", "1",
+                                        "--shards", str(shards), "--out", str(tmp_path / "m"),
+                                        *TINY])
+    assert r.exit_code == 0, r.output
+    ckpt = tmp_path / "m" / "fold0" / "best.pt"
+    out = tmp_path / "pred.parquet"
+    r = CliRunner().invoke(train_main, ["predict", "-c", str(ckpt), "--dicom", str(images),
+                                        "--labels", spec, "-o", str(out), "--device", "cpu"],
+                           env={"MAMMOPREP_SALT": SALT.decode()})  # the shards' salt
+    assert r.exit_code == 0, r.output
+    rows = pq.read_table(out).to_pylist()
+    assert {row["sop_uid_hash"] for row in rows} == set(expected)
+    for row in rows:
+        assert pydicom.dcmread(row["path"]).SOPInstanceUID == row["sop_instance_uid"]
+        assert row["label"] == expected[row["sop_uid_hash"]][2]  # cancer / MALIGNANT

@@ -223,9 +223,7 @@ def test_keep_list_names_only_known_attributes():
 def config_home(tmp_path, monkeypatch) -> Path:
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "cfg"))
     monkeypatch.delenv(identity.SALT_ENV, raising=False)
-    resolve_salt.cache_clear()
     yield tmp_path / "cfg"
-    resolve_salt.cache_clear()
 
 
 def _first_run(_):
@@ -273,10 +271,8 @@ def test_short_explicit_salt_is_refused_with_advice(salt, monkeypatch):
     with pytest.raises(SaltError, match="at least 16"):
         resolve_salt(salt)
     monkeypatch.setenv(identity.SALT_ENV, salt)
-    resolve_salt.cache_clear()
     with pytest.raises(SaltError):
         resolve_salt(None)
-    resolve_salt.cache_clear()
     r = CliRunner().invoke(main, ["inspect", "--header-only", "--salt", salt, "."])
     assert r.exit_code == 2 and "at least 16" in r.output and "Traceback" not in r.output
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from ..options import decoder_option, keep_suspect_option, salt_option
+from ..options import bar_disabled, decoder_option, keep_suspect_option, salt_option
 
 _ENERGY = click.Choice(["low", "high", "any"])
 
@@ -63,7 +63,7 @@ def reference_cmd(inputs, out, energy, bits, energy_table, keep_suspect, decoder
 
     files = list(iter_dicom_paths(inputs))
     with tqdm(total=len(files), desc="reference", unit="file", file=sys.stderr,
-              disable=len(files) < 2) as bar:
+              disable=True if len(files) < 2 else bar_disabled()) as bar:
         try:
             ref, report = build_reference(
                 files, energy=None if energy == "any" else energy, energy_table=energy_table,
@@ -72,8 +72,15 @@ def reference_cmd(inputs, out, energy, bits, energy_table, keep_suspect, decoder
                 on_error=lambda e: tqdm.write(f"left out ({e.kind}): {e}", file=sys.stderr))
         except MammoprepError as err:
             raise click.ClickException(str(err))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    ref.save(out)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        ref.save(out)  # atomic; a full disk is a WriteError naming the file
+    except OSError as exc:
+        from ..atomic import write_error
+
+        raise click.ClickException(str(write_error(out.parent, exc)))
+    except MammoprepError as err:
+        raise click.ClickException(str(err))
     depths = ", ".join(f"{n} x {k}-bit" for k, n in report["depths"].items())
     click.echo(f"reference {out}: {report['used']} images ({depths}) pooled at "
                f"{report['bits']}-bit; {sum(report['rejects'].values())} left out: "
@@ -147,6 +154,10 @@ def _write_one(job: tuple, rec) -> dict:
 
         _write_output(rec, src, dest, fmt, cfg, salt=salt, keep_identity=keep_identity)
     except Exception as exc:  # noqa: BLE001 - one bad file must not end the batch
+        if isinstance(exc, OSError):  # e.g. mkdir refused: typed, naming the output
+            from ..atomic import write_error
+
+            exc = write_error(dest, exc)
         return _error_row(job, exc)
     m = rec.meta
     return {"input": str(src), "output": str(dest), "status": "ok", "energy": m.get("energy"),
@@ -370,9 +381,13 @@ def harmonize_cmd(inputs, ref, out, fmt, only_energy, energy_table, orient_left,
     jobs_list = [(str(f), str(d), fmt, cfg, salt_b, keep_identity) for f, d in zip(files, dests)]
     n_jobs = min(jobs or auto_jobs(), len(files))
     threads = max(1, (os.cpu_count() or 1) // n_jobs)
+    from ..atomic import atomic_write, remove_orphaned_temporaries
+
     out.mkdir(parents=True, exist_ok=True)
+    remove_orphaned_temporaries(out)  # left by a run killed mid-write
     rows = []
-    bar = tqdm(total=len(files), desc="harmonize", unit="img", file=sys.stderr)
+    bar = tqdm(total=len(files), desc="harmonize", unit="img", file=sys.stderr,
+               disable=bar_disabled())
     if n_jobs > 1:  # one pool for the whole run, workers warmed before their first file
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor
@@ -385,9 +400,15 @@ def harmonize_cmd(inputs, ref, out, fmt, only_energy, energy_table, orient_left,
     else:
         rows = _harmonize_serial(jobs_list, bar.update)
     bar.close()
-    with open(out / "harmonize_log.jsonl", "w") as fh:
-        for row in rows:
-            fh.write(json.dumps(row, default=_jsonable) + "\n")
+    unwritten = [r for r in rows if r.get("kind") == "write_failed"]
+    try:
+        atomic_write(out / "harmonize_log.jsonl", "".join(
+            json.dumps(row, default=_jsonable) + "\n" for row in rows).encode())
+    except MammoprepError as err:
+        unwritten.append({"error": str(err)})
+    if unwritten:  # a full disk or no permission: one error, not one per file
+        raise click.ClickException(f"{unwritten[0]['error']} ({len(unwritten)} output(s) not "
+                                   "written)")
     failed = [r for r in rows if r["status"] != "ok"]
     for r in failed:
         click.echo(f"ERROR ({r['kind']}) {r['error']}", err=True)
