@@ -337,7 +337,7 @@ def test_harmonize_disk_full_is_one_error_and_the_rerun_completes(cohort, tmp_pa
     assert "disk" in errors[0] and "output(s) not written" in errors[0]
     assert "Traceback" not in r.output
     assert not any(line.startswith("ERROR (write_failed)") for line in lines)
-    assert not [p for p in out.rglob("*") if p.is_file()]  # nothing partial, no temporaries
+    assert not [p for p in out.rglob("*") if p.is_file() and p.name != ".lock"]  # nothing partial
     monkeypatch.undo()
     r = CliRunner().invoke(main, args)
     assert r.exit_code == 0, r.output
@@ -352,3 +352,31 @@ def test_reference_disk_full_is_one_line(cohort, tmp_path, monkeypatch):
     assert r.exit_code == 1 and isinstance(r.exception, SystemExit), r.output
     assert "r.npz: cannot write (No space left on device)" in r.output
     assert "Traceback" not in r.output and not list(tmp_path.iterdir())
+
+
+def test_second_harmonize_on_the_same_output_folder_is_refused(tmp_path):
+    """`harmonize` holds OUT/.lock for the whole run, like `shard`."""
+    import numpy as np
+    from click.testing import CliRunner
+
+    from mammoprep.atomic import output_lock
+    from mammoprep.cli import main
+    from mammoprep.harmonize import Reference
+    from mammoprep.synth import generate_cohort
+
+    src = tmp_path / "c"
+    generate_cohort(src, patients=1, seed=3, size=(160, 128))
+    ref = tmp_path / "ref.npz"
+    Reference.from_histograms([np.ones(4096, np.int64)], bits=12).save(ref)
+    out = tmp_path / "h"
+    with output_lock(out, "harmonize"):
+        r = CliRunner().invoke(main, ["harmonize", "--ref", str(ref), str(src), "-o", str(out),
+                                      "-j", "1", "--format", "png"])
+    assert r.exit_code == 1 and "another `mammoprep harmonize`" in r.output
+    assert not list(out.rglob("*.png"))
+    r = CliRunner().invoke(main, ["harmonize", "--ref", str(ref), str(src), "-o", str(out),
+                                  "-j", "1", "--format", "png"])
+    assert r.exit_code == 0, r.output  # the lock was released with the first holder
+    r = CliRunner().invoke(main, ["harmonize", "--ref", str(ref), str(src), "-o", str(out),
+                                  "-j", "1", "--format", "png"])
+    assert r.exit_code == 0, r.output  # and by each finished run

@@ -361,6 +361,17 @@ def harmonize_cmd(inputs, ref, out, fmt, only_energy, energy_table, orient_left,
     for dest in dests:
         if os.path.abspath(dest) in inputs_abs:
             raise click.UsageError(f"output {dest} would overwrite an input; choose another -o")
+    # one run per output folder: a second one fails at once (released at exit, even kill -9)
+    import contextlib
+
+    from ..atomic import output_lock
+
+    lock = contextlib.ExitStack()
+    try:
+        lock.enter_context(output_lock(out, "harmonize"))
+    except MammoprepError as err:
+        raise click.ClickException(str(err))
+    click.get_current_context().call_on_close(lock.close)
     ref_path = Path(ref)
     if ref_path.suffix.lower() != ".npz":  # build once here, not in every worker
         try:
