@@ -87,6 +87,8 @@ class FoldStat:
         if self.undefined:
             return (f"undefined in {len(self.undefined)} of {self.total} folds "
                     f"(fold {', '.join(map(str, self.undefined))})")
+        if self.total == 1:
+            return f"{100 * self.mean:.2f} (1 fold: no spread)"
         return f"{100 * self.mean:.2f} ± {100 * self.std:.2f}"
 
     def to_dict(self) -> dict[str, Any]:
@@ -150,7 +152,25 @@ def pooled_metrics(run: dict[str, Any], n_boot: int = N_BOOT, seed: int = 0
         values["pf1"] = {"value": probabilistic_f1(yb, sb), "ci_low": math.nan,
                          "ci_high": math.nan, "breasts": int(len(yb))}
     return {"n": int(len(y)), "patients": len(set(groups)),
-            "reason": undefined_reason(y, task.num_classes, task.classes), "values": values}
+            "reason": undefined_reason(y, task.num_classes, task.classes), "values": values,
+            "underpowered": underpowered(y, task.num_classes)}
+
+
+#: Below these pooled test counts a report says it is under-powered: fewer test examples
+#: overall, or fewer of the rarest class, than this.
+MIN_POOLED_TEST = 30
+MIN_CLASS_TEST = 10
+
+
+def underpowered(y: np.ndarray, num_classes: int) -> str:
+    """Why the pooled test set is too small to support its figures ('' when it is not):
+    fewer than ``MIN_POOLED_TEST`` examples or fewer than ``MIN_CLASS_TEST`` of a class."""
+    counts = np.bincount(np.asarray(y, dtype=np.int64), minlength=num_classes)
+    if len(y) < MIN_POOLED_TEST or counts.min() < MIN_CLASS_TEST:
+        return (f"only {len(y)} test examples (per class {counts.tolist()}); below "
+                f"{MIN_POOLED_TEST} examples or {MIN_CLASS_TEST} of a class no figure here, "
+                "a perfect one included, is evidence of anything")
+    return ""
 
 
 POOLED_LABELS = {"auc": "AUC", "recall": "Sensitivity", "specificity": "Specificity",
@@ -395,6 +415,8 @@ def summary_line(summary: dict[str, Any]) -> str:
     if auc.get("undefined_folds"):
         folds = f"undefined in {len(auc['undefined_folds'])} of {auc['folds']} folds " \
                 f"(fold {', '.join(map(str, auc['undefined_folds']))})"
+    elif auc.get("mean") is not None and auc.get("folds") == 1:
+        folds = f"{100 * auc['mean']:.2f} on 1 fold (no spread)"
     elif auc.get("mean") is not None:
         folds = f"{100 * auc['mean']:.2f} ± {100 * auc['std']:.2f} over {auc['folds']} folds"
     else:
@@ -405,6 +427,8 @@ def summary_line(summary: dict[str, Any]) -> str:
     if summary.get("no_validation_folds"):
         line += (f"; warning: fold {', '.join(map(str, summary['no_validation_folds']))} "
                  "had no validation patients (last epoch evaluated)")
+    if summary["pooled"].get("underpowered"):
+        line += f"; warning: under-powered: {summary['pooled']['underpowered']}"
     return line
 
 
@@ -470,6 +494,8 @@ def write_run_report(out: str | Path) -> dict[str, Any]:
            f"patient-level bootstrap, {N_BOOT} resamples; %)", ""]
     if pooled.get("reason"):
         md += [f"Note: {pooled['reason']}.", ""]
+    if pooled.get("underpowered"):
+        md += [f"**Warning: under-powered:** {pooled['underpowered']}.", ""]
     md += [_md_table(["metric", "value"],
                      [[("" if task.binary or k not in ("auc", "recall", "specificity")
                         else "macro-") + POOLED_LABELS[k], ci_text(v)]

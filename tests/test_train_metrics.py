@@ -215,3 +215,18 @@ def test_paired_bootstrap_detects_a_better_model_and_not_a_copy():
     assert r["delta"] > 0.2 and r["ci_low"] > 0 and r["p"] < 0.01
     same = paired_bootstrap(y, weak, weak, patients, n_boot=200)
     assert same["delta"] == 0 and same["p"] == 1.0
+
+
+def test_underpowered_report_says_so():
+    """A pooled test set under 30 examples, or under 10 of a class, is flagged; a single
+    fold gets no '± 0.00'."""
+    import numpy as np
+
+    from mammotrain.report import FoldStat, underpowered
+
+    assert "only 3 test examples" in underpowered(np.array([0, 1, 1]), 2)
+    assert underpowered(np.array([0] * 15 + [1] * 25), 2) == ""
+    assert "[35, 5]" in underpowered(np.array([0] * 35 + [1] * 5), 2)
+    assert "[20, 20, 0]" in underpowered(np.array([0] * 20 + [1] * 20), 3)  # absent class
+    assert FoldStat(1.0, 0.0, 1, 1).text() == "100.00 (1 fold: no spread)"
+    assert FoldStat(0.8, 0.05, 3, 3).text() == "80.00 ± 5.00"
