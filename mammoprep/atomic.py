@@ -39,7 +39,8 @@ def write_error(path: str | os.PathLike, exc: OSError) -> WriteError:
                                                   "finished outputs are kept"))
 
 
-def _fsync_dir(folder: Path) -> None:
+def fsync_dir(folder: Path) -> None:
+    """fsync ``folder`` so a rename or link inside it survives a crash (best effort)."""
     try:
         fd = os.open(folder, os.O_RDONLY)
     except OSError:  # e.g. a platform without directory handles
@@ -82,7 +83,7 @@ def atomic_write(path: str | os.PathLike, data: bytes | Callable[[BinaryIO], Non
         if isinstance(exc, OSError):
             raise write_error(path, exc) from None
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def remove_temporaries(folder: Path, pattern: str = ".*.tmp") -> list[Path]:

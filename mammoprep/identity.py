@@ -23,6 +23,7 @@ import secrets
 import uuid
 from pathlib import Path
 
+from .atomic import fsync_dir
 from .errors import MammoprepError
 
 SALT_ENV = "MAMMOPREP_SALT"
@@ -114,7 +115,7 @@ def _create_salt_file(path: Path) -> None:
         except OSError:  # no hard links here: rename, unless someone else was first
             if not path.exists():
                 os.replace(tmp, path)
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
     except OSError as exc:
         raise SaltError(path, f"cannot create the salt file ({exc.strerror or exc})",
                         hint="free disk space or fix permissions of the folder, or pass "
@@ -124,19 +125,6 @@ def _create_salt_file(path: Path) -> None:
             os.unlink(tmp)
         except OSError:
             pass
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def pseudonym(value: object, salt: bytes) -> str | None:

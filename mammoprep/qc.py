@@ -58,7 +58,6 @@ def render_tile(pixels: np.ndarray, clean: np.ndarray, chest_wall: str) -> np.nd
     rgb = np.repeat(gray[..., None], 3, axis=2)
     removed = (px > 0) & ~kept
     rgb[removed] = rgb[removed] * np.array([0.45, 0.25, 0.25]) + np.array([0.55, 0.0, 0.0])
-    # the kept region as a closed shape: fill tiny gaps (dark fat pixels inside the breast)
     line = _outline(kept)
     rgb[line] = (0.1, 1.0, 0.1)
     bar = max(2, px.shape[1] // 40)

@@ -138,8 +138,13 @@ def test_qc_sheet_cli(batch, tmp_path):
     with Image.open(out) as im:
         assert im.mode == "RGB" and im.size[0] > 200
         a = np.asarray(im)
-    # the suspect tile (second, after the error) carries the orange frame
-    assert (a[:, :, 0] > 240).any()
+    # tile 0 is the error (red frame), tile 1 the suspect image (orange frame); a frame is
+    # drawn 3 px outside its tile, 3 px wide
+    from mammoprep.qc import TILE_W
+
+    x1 = (TILE_W + 8) + 4 + TILE_W // 2
+    assert tuple(a[2, x1]) == (255, 170, 40)
+    assert tuple(a[2, 4 + TILE_W // 2]) == (255, 80, 80)
 
 
 def test_preview_and_qc_of_a_non_mammogram_are_typed_errors(tmp_path):
