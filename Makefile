@@ -37,6 +37,8 @@ bench: venv
 	$(BIN)/python benchmarks/derived.py
 	NUMBA_NUM_THREADS=1 $(BIN)/python benchmarks/shard.py
 	$(BIN)/python benchmarks/loader.py --full-size 4096x3328
+	$(BIN)/python benchmarks/memory.py
+	$(BIN)/python benchmarks/codestream_flips.py --crop 0
 
 clean:
 	rm -rf $(VENV) $(DEMO) .numba_cache .pytest_cache

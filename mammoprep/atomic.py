@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import os
 import re
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterator
@@ -84,6 +85,93 @@ def atomic_write(path: str | os.PathLike, data: bytes | Callable[[BinaryIO], Non
             raise write_error(path, exc) from None
         raise
     fsync_dir(path.parent)
+
+
+#: O_DIRECT needs the buffer address, the file offset and the length aligned to the
+#: device's logical block; a page (4096 bytes) satisfies every common device.
+_ALIGN = 4096
+_direct_buffers = threading.local()
+
+
+def _aligned_buffer(nbytes: int) -> memoryview:
+    """This thread's page-aligned buffer of at least ``nbytes`` (anonymous mmap, kept and
+    reused: its pages stay mapped, so filling it costs a copy, not fresh pages)."""
+    import mmap
+
+    buf = getattr(_direct_buffers, "buf", None)
+    if buf is None or len(buf) < nbytes:
+        if buf is not None:
+            buf.close()
+        buf = mmap.mmap(-1, max(nbytes, _ALIGN))
+        _direct_buffers.buf = buf
+    return memoryview(buf)
+
+
+def _write_direct(tmp: Path, parts: list, total: int) -> bool:
+    """Write the concatenation of ``parts`` (``total`` bytes) to a new file ``tmp`` with
+    O_DIRECT from an aligned copy, then fsync. False (nothing left behind) where the file
+    system or the platform refuses O_DIRECT; an OSError of the write itself propagates."""
+    flag = getattr(os, "O_DIRECT", 0)
+    if not flag:
+        return False
+    padded = -(-total // _ALIGN) * _ALIGN
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | flag, 0o666)
+    except OSError as exc:
+        if exc.errno in (errno.EINVAL, errno.EOPNOTSUPP):  # e.g. tmpfs, some FUSE
+            return False
+        raise
+    try:
+        view = _aligned_buffer(padded)
+        at = 0
+        for part in parts:
+            part = memoryview(part).cast("B")
+            view[at:at + len(part)] = part
+            at += len(part)
+        view[total:padded] = bytes(padded - total)
+        done = 0
+        while done < padded:
+            n = os.write(fd, view[done:padded])
+            if n <= 0 or n % _ALIGN:  # a short unaligned write cannot be continued directly
+                raise OSError(errno.EINVAL, "short O_DIRECT write")
+            done += n
+        os.ftruncate(fd, total)
+        os.fsync(fd)
+    except OSError as exc:
+        os.close(fd)
+        os.unlink(tmp)
+        if exc.errno == errno.EINVAL:  # alignment refused after all: write it buffered
+            return False
+        raise
+    os.close(fd)
+    return True
+
+
+def write_parts(path: str | os.PathLike, parts: list, direct: bool = True) -> None:
+    """Write the concatenation of ``parts`` (bytes-like) to ``path`` atomically: temporary
+    file, fsync, rename (the folder is not fsynced). With ``direct`` (for large files), the
+    data go from one aligned per-thread buffer to the disk with O_DIRECT, bypassing the page
+    cache: measured here 5-6 ms of CPU for a 27 MB image against 8-70 ms for a buffered write
+    (benchmarks/RESULTS.md); where O_DIRECT is refused, a buffered write. Raises the
+    ``OSError`` (the temporary file removed, an existing ``path`` untouched)."""
+    path = Path(path)
+    tmp = temporary_name(path)
+    total = sum(memoryview(p).nbytes for p in parts)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not (direct and _write_direct(tmp, parts, total)):
+            with open(tmp, "wb") as fh:
+                for part in parts:
+                    fh.write(part)
+                fh.flush()
+                os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
 
 
 def remove_temporaries(folder: Path, pattern: str = ".*.tmp") -> list[Path]:

@@ -93,7 +93,8 @@ def text_removed(rec: Record) -> bool:
 
 def write_derived_dicom(source: str | Path, rec: Record, dest: str | Path,
                         description: str, uid_salt: str = "", *,
-                        salt: bytes | str | None = None, keep_identity: bool = False) -> None:
+                        salt: bytes | str | None = None, keep_identity: bool = False,
+                        header=None) -> None:
     """Write ``rec.pixels`` (uint16 MONOCHROME2 ``[rows, cols]``) as a derived DICOM.
 
     Args:
@@ -106,6 +107,8 @@ def write_derived_dicom(source: str | Path, rec: Record, dest: str | Path,
         salt: pseudonymisation salt (see :mod:`mammoprep.identity`).
         keep_identity: keep the source header (identifiers included) instead of
             de-identifying.
+        header: the source's header data set (:func:`mammoprep.dicomio.read_header_dataset`)
+            when the caller already has it; None reads it here.
 
     Uncompressed explicit VR little endian; Bits Stored/High Bit from the new values; a
     window from the new foreground's 0.5-99.5 % range; LUT and window attributes of the old
@@ -114,7 +117,8 @@ def write_derived_dicom(source: str | Path, rec: Record, dest: str | Path,
     from .dicomio import read_header_dataset
     from .identity import resolve_salt
 
-    header, _ = read_header_dataset(Path(source))
+    if header is None:
+        header, _ = read_header_dataset(Path(source))
     salt_b = salt if isinstance(salt, bytes) else resolve_salt(salt)
     px = np.ascontiguousarray(rec.pixels, dtype=np.uint16)
     if keep_identity:
@@ -289,25 +293,18 @@ def _pixel_element_header(nbytes: int) -> bytes:
 
 
 def _atomic_save(ds, px: np.ndarray, dest: Path) -> None:
-    """Write ``ds`` then the pixel data element of ``px`` (uint16, C order, streamed from
-    the array without a copy) to a temporary file beside ``dest``, fsync, rename: ``dest``
-    is either absent/old or the complete new file, never a partial one (kill -9, disk
-    full). ``ds`` must hold no element after (7FE0,0010)."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
+    """Write ``ds`` then the pixel data element of ``px`` (uint16, C order, taken from the
+    array without a copy) atomically (:func:`mammoprep.atomic.write_parts`: temporary
+    file, fsync, rename; O_DIRECT where the file system allows): ``dest`` is either
+    absent/old or the complete new file, never a partial one (kill -9, disk full). ``ds``
+    must hold no element after (7FE0,0010)."""
+    import io
+
+    from .atomic import write_parts
+
     px = np.ascontiguousarray(px, dtype="<u2")
-    try:
-        with open(tmp, "wb") as fh:
-            ds.preamble = b"\0" * 128
-            ds.save_as(fh, enforce_file_format=True)
-            fh.write(_pixel_element_header(px.nbytes))
-            fh.write(memoryview(px).cast("B"))
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, dest)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    head = io.BytesIO()
+    ds.preamble = b"\0" * 128
+    ds.save_as(head, enforce_file_format=True)
+    write_parts(dest, [head.getbuffer(), _pixel_element_header(px.nbytes),
+                       memoryview(px).cast("B")])

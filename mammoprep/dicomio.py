@@ -11,7 +11,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
-import warnings
+import struct
 import zlib
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -19,6 +19,7 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 
 from . import decoders, photometric
+from .decoders import codestream
 from .errors import (DecodeError, ImplausibleImageError, InvalidHeaderError, MammoprepError,
                      NoContrastError, NoPixelDataError, NotDicomError, NotRegularFileError,
                      PixelLengthError, TooLargeError, TruncatedError, UnreadableError,
@@ -196,8 +197,8 @@ def _open(path: Path, header_only: bool):
         fh = open(path, "rb")
     except OSError as exc:
         raise _os_error(path, exc) from None
-    with fh, warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+    # this thread's warnings only: a writer thread's must not reject the file being read
+    with fh, decoders.codec_messages() as caught:
         try:
             if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):  # replaced after the check
                 raise NotRegularFileError(path, "not a regular file",
@@ -218,8 +219,7 @@ def _open(path: Path, header_only: bool):
             raise TruncatedError(path, f"could not parse the DICOM data set "
                                  f"({type(exc).__name__}: {exc})",
                                  hint="the file is truncated or corrupt; re-export it") from None
-    for w in caught:
-        text = str(w.message)
+    for text in caught:
         if "End of file reached" in text or "truncated" in text.lower():
             raise TruncatedError(path, "the file ends early, inside an element",
                                  tag="(FFFE,E0DD) Sequence Delimitation Item",
@@ -512,6 +512,7 @@ def _check_image(ds, path: Path, ts: str) -> None:
             raise InvalidHeaderError(path, "a required image attribute is missing",
                                      tag=_tag(key), value=ds.get(key),
                                      hint="the header is incomplete; re-export the image")
+    _check_image_size(ds, path)
     if ts in (IMPLICIT_LE, EXPLICIT_LE, EXPLICIT_BE, "1.2.840.10008.1.2.1.99"):
         have, need = len(ds.PixelData), _expected_bytes(ds)
         if have < need:
@@ -548,6 +549,90 @@ def _check_image(ds, path: Path, ts: str) -> None:
         raise UnsupportedImageError(path, "more than 16 bits stored", tag=_tag("BitsStored"),
                                     value=int(_num(ds, "BitsStored")),
                                     hint="rescale to 16 bits before preprocessing")
+    if ts in codestream.PARSERS:
+        _check_codestream(ds, path, ts)
+
+
+#: Largest Rows x Columns read (pixels). Full-field mammography detectors reach about
+#: 5928 x 4728 (Fujifilm Amulet, 50 um: 28 Mpx; Hologic 4096 x 3328 at 70 um, GE 3062 x 2394
+#: at 100 um); 8192 x 8192 leaves 2.4x margin above the largest, and bounds one decoded
+#: 16-bit frame at 128 MiB before any decoder allocates it.
+MAX_IMAGE_PIXELS = 8192 * 8192
+
+
+def _check_image_size(ds, path: Path) -> None:
+    """Rows x Columns must be at most :data:`MAX_IMAGE_PIXELS` (checked before decoding, so
+    a hostile header cannot make a decoder allocate gigabytes)."""
+    rows, cols = int(_num(ds, "Rows")), int(_num(ds, "Columns"))
+    if rows * cols > MAX_IMAGE_PIXELS:
+        raise TooLargeError(path, "the image is larger than any mammogram",
+                            tag="(0028,0010) Rows x (0028,0011) Columns",
+                            value=f"{rows}x{cols} = {rows * cols} pixels, limit "
+                                  f"{MAX_IMAGE_PIXELS}",
+                            hint="a corrupt or hostile header; exclude the file (a genuine "
+                                 "image this large: downsample it, or raise "
+                                 "mammoprep.dicomio.MAX_IMAGE_PIXELS)")
+
+
+def _check_codestream(ds, path: Path, ts: str) -> None:
+    """The codestream's own header must describe the image the DICOM header does, before
+    any decoder runs (it allocates what the codestream says).
+
+    Rule (PS3.5 8.2 and the files vendors write): codestream rows, columns and components
+    equal (0028,0010) Rows, (0028,0011) Columns and (0028,0002) SamplesPerPixel; its
+    precision (SOF P, SIZ Ssiz + 1) lies in 1..(0028,0100) BitsAllocated. Precision may
+    differ from (0028,0101) BitsStored both ways: GE writes 16-bit JPEG lossless SOFs for
+    12-bit data (BitsStored 12, BitsAllocated 16; unused high bits are masked after
+    decoding), and a precision below BitsStored cannot widen the values. JPEG 2000
+    tile-parts must chain to the EOC (:func:`~mammoprep.decoders.codestream.j2k_tile_parts`);
+    an RLE frame has SamplesPerPixel x ceil(BitsAllocated / 8) segments inside the fragment.
+    A JPEG SOF height of 0 (rows given later by a DNL marker, not used by DICOM writers) is
+    a mismatch like any other.
+    """
+    def corrupt(exc: Exception) -> DecodeError:
+        return DecodeError(path, f"the compressed codestream is corrupt ({exc})",
+                           tag="(7FE0,0010) PixelData", value=decoders._ts_name(ts),
+                           hint="the codestream is corrupt; re-export or re-download the "
+                                "image")
+
+    structural = (codestream.CodestreamError, ValueError, StopIteration, struct.error)
+    try:
+        data = decoders.single_frame_bytes(ds)
+        frame = codestream.PARSERS[ts](data)
+    except structural as exc:
+        raise corrupt(exc) from None
+    if ts == codestream.RLE:
+        need = int(_num(ds, "SamplesPerPixel") or 1) * -(-int(_num(ds, "BitsAllocated")) // 8)
+        if len(frame) != need:
+            raise corrupt(f"RLE header gives {len(frame)} segment(s), SamplesPerPixel x "
+                          f"BitsAllocated / 8 needs {need}")
+        return
+    header = {"rows": int(_num(ds, "Rows")), "cols": int(_num(ds, "Columns")),
+              "components": int(_num(ds, "SamplesPerPixel") or 1)}
+    tags = {"rows": "(0028,0010) Rows", "cols": "(0028,0011) Columns",
+            "components": "(0028,0002) SamplesPerPixel"}
+    for key, want in header.items():
+        got = getattr(frame, key)
+        if got != want:
+            raise InvalidHeaderError(
+                path, f"the codestream's {frame.marker} header disagrees with the DICOM "
+                f"header", tag=tags[key], value=f"{want} in the DICOM header, {got} in "
+                f"{frame.marker}", hint="header and pixel data do not belong together or "
+                "the codestream is corrupt; re-export or re-download the image")
+    bits = int(_num(ds, "BitsAllocated"))
+    if not 1 <= frame.precision <= bits:
+        raise InvalidHeaderError(
+            path, f"the codestream's {frame.marker} precision does not fit Bits Allocated",
+            tag="(0028,0100) BitsAllocated",
+            value=f"{bits} in the DICOM header, {frame.precision}-bit samples in "
+                  f"{frame.marker}",
+            hint="header and pixel data do not belong together or the codestream is "
+                 "corrupt; re-export or re-download the image")
+    if frame.marker == "SIZ":
+        try:
+            codestream.j2k_tile_parts(data)
+        except structural as exc:
+            raise corrupt(exc) from None
 
 
 #: Compressed transfer syntaxes whose codestream ends with an end marker (JPEG-LS EOI,
@@ -656,10 +741,18 @@ def read_dicom(path: str | os.PathLike, *, voi: bool = False, salt: str | bytes 
                           hint="the file is inconsistent; re-export it")
     stored = np.ascontiguousarray(stored)
     bits = int(meta["bits_stored"])
-    if stored.dtype.itemsize > 1 and bits < stored.dtype.itemsize * 8:  # unused high bits
-        mask = np.asarray((1 << bits) - 1, dtype=stored.dtype)
-        stored = np.bitwise_and(stored, mask, out=stored if stored.flags.writeable else None)
-    lo, hi = (int(stored.min()), int(stored.max())) if stored.size else (0, 0)
+    if stored.dtype == np.uint16:  # one pass: high bits cleared, range found, array owned
+        from . import kernels
+
+        stored, lo, hi = kernels.mask_range(
+            stored, min(bits, 16), out=stored if stored.flags.writeable else None)
+    else:
+        if stored.dtype.itemsize > 1 and bits < stored.dtype.itemsize * 8:  # unused high bits
+            mask = np.asarray((1 << bits) - 1, dtype=stored.dtype)
+            stored = np.bitwise_and(stored, mask, out=stored if stored.flags.writeable else None)
+        elif not stored.flags.writeable:  # a view of the file's bytes: later steps write
+            stored = stored.copy()
+        lo, hi = (int(stored.min()), int(stored.max())) if stored.size else (0, 0)
     if lo == hi:
         raise NoContrastError(path, "no contrast: every pixel has the same value",
                                     tag="(7FE0,0010) PixelData", value=lo,

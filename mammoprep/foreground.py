@@ -139,10 +139,11 @@ def chest_wall_side(small: np.ndarray) -> str:
     skipped so film edges and collimator lines do not vote. When both bands are
     background at the median (a small breast), the side whose band has the longest
     stretch of rows holding bright blocks wins."""
-    med = np.median(_middle_rows(small), axis=0)
     a, b = _bands(small.shape)
     C = small.shape[1]
-    left, right = float(med[a:b].mean()), float(med[C - b: C - a].mean())
+    middle = _middle_rows(small)  # column medians of the two bands only (the rest unused)
+    left = float(np.median(middle[:, a:b], axis=0).mean())
+    right = float(np.median(middle[:, C - b: C - a], axis=0).mean())
     low = float(np.percentile(small, 25))
     if max(left, right) <= low:
         # a small breast: background fills most rows of both bands. The breast still
@@ -278,9 +279,11 @@ def flat_plateaus(sample: np.ndarray, fg: np.ndarray) -> np.ndarray:
     plateau = kernels.propagate(seed, flat)
     # a large thick plateau is tissue clipped at the top level (a saturated implant, dense
     # tissue at the chest wall), not an overlay: labels are small, film edges thin
-    thick = kernels.dilate_square(kernels.erode_square(plateau, 3, True), 3) & plateau
-    if thick.sum() > PLATEAU_MAX_THICK * R * C:
-        plateau &= ~thick
+    limit = PLATEAU_MAX_THICK * R * C
+    if plateau.sum() > limit:  # else its thick part (a subset) cannot exceed the limit
+        thick = kernels.dilate_square(kernels.erode_square(plateau, 3, True), 3) & plateau
+        if thick.sum() > limit:
+            plateau &= ~thick
     return plateau
 
 
@@ -394,7 +397,8 @@ def _plan(pixels: np.ndarray) -> _Plan:
     filled = kernels.fill_holes(region)
     inner = kernels.erode_square(filled, 1, True)
     edge = kernels.dilate_square(filled, 1)
-    codes = np.where(inner, 2, np.where(edge, 1, 0)).astype(np.uint8)
+    codes = edge.astype(np.uint8)  # 1 on the edge band, 2 inside (inner within edge)
+    codes += inner
     n_fg, n_filled = int(fg.sum()), int(filled.sum())
     measures = {
         "bright_removed": float((fg & ~filled).sum() / n_fg) if n_fg else 1.0,

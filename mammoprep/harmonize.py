@@ -418,7 +418,8 @@ def harmonize(record: Record, reference: Reference) -> Record:
         bbox = record.meta.get("breast_bbox")
         if bbox and "remove_text" in record.meta.get("steps", ()):
             y0, x0, y1, x1 = (int(v) for v in bbox)
-            out = np.zeros(pixels.shape, np.uint16)  # the view below is validated
+            out = np.empty(pixels.shape, np.uint16)  # the view below is validated
+            out[:y0], out[y1:], out[y0:y1, :x0], out[y0:y1, x1:] = 0, 0, 0, 0  # outside
             harmonize_pixels(pixels[y0:y1, x0:x1], reference, out=out[y0:y1, x0:x1])
             pixels = out
         else:

@@ -1,6 +1,7 @@
 """Numba kernels for foreground extraction and histogram matching, each with a NumPy twin.
 
-Every kernel ``name`` is ``@numba.njit(cache=True)``; ``name_np`` is a plain NumPy/SciPy
+Every kernel ``name`` is ``@numba.njit(cache=True, nogil=True)`` (it releases the GIL, so
+reader and writer threads run while it works); ``name_np`` is a plain NumPy/SciPy
 implementation of the same contract. ``tests/test_harmonize.py`` and
 ``tests/test_foreground.py`` assert that the two give identical output. The library calls
 the Numba versions; the twins document the maths and serve as the test oracle.
@@ -38,7 +39,7 @@ def _ndimage():
 # --------------------------------------------------------------------------------------
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, nogil=True)
 def _histogram_rows(pixels, r0, r1, nbins, skip_zero, h):
     """Add rows ``r0..r1-1`` of ``pixels`` into ``h`` (int32 [nbins + 1])."""
     cols = pixels.shape[1]
@@ -62,7 +63,7 @@ def _histogram_rows(pixels, r0, r1, nbins, skip_zero, h):
                     h[nbins] += 1
 
 
-@nb.njit(cache=True, parallel=True)
+@nb.njit(cache=True, parallel=True, nogil=True)
 def histogram_u16(pixels, nbins, skip_zero, nchunks):
     """``int64 [nbins + 1]``: count of each level ``0..nbins-1`` of ``pixels`` (uint16, 2D,
     any layout); the extra last element counts pixels with a value ``>= nbins``. With
@@ -88,13 +89,13 @@ def histogram_u16(pixels, nbins, skip_zero, nchunks):
     return _sum_chunks(local, skip_zero)
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, nogil=True)
 def _zeros_i32(n, m):
     # allocated outside the parallel function: there np.zeros would become a parallel loop
     return np.zeros((n, m), np.int32)
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, nogil=True)
 def _sum_chunks(local, skip_zero):
     n, m = local.shape
     out = np.zeros(m, np.int64)
@@ -123,7 +124,7 @@ def histogram_u16_np(pixels: np.ndarray, nbins: int, skip_zero: bool,
 # --------------------------------------------------------------------------------------
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, nogil=True)
 def match_sweep(src_cdf, ref_cdf):
     """``uint16 [len(src_cdf)]`` lookup table with ``lut[0] = 0`` and, for ``p >= 1``,
     ``lut[p] = argmin_{q in 1..m-1} |src_cdf[p] - ref_cdf[q]|`` (smallest q on ties),
@@ -178,11 +179,77 @@ def match_sweep_np(src_cdf: np.ndarray, ref_cdf: np.ndarray) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------------------
+# Stored values: unused high bits and range, in one pass
+# --------------------------------------------------------------------------------------
+
+
+@nb.njit(cache=True, nogil=True)
+def _mask_range_rows(src, keep, out, r0, r1, lohi):
+    lo = np.uint16(65535)
+    hi = np.uint16(0)
+    cols = src.shape[1]
+    for i in range(r0, r1):
+        s = src[i]
+        o = out[i]
+        for j in range(cols):  # two simple loops per row vectorise; one fused loop does not
+            o[j] = s[j] & keep
+        rlo = o[0]
+        rhi = o[0]
+        for j in range(cols):
+            v = o[j]
+            rlo = v if v < rlo else rlo
+            rhi = v if v > rhi else rhi
+        lo = rlo if rlo < lo else lo
+        hi = rhi if rhi > hi else hi
+    lohi[0] = lo
+    lohi[1] = hi
+
+
+@nb.njit(cache=True, parallel=True, nogil=True)
+def _mask_range_into(src, keep, out, nchunks):
+    rows = src.shape[0]
+    if rows * src.shape[1] < PARALLEL_MIN_PIXELS:
+        nchunks = 1
+    nchunks = max(1, min(nchunks, rows))
+    lohi = _zeros_i32(nchunks, 2)
+    if nchunks == 1:
+        _mask_range_rows(src, keep, out, 0, rows, lohi[0])
+    else:
+        for c in nb.prange(nchunks):
+            _mask_range_rows(src, keep, out, c * rows // nchunks, (c + 1) * rows // nchunks,
+                             lohi[c])
+    return lohi[:, 0].min(), lohi[:, 1].max()
+
+
+def mask_range(src: np.ndarray, bits: int, out: np.ndarray | None = None,
+               nchunks: int = 2) -> tuple[np.ndarray, int, int]:
+    """Clear the unused high bits of stored values and find their range, in one pass.
+
+    ``src``: ``uint16 [rows, cols]`` (read-only is fine: a view of the file's bytes);
+    ``bits``: Bits Stored (1-16); ``out``: where to write (``src`` itself when writeable,
+    a new array when None). Returns ``(out, min, max)`` of ``src & (2**bits - 1)``.
+    ``nchunks`` (row chunks, one per thread) changes the speed, never the result.
+    """
+    if out is None:
+        out = np.empty(src.shape, np.uint16)
+    if src.size == 0:
+        return out, 0, 0
+    lo, hi = _mask_range_into(src, np.uint16((1 << bits) - 1), out, nchunks)
+    return out, int(lo), int(hi)
+
+
+def mask_range_np(src: np.ndarray, bits: int) -> tuple[np.ndarray, int, int]:
+    """NumPy twin of :func:`mask_range` (always a new array)."""
+    out = np.bitwise_and(src, np.uint16((1 << bits) - 1))
+    return (out, int(out.min()), int(out.max())) if out.size else (out, 0, 0)
+
+
+# --------------------------------------------------------------------------------------
 # Lookup-table application
 # --------------------------------------------------------------------------------------
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, nogil=True)
 def _apply_lut_rows(pixels, lut, out, r0, r1):
     for i in range(r0, r1):
         for j in range(pixels.shape[1]):
@@ -201,7 +268,7 @@ def apply_lut(pixels, lut, out=None):
     return _apply_lut_into(pixels, lut, out)
 
 
-@nb.njit(cache=True, parallel=True)
+@nb.njit(cache=True, parallel=True, nogil=True)
 def _apply_lut_into(pixels, lut, out):
     rows, cols = pixels.shape
     if rows * cols < PARALLEL_MIN_PIXELS:
@@ -222,7 +289,7 @@ def apply_lut_np(pixels: np.ndarray, lut: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------------------
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, nogil=True)
 def _block_mean_row(pixels, f, bi, out):
     rows, cols = pixels.shape
     C = out.shape[1]
@@ -241,7 +308,7 @@ def _block_mean_row(pixels, f, bi, out):
         out[bi, bj] = np.float32(np.float64(s) / np.float64((r1 - r0) * (j1 - j0)))
 
 
-@nb.njit(cache=True, parallel=True)
+@nb.njit(cache=True, parallel=True, nogil=True)
 def block_mean(pixels, f):
     """``float32 [ceil(rows/f), ceil(cols/f)]``: mean of each ``f x f`` block of ``pixels``
     (partial edge blocks averaged over the pixels they hold)."""
@@ -276,7 +343,7 @@ def block_mean_np(pixels: np.ndarray, f: int) -> np.ndarray:
 # --------------------------------------------------------------------------------------
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, nogil=True)
 def dilate_square(mask, r):
     """``bool [R, C]``: binary dilation of ``mask`` by a ``(2r+1) x (2r+1)`` square; outside
     the array counts as False. Separable running counts, O(R*C) whatever ``r``."""
@@ -316,7 +383,7 @@ def dilate_square_np(mask: np.ndarray, r: int) -> np.ndarray:
     return ndi.binary_dilation(mask, structure=np.ones((2 * r + 1, 2 * r + 1), bool))
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, nogil=True)
 def erode_square(mask, r, border):
     """``bool [R, C]``: binary erosion by a ``(2r+1) x (2r+1)`` square; outside the array
     counts as ``border``. With ``border=True`` a region touching the array edge is not eaten
@@ -343,7 +410,7 @@ def erode_square_np(mask: np.ndarray, r: int, border: bool) -> np.ndarray:
                               border_value=int(border))
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, nogil=True)
 def largest_component(mask):
     """``(bool [R, C], size)``: the largest 8-connected component of ``mask`` (ties: the one
     whose first pixel in raster order comes first); all False and 0 if ``mask`` is empty."""
@@ -408,7 +475,7 @@ def largest_component_np(mask: np.ndarray) -> tuple[np.ndarray, int]:
     return labels == best, int(sizes[best])
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, nogil=True)
 def fill_holes(mask):
     """``bool [R, C]``: ``mask`` with every hole filled, a hole being a 4-connected region of
     False that does not reach the array border."""
@@ -444,7 +511,7 @@ def fill_holes_np(mask: np.ndarray) -> np.ndarray:
     return ndi.binary_fill_holes(mask)
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, nogil=True)
 def propagate(seed, mask):
     """``bool [R, C]``: the pixels of ``mask`` 8-connected (within ``mask``) to a pixel of
     ``seed & mask`` (morphological reconstruction by dilation)."""
@@ -487,7 +554,7 @@ def propagate_np(seed: np.ndarray, mask: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------------------
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, nogil=True)
 def _mask_block_row(pixels, codes, f, thr, bi, out, stats):
     rows, cols = pixels.shape
     C = codes.shape[1]
@@ -529,7 +596,7 @@ def _mask_block_row(pixels, codes, f, thr, bi, out, stats):
         stats[i, 3] = last
 
 
-@nb.njit(cache=True, parallel=True)
+@nb.njit(cache=True, parallel=True, nogil=True)
 def mask_foreground(pixels, codes, f, thr):
     """One pass over the full image. ``codes`` is ``uint8 [ceil(rows/f), ceil(cols/f)]``:
     0 = drop the block, 1 = keep pixels ``> thr``, 2 = keep every pixel (``thr >= 0``).
@@ -582,7 +649,7 @@ def mask_foreground_np(pixels: np.ndarray, codes: np.ndarray, f: int,
 # --------------------------------------------------------------------------------------
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, nogil=True)
 def shift_bilinear(pixels, d):
     """``uint16 [rows, cols]``: ``pixels`` (uint16) sampled at ``(i + d, j + d)`` by bilinear
     interpolation, ``0 <= d < 1``; the last row/column is repeated past the edge; rounded

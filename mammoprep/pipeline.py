@@ -122,16 +122,37 @@ class Prepared:
             self.reference = load_reference(cfg.reference)
 
 
-def preprocess(path: str | Path, prep: Prepared, salt: bytes | str | None = None) -> Record:
-    """Read, remove text, and harmonise where the metadata-only energy rule says so."""
+def read_image(path: str | Path, prep: Prepared, salt: bytes | str | None = None,
+               min_side: int | None = None) -> Record:
+    """The chain's first step alone: decode ``path`` under ``prep``'s options (``min_side``:
+    see :func:`mammoprep.dicomio.read_dicom`'s ``min_size``; None = full resolution)."""
     from .dicomio import read_dicom
+
+    cfg = prep.cfg
+    return read_dicom(path, voi=cfg.voi, salt=salt, decoder=cfg.decoder, min_size=min_side)
+
+
+def full_decode(cfg: PrepConfig) -> bool:
+    """True if the chain decodes every image at full resolution under ``cfg`` (then a file
+    can be read ahead with :func:`read_image` and passed to :func:`preprocess`)."""
+    return cfg.decode_scale == "full" or not cfg.size
+
+
+def preprocess(path: str | Path, prep: Prepared, salt: bytes | str | None = None,
+               read: Record | None = None) -> Record:
+    """Read, remove text, and harmonise where the metadata-only energy rule says so.
+
+    ``read``: ``path`` already decoded at full resolution by :func:`read_image` (a reader
+    thread reading ahead); only when :func:`full_decode` holds for ``prep.cfg``."""
     from .energy import energy_class, should_harmonize
     from .foreground import orient_left, remove_text
 
     cfg = prep.cfg
+    if read is not None and not full_decode(cfg):
+        raise ValueError("a pre-read record needs decode_scale 'full' or no size")
 
     def read_clean(min_side: int | None) -> Record:
-        rec = read_dicom(path, voi=cfg.voi, salt=salt, decoder=cfg.decoder, min_size=min_side)
+        rec = read if read is not None else read_image(path, prep, salt, min_side)
         return remove_text(rec, keep_suspect=cfg.keep_suspect)
 
     first = None

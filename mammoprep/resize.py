@@ -35,7 +35,7 @@ def axis_weights(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray]:
     return first, w.astype(np.float32)
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(parallel=True, cache=True, nogil=True)
 def _cols_pass(src, first, w):
     """float32 [rows, n_out]: resample each row of ``src`` along columns."""
     n_out, taps = w.shape
@@ -52,7 +52,7 @@ def _cols_pass(src, first, w):
     return out
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(parallel=True, cache=True, nogil=True)
 def _rows_pass_round(src, first, w):
     """uint16 [n_out, cols]: resample along rows, round half up, clip to 0..65535."""
     n_out, taps = w.shape

@@ -645,9 +645,9 @@ def _worker_init() -> None:
     if "numba" not in sys.modules:
         os.environ.setdefault("NUMBA_NUM_THREADS", "1")
     try:
-        import numba
+        from .runtime import prepare_process
 
-        numba.set_num_threads(1)
+        prepare_process(1)  # also: image-sized blocks reused, no BLAS probe at start-up
     except Exception:  # noqa: BLE001
         pass
 

@@ -451,3 +451,89 @@ def test_inspect_cli_ok_exit_zero_and_text_line():
 def test_inspect_cli_bad_decoder_is_usage_error():
     r = CliRunner().invoke(main, ["inspect", "--decoder", "nope", str(real(SIEMENS))])
     assert r.exit_code == 2 and "unknown decoder" in r.output
+
+
+# ------------------------------------------- native pixel data without a copy (issue 15)
+
+@pytest.mark.parametrize("case", ["junk_high_bits", "implicit", "eight_bit", "monochrome1_pad",
+                                  "full_16_bits", "deflated"])
+def test_native_view_plugin_gives_pydicom_pixels(case, tmp_path):
+    # the zero-copy view of the file's bytes and pydicom's own decoder agree on every case
+    # the view takes (and clearing the unused high bits makes the first one differ from
+    # the raw bytes, so the comparison can fail)
+    px = _image(11, shape=(61, 47))  # odd row length: no accidental alignment
+    ds = _mg_dataset(px)
+    kw = {}
+    if case == "junk_high_bits":
+        junk = (np.arange(px.size, dtype=np.uint16).reshape(px.shape) % 7) << 12
+        ds.PixelData = (px | junk).astype("<u2").tobytes()
+    elif case == "implicit":
+        ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
+        kw = {"implicit": True, "little": True}
+    elif case == "eight_bit":
+        px = (px >> 4).astype(np.uint8)
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit = 8, 8, 7
+        ds.PixelData = px.tobytes() + b"\0"  # 61 x 47 bytes is odd: one pad byte
+    elif case == "monochrome1_pad":
+        ds.PhotometricInterpretation = "MONOCHROME1"
+        ds.PixelData = (4095 - px).astype("<u2").tobytes()
+        ds.PixelPaddingValue = 4095
+    elif case == "full_16_bits":
+        px = (px.astype(np.uint32) * 16 + 15).astype(np.uint16)
+        ds.BitsStored, ds.HighBit = 16, 15
+        ds.PixelData = px.astype("<u2").tobytes()
+    elif case == "deflated":
+        ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.1.99"
+        kw = {"implicit": False, "little": True}
+    path = _roundtrip(ds, tmp_path, **kw)
+    fast, slow = read_dicom(path), read_dicom(path, decoder="pydicom")
+    assert fast.meta["decoder"] == "native" and slow.meta["decoder"] == "pydicom"
+    assert fast.pixels.flags.writeable
+    np.testing.assert_array_equal(fast.pixels, slow.pixels)
+    if case == "junk_high_bits":
+        np.testing.assert_array_equal(fast.pixels, px)  # the junk is gone
+
+
+def test_native_view_plugin_on_real_uncompressed_files():
+    from .conftest import SHARED_DICOM
+
+    paths = [real("edge/fodicom_CR-MONO1-10-chest_nometa.dcm")]  # implicit VR, no File Meta
+    lorad = SHARED_DICOM.parent / "mammo_real" / "lorad_selenia_burned_in_text_800x615.dcm"
+    if lorad.exists():
+        paths.append(lorad)
+    for path in paths:
+        fast, slow = read_dicom(path), read_dicom(path, decoder="pydicom")
+        assert fast.meta["decoder"] == "native", path
+        np.testing.assert_array_equal(fast.pixels, slow.pixels)
+
+
+def test_native_view_leaves_big_endian_and_short_data_to_others(tmp_path):
+    px = _image(12)
+    ds = _mg_dataset(px)
+    ds.file_meta.TransferSyntaxUID = ExplicitVRBigEndian
+    ds.PixelData = px.astype(">u2").tobytes()
+    path = tmp_path / "be.dcm"
+    ds.save_as(path, implicit_vr=False, little_endian=False)
+    rec = read_dicom(path)
+    assert rec.meta["decoder"] == "pydicom" and np.array_equal(rec.pixels, px)
+
+
+@pytest.mark.parametrize("bits", [1, 8, 10, 12, 14, 15, 16])
+@pytest.mark.parametrize("shape", [(7, 5), (700, 530)])  # serial and parallel paths
+def test_mask_range_matches_its_numpy_twin(bits, shape):
+    from mammoprep import kernels
+
+    rng = np.random.default_rng(bits * 100 + shape[0])
+    src = rng.integers(0, 65536, size=shape, dtype=np.uint16)
+    src[0, 0], src[-1, -1] = 0, 65535  # extremes on the first and last chunk
+    view = np.frombuffer(src.tobytes(), "<u2").reshape(shape)  # read-only, like a file
+    want, lo, hi = kernels.mask_range_np(view, bits)
+    for nchunks in (1, 2, 3):
+        got, glo, ghi = kernels.mask_range(view, bits, nchunks=nchunks)
+        np.testing.assert_array_equal(got, want)
+        assert (glo, ghi) == (lo, hi)
+    own = src.copy()  # in place
+    got, glo, ghi = kernels.mask_range(own, bits, out=own)
+    assert got is own and (glo, ghi) == (lo, hi)
+    np.testing.assert_array_equal(own, want)
+    assert hi == (1 << bits) - 1 and lo == 0

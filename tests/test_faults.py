@@ -15,6 +15,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
@@ -136,6 +137,45 @@ def test_atomic_write_keeps_the_old_file_on_failure(tmp_path, monkeypatch):
     with pytest.raises(WriteError, match="x.json"):
         atomic_write(target, b"new and longer")
     assert target.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["x.json"]
+
+
+@pytest.mark.parametrize("sizes", [(0, 1), (100, 3996), (128, 4097), (300, 9, 1 << 20)])
+def test_write_parts_direct_and_buffered_give_the_same_bytes(tmp_path, monkeypatch, sizes):
+    # O_DIRECT writes padded aligned blocks and truncates: the file is exactly the parts,
+    # and the same where O_DIRECT is refused (EINVAL from open, as on some file systems)
+    from mammoprep.atomic import write_parts
+
+    rng = np.random.default_rng(sum(sizes))
+    parts = [rng.integers(0, 256, n, dtype=np.uint8).tobytes() for n in sizes]
+    want = b"".join(parts)
+    write_parts(tmp_path / "d.bin", parts)
+    assert (tmp_path / "d.bin").read_bytes() == want
+    real_open = os.open
+    refused = []
+
+    def no_direct(path, flags, *a):
+        if flags & getattr(os, "O_DIRECT", 0):
+            refused.append(path)
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return real_open(path, flags, *a)
+
+    monkeypatch.setattr(os, "open", no_direct)
+    write_parts(tmp_path / "b.bin", parts)
+    assert (tmp_path / "b.bin").read_bytes() == want
+    assert refused or not hasattr(os, "O_DIRECT")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b.bin", "d.bin"]  # no temporaries
+
+
+def test_write_parts_keeps_the_old_file_on_a_full_disk(tmp_path, monkeypatch):
+    from mammoprep.atomic import write_parts
+
+    target = tmp_path / "x.dcm"
+    write_parts(target, [b"old"])
+    _fail_fsync(monkeypatch, errno.ENOSPC, lambda p, n: True)
+    with pytest.raises(OSError) as exc:
+        write_parts(target, [b"new", bytes(10000)])
+    assert exc.value.errno == errno.ENOSPC
+    assert target.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["x.dcm"]
 
 
 # ----------------------------------------------------------------- crash leftovers, lock

@@ -323,7 +323,56 @@ def test_harmonize_imports_only_what_it_needs(cohort, ref, tmp_path):
     loaded = set(r.stdout.split())
     assert "mammoprep" in loaded and "numba" in loaded
     assert not loaded & {"matplotlib", "pyarrow", "torch", "webdataset", "sklearn", "skimage",
-                         "mammotrain"}
+                         "mammotrain", "scipy"}  # scipy: Numba's BLAS probe is skipped
+
+
+def test_read_ahead_threads_and_pool_write_the_same_bytes(cohort, ref, tmp_path):
+    # -j 1 reads file i+1 and writes file i-1 in threads while file i is processed; a pool
+    # of 2 processes does each file alone: every output byte (and the log's rows) agree
+    src = tmp_path / "in"
+    src.mkdir()
+    for i, f in enumerate(sorted(cohort.rglob("*.dcm"))[:5]):
+        (src / f"{i}.dcm").write_bytes(f.read_bytes())
+    (src / "2b.dcm").write_bytes(b"\0" * 128 + b"DICM" + b"\0" * 40)  # a reject in between
+    outs = {}
+    for jobs in ("1", "2"):
+        out = tmp_path / f"o{jobs}"
+        r = CliRunner().invoke(main, ["harmonize", "--ref", str(ref), str(src), "-o", str(out),
+                                      "-j", jobs])
+        assert r.exit_code == 1 and "5 written" in r.stdout, r.output
+        log = [json.loads(x) for x in (out / "harmonize_log.jsonl").read_text().splitlines()]
+        outs[jobs] = ({k: v for k, v in _digest(out).items() if k.endswith(".dcm")},
+                      [(Path(x["input"]).name, x["status"], x.get("kind")) for x in log])
+    assert len(outs["1"][0]) == 5 and outs["1"] == outs["2"]
+    assert [row[1] for row in outs["1"][1]] == ["ok", "ok", "ok", "error", "ok", "ok"]
+
+
+def test_console_script_exits_with_the_status_and_all_output(cohort, ref, tmp_path):
+    # the installed `mammoprep` leaves without interpreter teardown (os._exit): its exit
+    # status, stdout summary, stderr errors and every file must still all be there
+    import shutil
+    import subprocess
+    import sys
+
+    exe = shutil.which("mammoprep", path=str(Path(sys.executable).parent))
+    assert exe, "the mammoprep console script is not installed next to this Python"
+    src = tmp_path / "in"
+    src.mkdir()
+    good = sorted(cohort.rglob("*.dcm"))[0]
+    (src / "a.dcm").write_bytes(good.read_bytes())
+    (src / "b.dcm").write_bytes(b"not a dicom at all")
+    out = tmp_path / "o"
+    r = subprocess.run([exe, "--no-progress", "harmonize", "--ref", str(ref), str(src), "-o",
+                        str(out)], capture_output=True, text=True)
+    assert r.returncode == 1, r.stderr
+    assert "1 written" in r.stdout and "1 failed" in r.stdout
+    assert "ERROR (" in r.stderr and "b.dcm" in r.stderr
+    assert len((out / "harmonize_log.jsonl").read_text().splitlines()) == 2
+    assert pydicom.dcmread(out / "a.dcm").pixel_array.shape == read_dicom(good).pixels.shape
+    r = subprocess.run([exe, "--version"], capture_output=True, text=True)
+    assert r.returncode == 0 and "version" in r.stdout
+    r = subprocess.run([exe, "no-such-command"], capture_output=True, text=True)
+    assert r.returncode == 2 and "No such command" in r.stderr
 
 
 def test_auto_jobs_is_one_worker_per_two_cores():

@@ -441,7 +441,6 @@ def test_decode_failure_advice_does_not_send_to_another_decoder(tmp_path):
     import pydicom
     from pydicom.encaps import encapsulate
 
-    from mammoprep import decoders
     from mammoprep.errors import DecodeError
 
     ds = pydicom.dcmread(_native(tmp_path / "src.dcm", _texture()))
@@ -457,8 +456,8 @@ def test_decode_failure_advice_does_not_send_to_another_decoder(tmp_path):
         read_dicom(p)
     msg = str(exc.value)
     assert "--decoder" not in msg
-    if len(decoders.candidates(ts)) > 1:
-        assert "every installed decoder failed" in msg
+    # one verdict, whichever check or decoder saw it first (no fallback to another decoder)
+    assert "the codestream is corrupt; re-export or re-download the image" in msg
 
 
 def test_mammoprep_help_examples_run_as_printed(tmp_path, monkeypatch):

@@ -17,8 +17,9 @@ _ENERGY = click.Choice(["low", "high", "any"])
 _jobs_option = click.option(
     "-j", "--jobs", type=click.IntRange(min=0), default=0, show_default=True,
     help="Worker processes. 0 = auto: one per two cores, each with two Numba threads; on 2 "
-         "cores none (the kernels' threads and a writer thread use both cores, measured "
-         "faster than a pool of 2: benchmarks/RESULTS.md).")
+         "cores none: this process reads the next file and writes the last one in threads "
+         "while the kernels work on both cores (measured faster than a pool of 2: "
+         "benchmarks/RESULTS.md).")
 
 
 def auto_jobs(cores: int | None = None) -> int:
@@ -98,7 +99,7 @@ def _jsonable(value):
 
 
 def _write_output(rec, src: str, dest: str, fmt: str, cfg, salt: bytes | None = None,
-                  keep_identity: bool = False) -> None:
+                  keep_identity: bool = False, header=None) -> None:
     """Write one processed record as a 16-bit PNG or a derived DICOM (de-identified unless
     ``keep_identity``; see :mod:`mammoprep.derived`)."""
     Path(dest).parent.mkdir(parents=True, exist_ok=True)
@@ -116,7 +117,8 @@ def _write_output(rec, src: str, dest: str, fmt: str, cfg, salt: bytes | None = 
             "CDF-matched to a low-energy reference (mammoprep, LUMINA protocol)"
             if m.get("harmonized") else "not harmonised (energy rule)"]
     write_derived_dicom(src, rec, dest, "mammoprep: " + "; ".join(w for w in what if w),
-                        uid_salt=cfg.digest(), salt=salt, keep_identity=keep_identity)
+                        uid_salt=cfg.digest(), salt=salt, keep_identity=keep_identity,
+                        header=header)
 
 
 def _error_row(job: tuple, exc: Exception) -> dict:
@@ -131,19 +133,42 @@ def _error_row(job: tuple, exc: Exception) -> dict:
             "error": str(err)}
 
 
-def _process_one(job: tuple):
-    """Stage 1 (CPU): read, remove text, harmonise. ``(record, None)`` or ``(None, error
-    row)``; never raises."""
+def _read_one(job: tuple):
+    """Stage 0 (mostly I/O, run ahead by a reader thread): decode the file, and for DICOM
+    output also parse its header for the writer (so that only this thread reads files:
+    reading captures this thread's warnings, see :func:`mammoprep.decoders.codec_messages`).
+    ``(record, None, header)`` or ``(None, the exception, None)``; never raises."""
+    src, _, fmt, cfg, salt, *_ = job
+    try:
+        from ..pipeline import read_image
+
+        rec = read_image(src, _prepared(cfg), salt=salt)
+        header = None
+        if fmt != "png":
+            from ..dicomio import read_header_dataset
+
+            header = read_header_dataset(src)[0]
+        return rec, None, header
+    except Exception as exc:  # noqa: BLE001 - reported as the file's row by _process_one
+        return None, exc, None
+
+
+def _process_one(job: tuple, read: tuple | None = None):
+    """Stage 1 (CPU): read (unless ``read``, :func:`_read_one`'s result, is given), remove
+    text, harmonise. ``(record, None)`` or ``(None, error row)``; never raises."""
     src, _, _, cfg, salt, *_ = job
     try:
         from ..pipeline import preprocess
 
-        return preprocess(src, _prepared(cfg), salt=salt), None
+        if read is not None and read[1] is not None:
+            raise read[1]
+        return preprocess(src, _prepared(cfg), salt=salt,
+                          read=None if read is None else read[0]), None
     except Exception as exc:  # noqa: BLE001 - one bad file must not end the batch
         return None, _error_row(job, exc)
 
 
-def _write_one(job: tuple, rec) -> dict:
+def _write_one(job: tuple, rec, header=None) -> dict:
     """Stage 2 (mostly I/O): write ``rec``; the log row. ok rows carry the energy class,
     whether it was matched, the SOP UID hash and the segmentation QC fields
     (:data:`mammoprep.foreground.QC_FIELDS`). Never raises."""
@@ -152,7 +177,8 @@ def _write_one(job: tuple, rec) -> dict:
     try:
         from ..foreground import QC_FIELDS
 
-        _write_output(rec, src, dest, fmt, cfg, salt=salt, keep_identity=keep_identity)
+        _write_output(rec, src, dest, fmt, cfg, salt=salt, keep_identity=keep_identity,
+                      header=header)
     except Exception as exc:  # noqa: BLE001 - one bad file must not end the batch
         if isinstance(exc, OSError):  # e.g. mkdir refused: typed, naming the output
             from ..atomic import write_error
@@ -171,29 +197,43 @@ def _harmonize_one(job: tuple) -> dict:
     return row if rec is None else _write_one(job, rec)
 
 
-def _harmonize_serial(jobs: list[tuple], done) -> list[dict]:
-    """``-j 1``: the rows of ``jobs`` in order; file ``i`` is written by a writer thread
-    while file ``i + 1`` is read and processed (at most two images in memory). ``done(1)``
-    after each row."""
+#: Writer threads of the in-process pipeline: two, so that one file's fsync (or a PNG's
+#: deflate, which releases the GIL) overlaps the next one's write.
+WRITERS = 2
+
+
+def _harmonize_serial(jobs: list[tuple], done, writers: int = WRITERS) -> list[dict]:
+    """``-j 1``: the rows of ``jobs`` in order, in overlapping stages: a reader thread
+    decodes file ``i + 1`` while this thread removes text from and harmonises file ``i``
+    (Numba kernels, which release the GIL) and ``writers`` writer threads write the files
+    before it. At most ``writers + 2`` images are in memory. ``done(1)`` after each row."""
+    from collections import deque
     from concurrent.futures import ThreadPoolExecutor
 
     rows: list[dict] = []
-    with ThreadPoolExecutor(1, thread_name_prefix="mammoprep-writer") as writer:
-        pending = None
-        for job in jobs:
-            rec, row = _process_one(job)
-            if pending is not None:
-                rows.append(pending.result())
-                done(1)
-                pending = None
-            if rec is None:
-                rows.append(row)
-                done(1)
-            else:
-                pending = writer.submit(_write_one, job, rec)
-        if pending is not None:
-            rows.append(pending.result())
+    queue: deque = deque()  # rows in input order: a Future (being written) or a dict
+
+    def flush(keep: int) -> None:
+        while len(queue) > keep:
+            item = queue.popleft()
+            rows.append(item if isinstance(item, dict) else item.result())
             done(1)
+
+    with ThreadPoolExecutor(1, thread_name_prefix="mammoprep-reader") as reader, \
+            ThreadPoolExecutor(writers, thread_name_prefix="mammoprep-writer") as writer:
+        ahead = reader.submit(_read_one, jobs[0]) if jobs else None
+        if jobs:  # load the kernels while the first file is read
+            _warm(_prepared(jobs[0][3]))
+        for i, job in enumerate(jobs):
+            read = ahead.result()
+            ahead = reader.submit(_read_one, jobs[i + 1]) if i + 1 < len(jobs) else None
+            rec, row = _process_one(job, read[:2])
+            header = read[2]
+            del read
+            flush(writers - 1)  # wait for the oldest write before starting another
+            queue.append(row if rec is None else writer.submit(_write_one, job, rec, header))
+            del rec, header
+        flush(0)
     return rows
 
 
@@ -242,9 +282,9 @@ def _worker_start(cfg, threads: int = 1) -> None:
     imported), then load the reference and warm the kernels before the first file."""
     os.environ.setdefault("NUMBA_NUM_THREADS", str(threads))
     try:
-        import numba
+        from ..runtime import prepare_process
 
-        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+        prepare_process(threads)
     except Exception:  # noqa: BLE001
         pass
     try:
@@ -372,6 +412,11 @@ def harmonize_cmd(inputs, ref, out, fmt, only_energy, energy_table, orient_left,
     except MammoprepError as err:
         raise click.ClickException(str(err))
     click.get_current_context().call_on_close(lock.close)
+    n_jobs = min(jobs or auto_jobs(), len(files))
+    if n_jobs == 1:  # the kernels run in this process
+        from ..runtime import prepare_process
+
+        prepare_process()
     ref_path = Path(ref)
     if ref_path.suffix.lower() != ".npz":  # build once here, not in every worker
         try:
@@ -390,7 +435,6 @@ def harmonize_cmd(inputs, ref, out, fmt, only_energy, energy_table, orient_left,
         raise click.ClickException(str(err))
     salt_b = resolve_salt(salt)
     jobs_list = [(str(f), str(d), fmt, cfg, salt_b, keep_identity) for f, d in zip(files, dests)]
-    n_jobs = min(jobs or auto_jobs(), len(files))
     threads = max(1, (os.cpu_count() or 1) // n_jobs)
     from ..atomic import atomic_write, remove_orphaned_temporaries
 

@@ -1,6 +1,9 @@
 """JPEG-LS lossless and near-lossless through CharLS (imagecodecs, else pyjpegls).
 
-About 4x faster than pylibjpeg on mammograms, identical pixels.
+About 4x faster than pylibjpeg on mammograms, identical pixels. CharLS implements the whole
+of JPEG-LS (ISO 14495-1: 2-16 bits, near-lossless, every interleave mode), so it has no
+capability gaps to report: each of its errors ("Invalid JPEG-LS stream ...") is a data
+error and rejects the file, even though pylibjpeg/pyjpegls may return (wrong) pixels for it.
 """
 
 from __future__ import annotations

@@ -91,3 +91,10 @@ def reduced_shape(header: Header, reduction: int) -> tuple[int, int]:
 
     return (ceil_div(header.y0 + header.rows) - ceil_div(header.y0),
             ceil_div(header.x0 + header.cols) - ceil_div(header.x0))
+
+
+def is_htj2k(data: bytes) -> bool:
+    """True if the SIZ Rsiz of the codestream in ``data`` has bit 14 set (ISO 15444-15: the
+    codestream may use HT code-blocks, which OpenJPH requires)."""
+    cs = codestream(data)
+    return len(cs) >= 8 and bool(struct.unpack(">H", cs[6:8])[0] & 0x4000)

@@ -23,7 +23,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from . import single_frame_bytes
+from . import Unsupported, single_frame_bytes
 
 REQUIRES = ("an NVIDIA GPU with its driver, and pip install 'mammoprep[gpu]' "
             "(nvidia-nvimgcodec-cu13, nvidia-nvjpeg2k-cu13)")
@@ -80,11 +80,11 @@ def decode(ds, transfer_syntax: str) -> np.ndarray:
     from nvidia import nvimgcodec
 
     if transfer_syntax not in DECODES:
-        raise ValueError(f"nvimgcodec plug-in does not decode {transfer_syntax}")
+        raise Unsupported(f"nvimgcodec plug-in does not decode {transfer_syntax}")
     decoder, params = _decoder()
     image = decoder.decode(nvimgcodec.CodeStream(single_frame_bytes(ds)), params=params)
-    if image is None:
-        raise RuntimeError("nvImageCodec could not decode the frame")
+    if image is None:  # no reason given: a gap or bad data; the CPU plug-ins will tell
+        raise Unsupported("nvImageCodec returned no image for the frame")
     arr = np.asarray(image.cpu())
     if arr.ndim == 3 and arr.shape[2] == 1:
         arr = arr[:, :, 0]

@@ -7,8 +7,13 @@ is ``reduction``: OpenJPEG's "reduce" (skip the last resolution levels), which n
 pylibjpeg-openjpeg nor imagecodecs expose. On a 4096x3328 14-bit lossless image one level
 (2048x1664) decodes ~4x faster than the full image, two levels ~15x (benchmarks/RESULTS.md).
 
-Pillow scales decoded samples of precision ``p`` to 16 bits (``x << (16 - p)``); that shift
-is undone here exactly. Pillow sizes a reduced image as ``(n + 2**(r-1)) // 2**r`` where
+Pillow scales decoded samples of precision ``p`` to 16 bits (``x << (16 - p)``; to 8 bits
+for ``p <= 8``); that shift is undone here exactly.
+
+Capability gaps raise :class:`~mammoprep.decoders.Unsupported` (the next plug-in decodes):
+more than one component, signed or over 16-bit samples, a reduced size Pillow rounds
+differently from OpenJPEG, an unexpected Pillow mode. Anything Pillow or OpenJPEG raise
+beyond those is a data error. Pillow sizes a reduced image as ``(n + 2**(r-1)) // 2**r`` where
 OpenJPEG produces ``ceil(n / 2**r)``; where the two differ Pillow fails, so
 :func:`reductions` only offers levels at which they agree (for 4096x3328 every level; for
 2294x1914 levels 1-2).
@@ -20,7 +25,7 @@ import io
 
 import numpy as np
 
-from . import j2k, single_frame_bytes
+from . import Unsupported, j2k, single_frame_bytes
 
 REQUIRES = "pip install pillow (its wheels bundle OpenJPEG; a source build needs libopenjp2)"
 TRANSFER_SYNTAXES = frozenset({"1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91"})
@@ -64,18 +69,22 @@ def decode(ds, transfer_syntax: str, reduction: int = 0) -> np.ndarray:
     data = j2k.codestream(single_frame_bytes(ds))
     header = j2k.parse_header(data)
     if header.precision > 16 or header.signed or header.components != 1:
-        raise ValueError(f"JPEG 2000 frame is {header.components} component(s) of "
-                         f"{'signed ' if header.signed else ''}{header.precision} bits; this "
-                         "plug-in decodes one unsigned component of up to 16 bits")
+        raise Unsupported(f"JPEG 2000 frame is {header.components} component(s) of "
+                          f"{'signed ' if header.signed else ''}{header.precision} bits; this "
+                          "plug-in decodes one unsigned component of up to 16 bits")
+    if reduction and (header.y0 or header.x0 or _pillow_shape(header, reduction)
+                      != j2k.reduced_shape(header, reduction)):
+        raise Unsupported(f"Pillow sizes a {header.rows}x{header.cols} image reduced by "
+                          f"{reduction} level(s) differently from OpenJPEG")
     with Image.open(io.BytesIO(data)) as im:
         if reduction:
             im.reduce = reduction  # OpenJPEG cp_reduce (Pillow's Jpeg2K plug-in attribute)
         im.load()
         mode = im.mode
         arr = np.asarray(im)
-    if mode == "I;16":
-        shift = 16 - header.precision
-        arr = np.right_shift(arr, shift) if shift else arr
-    elif mode != "L":
-        raise ValueError(f"unexpected Pillow mode {mode!r} for a grayscale JPEG 2000 frame")
+    if mode not in ("I;16", "L"):
+        raise Unsupported(f"unexpected Pillow mode {mode!r} for a grayscale JPEG 2000 frame")
+    shift = (16 if mode == "I;16" else 8) - header.precision
+    if shift > 0:
+        arr = np.right_shift(arr, shift)
     return np.ascontiguousarray(arr)

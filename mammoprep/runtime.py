@@ -1,0 +1,83 @@
+"""Process set-up for the commands that push full-size images through the kernels.
+
+Two start-up costs that are not the images' (measured in ``benchmarks/harmonize_folder.py``,
+recorded in ``benchmarks/RESULTS.md``):
+
+* **Fresh pages per image.** A 4096x3328 ``uint16`` image is 27 MB. glibc serves blocks
+  that large with ``mmap`` and returns them at ``free``, so every new image array (file
+  bytes, masked copy, text-free copy, matched copy) is zero-filled page by page by the
+  kernel again: a copy into a fresh array took 2-3x as long as one into a reused array.
+  :func:`keep_freed_images` raises glibc's mmap and trim thresholds so freed images stay in
+  the heap and the next image reuses their pages.
+* **Numba's BLAS probe.** When Numba first loads a kernel it imports its NumPy support, which
+  probes for a BLAS by importing ``scipy.linalg`` (about 0.2 s here). mammoprep's kernels
+  use no linear algebra; :func:`load_kernels_without_blas_probe` hides SciPy for that one
+  import so the probe fails fast (Numba then reports no BLAS, which only matters to
+  ``np.dot``-like code, none of which is ours), and SciPy imports normally afterwards.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import sys
+from contextlib import contextmanager
+from typing import Iterator
+
+#: glibc ``mallopt`` parameters (malloc.h).
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
+#: The largest mmap threshold glibc accepts on 64-bit (HEAP_MAX_SIZE / 2): images up to
+#: this size are served from the heap.
+MMAP_THRESHOLD = 32 << 20
+#: Free heap memory above this is returned to the system.
+TRIM_THRESHOLD = 512 << 20
+
+_tuned = False
+
+
+def keep_freed_images() -> bool:
+    """Let freed image-sized blocks (up to :data:`MMAP_THRESHOLD`) be reused instead of
+    returned to the system. Once per process; True if glibc accepted it (False elsewhere:
+    other C libraries are left as they are)."""
+    global _tuned
+    if _tuned:
+        return True
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # musl and others: no mallopt
+        return False
+    mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
+    _tuned = bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(
+        mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+    return _tuned
+
+
+@contextmanager
+def load_kernels_without_blas_probe() -> Iterator[None]:
+    """Inside: Numba's first kernel load does not import SciPy (see the module docstring).
+
+    Does nothing when SciPy or Numba's NumPy support is already imported."""
+    hide = "scipy" not in sys.modules and "numba.np.arraymath" not in sys.modules
+    if hide:
+        sys.modules["scipy"] = None  # type: ignore[assignment]  # import scipy -> ImportError
+    try:
+        yield
+    finally:
+        if hide and sys.modules.get("scipy", 0) is None:
+            del sys.modules["scipy"]
+
+
+def prepare_process(threads: int | None = None) -> None:
+    """Per process, before the first image: allocator tuning, ``threads`` Numba threads
+    (None: Numba's default), and Numba's NumPy support loaded without the BLAS probe."""
+    keep_freed_images()
+    with load_kernels_without_blas_probe():
+        import numba
+
+        if threads:
+            numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+        from numba.np import arraymath  # noqa: F401 - what the first kernel load imports
