@@ -20,7 +20,8 @@ builds a low-energy reference, then measures in one run:
   ``match_histograms`` of the float32 foreground pixels against one reference image's
   foreground, cast back without rounding, ``PixelData`` replaced, ``save_as``; the reference
   image is loaded once per process, outside the loop (as the script does). Run on ``N``
-  fresh processes (every ``N``-th file each: the same cores as ours) and on one.
+  fresh processes (every ``N``-th file each: the same cores as ours; best of ``--repeats``
+  runs, like ours) and on one.
 
 Prints markdown tables: seconds, images/s and ratios, with the issue's targets (8x the
 LUMINA method on the same cores; ``-j 1`` per image at most 1.5x the sum of decode, text
@@ -181,7 +182,8 @@ def main() -> None:
     ap.add_argument("-j", "--jobs", type=int, default=os.cpu_count() or 1,
                     help="cores for the LUMINA processes and ours' pool (default: all)")
     ap.add_argument("--repeats", type=int, default=2,
-                    help="runs of each of our commands; the best is reported")
+                    help="runs of each of our commands and of the 2-process LUMINA baseline; "
+                         "the best is reported")
     args = ap.parse_args()
     env = {**os.environ, "MAMMOPREP_SALT": "bench-salt-not-secret"}
     os.environ["MAMMOPREP_SALT"] = env["MAMMOPREP_SALT"]
@@ -233,12 +235,20 @@ def main() -> None:
         ours_1 = wall(c_1, env, args.repeats, tmp / "ours1")
         import resource
 
-        before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        t = time.perf_counter()
-        lumina_parallel(files, src, tmp / "lumina2", ref_image, args.jobs)
-        theirs_2 = time.perf_counter() - t
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        theirs_2_cpu = (after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
+        import shutil
+
+        theirs_2, theirs_2_cpu = float("inf"), float("nan")
+        for _ in range(args.repeats):  # best of the same number of runs as ours
+            shutil.rmtree(tmp / "lumina2", ignore_errors=True)
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            t = time.perf_counter()
+            lumina_parallel(files, src, tmp / "lumina2", ref_image, args.jobs)
+            took = time.perf_counter() - t
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            if took < theirs_2:
+                theirs_2 = took
+                theirs_2_cpu = (after.ru_utime - before.ru_utime
+                                + after.ru_stime - before.ru_stime)
         t = time.perf_counter()
         lumina_script(files, src, tmp / "lumina", ref_image)
         theirs_1 = time.perf_counter() - t

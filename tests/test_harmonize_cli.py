@@ -379,3 +379,15 @@ def test_auto_jobs_is_one_worker_per_two_cores():
     from mammoprep.commands.harmonize import auto_jobs
 
     assert [auto_jobs(c) for c in (1, 2, 3, 8)] == [1, 1, 1, 4]
+
+
+def test_harmonize_bar_only_on_a_terminal_or_when_asked(cohort, ref, tmp_path, monkeypatch):
+    from mammoprep import options
+
+    monkeypatch.setattr(options, "PROGRESS", None)
+    f = str(sorted(cohort.rglob("*.dcm"))[0])
+    r = CliRunner().invoke(main, ["harmonize", "--ref", str(ref), f, "-o", str(tmp_path / "a")])
+    assert r.exit_code == 0 and "harmonize:" not in r.output  # CliRunner: not a terminal
+    r = CliRunner().invoke(main, ["--progress", "harmonize", "--ref", str(ref), f, "-o",
+                                  str(tmp_path / "b")])
+    assert r.exit_code == 0 and "harmonize:" in r.output and "1/1" in r.output
