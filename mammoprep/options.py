@@ -13,8 +13,9 @@ def _decoder_choices() -> list[str]:
 
 decoder_option = click.option(
     "--decoder", default=None, metavar="NAME",
-    help="Preferred pixel decoder plug-in (libjpeg-turbo, charls, openjph, pydicom). Default: the "
-         "fastest installed one; all give identical pixels.",
+    help="Preferred pixel decoder plug-in (native, libjpeg-turbo, charls, openjph, pydicom, "
+         "pillow-openjpeg, nvimgcodec). Default: the fastest installed one; all give "
+         "identical pixels.",
     callback=lambda ctx, param, value: _check_decoder(value))
 
 salt_option = click.option(
