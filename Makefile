@@ -33,6 +33,8 @@ bench: venv
 	$(BIN)/python benchmarks/decode_scale.py
 	$(BIN)/python benchmarks/harmonize.py
 	$(BIN)/python benchmarks/harmonize_folder.py
+	$(BIN)/python benchmarks/startup_io.py
+	$(BIN)/python benchmarks/segmentation_real.py
 	$(BIN)/python benchmarks/reference_bits.py
 	$(BIN)/python benchmarks/derived.py
 	NUMBA_NUM_THREADS=1 $(BIN)/python benchmarks/shard.py

@@ -59,31 +59,46 @@ def temporary_name(path: Path) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}.tmp")
 
 
+def _replace_atomically(path: Path, write_tmp: Callable[[Path], None]) -> None:
+    """``write_tmp(tmp)`` writes and fsyncs the temporary file of ``path``; then rename it
+    over ``path``. On any failure the temporary file is removed, an existing ``path`` is
+    left as it was, and the exception propagates."""
+    tmp = temporary_name(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_tmp(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def _write_buffered(tmp: Path, data: bytes | Callable[[BinaryIO], None] | list) -> None:
+    """Write ``data`` (bytes, a list of bytes-like parts, or a function writing to a binary
+    file object) to ``tmp``, flush, fsync."""
+    with open(tmp, "wb") as fh:
+        if callable(data):
+            data(fh)
+        else:
+            for part in data if isinstance(data, list) else [data]:
+                fh.write(part)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
 def atomic_write(path: str | os.PathLike, data: bytes | Callable[[BinaryIO], None]) -> None:
     """Write ``data`` (bytes, or a function that writes to a binary file object) to
     ``path`` atomically: temporary file in the same folder, flush, fsync, rename, fsync of
     the folder. Raises :class:`WriteError` (naming ``path``) on any ``OSError``; the
     temporary file is removed and an existing ``path`` is left as it was."""
     path = Path(path)
-    tmp = temporary_name(path)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as fh:
-            if callable(data):
-                data(fh)
-            else:
-                fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException as exc:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        if isinstance(exc, OSError):
-            raise write_error(path, exc) from None
-        raise
+        _replace_atomically(path, lambda tmp: _write_buffered(tmp, data))
+    except OSError as exc:
+        raise write_error(path, exc) from None
     fsync_dir(path.parent)
 
 
@@ -138,12 +153,11 @@ def _write_direct(tmp: Path, parts: list, total: int) -> bool:
         os.ftruncate(fd, total)
         os.fsync(fd)
     except OSError as exc:
-        os.close(fd)
-        os.unlink(tmp)
         if exc.errno == errno.EINVAL:  # alignment refused after all: write it buffered
-            return False
+            return False  # (the caller rewrites the temporary file from the start)
         raise
-    os.close(fd)
+    finally:
+        os.close(fd)
     return True
 
 
@@ -151,27 +165,17 @@ def write_parts(path: str | os.PathLike, parts: list, direct: bool = True) -> No
     """Write the concatenation of ``parts`` (bytes-like) to ``path`` atomically: temporary
     file, fsync, rename (the folder is not fsynced). With ``direct`` (for large files), the
     data go from one aligned per-thread buffer to the disk with O_DIRECT, bypassing the page
-    cache: measured here 5-6 ms of CPU for a 27 MB image against 8-70 ms for a buffered write
-    (benchmarks/RESULTS.md); where O_DIRECT is refused, a buffered write. Raises the
-    ``OSError`` (the temporary file removed, an existing ``path`` untouched)."""
-    path = Path(path)
-    tmp = temporary_name(path)
+    cache: 4.7 ms of the writing thread's CPU per 27 MB image against 68 ms for a buffered
+    write on the test VM (``benchmarks/startup_io.py``); where O_DIRECT is refused, a
+    buffered write. Raises the ``OSError`` (the temporary file removed, an existing
+    ``path`` untouched)."""
     total = sum(memoryview(p).nbytes for p in parts)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+
+    def write_tmp(tmp: Path) -> None:
         if not (direct and _write_direct(tmp, parts, total)):
-            with open(tmp, "wb") as fh:
-                for part in parts:
-                    fh.write(part)
-                fh.flush()
-                os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+            _write_buffered(tmp, list(parts))
+
+    _replace_atomically(Path(path), write_tmp)
 
 
 def remove_temporaries(folder: Path, pattern: str = ".*.tmp") -> list[Path]:

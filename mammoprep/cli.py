@@ -75,8 +75,8 @@ class LazyGroup(click.Group):
     def main(self, args=None, *rest, standalone_mode: bool = True, **kwargs):
         """As a console script (``args`` None, standalone mode): once the command has
         finished, its files are closed and its output flushed, leave with ``os._exit``,
-        skipping the interpreter's teardown (about 0.2 s of freeing Numba's, pydicom's and
-        NumPy's objects after a `harmonize` run, measured: benchmarks/RESULTS.md). Called
+        skipping the interpreter's teardown (0.11-0.14 s of freeing Numba's, pydicom's and
+        NumPy's objects after a `harmonize` run: benchmarks/startup_io.py). Called
         with ``args`` (tests, scripts) it behaves as click's own."""
         if args is not None or not standalone_mode:
             return super().main(args, *rest, standalone_mode=standalone_mode, **kwargs)

@@ -7,14 +7,15 @@ breast alone.
 
 Steps, for ``pixels: uint16 [rows, cols]`` in MONOCHROME2 polarity:
 
-1. **Threshold** (:func:`estimate_threshold`), from a strided sample of the image. The
-   background is either exact 0 (padding) or a grey peak: the mode of the non-zero levels
-   below the Otsu threshold, with a noise sigma from the half-width at half-maximum of its
-   left flank. The grey peak is used when there are no zeros, when it runs down into 0
-   (clipped noise), or when more pixels along the image border lie in it than are 0.
-   ``threshold = bg + max(4 sigma, 0.2 (fg - bg))`` with ``fg`` the median level above the
-   background peak (0 for a zero background); a pixel is foreground when
-   ``pixel > threshold``.
+1. **Chest wall and background** (:func:`chest_wall_side`, :func:`estimate_background`), on
+   block means and a strided sample of the image. The chest wall is on the side whose band
+   (2-15 % of the width in) is brighter; the background is modelled from the opposite band
+   only: exact 0 (padding) when at least 30 % of its blocks are 0, else the histogram peak
+   of its pixels with a noise sigma from the peak's half width; a peak above half the
+   chest-wall tissue level means there is no background (spot views, chest films).
+   ``threshold = bg + max(4 sigma, 0.15 (tissue - bg))``; a pixel is foreground when
+   ``pixel > threshold``. Flat plateaus reaching the background or the border (labels,
+   unexposed film edges) are taken out (:func:`flat_plateaus`).
 2. **Downsample** by ``f`` (1 for small images, up to 8 for full-field ones) with block
    means, and threshold the blocks.
 3. **Clean up**: open with a ``(2r+1)^2`` square (breaks thin bridges such as film borders
@@ -32,7 +33,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import numba
 import numpy as np
 
 from . import kernels
@@ -48,7 +48,7 @@ MIN_BREAST_FRACTION = 0.005
 #: Smallest image side (pixels) that can hold a mammogram.
 MIN_SIDE = 64
 #: A far-band peak above this fraction of the chest-wall tissue level is tissue, not
-#: background (measured: real backgrounds sit at 0.18-0.34 of it).
+#: background (real grey backgrounds sit at 0.06-0.34 of it: benchmarks/segmentation_real.py).
 BG_MAX_TISSUE_RATIO = 0.5
 #: Column bands, as fractions of the width from one image side: ``[BAND_IN, BAND_OUT)``.
 #: The outermost 2 % are skipped (film edges, collimator lines).

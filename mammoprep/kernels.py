@@ -222,14 +222,17 @@ def _mask_range_into(src, keep, out, nchunks):
 
 
 def mask_range(src: np.ndarray, bits: int, out: np.ndarray | None = None,
-               nchunks: int = 2) -> tuple[np.ndarray, int, int]:
+               nchunks: int | None = None) -> tuple[np.ndarray, int, int]:
     """Clear the unused high bits of stored values and find their range, in one pass.
 
     ``src``: ``uint16 [rows, cols]`` (read-only is fine: a view of the file's bytes);
     ``bits``: Bits Stored (1-16); ``out``: where to write (``src`` itself when writeable,
     a new array when None). Returns ``(out, min, max)`` of ``src & (2**bits - 1)``.
-    ``nchunks`` (row chunks, one per thread) changes the speed, never the result.
+    ``nchunks`` (row chunks; default one per Numba thread) changes the speed, never the
+    result.
     """
+    if nchunks is None:
+        nchunks = nb.get_num_threads()
     if out is None:
         out = np.empty(src.shape, np.uint16)
     if src.size == 0:
@@ -476,45 +479,9 @@ def largest_component_np(mask: np.ndarray) -> tuple[np.ndarray, int]:
 
 
 @nb.njit(cache=True, nogil=True)
-def fill_holes(mask):
-    """``bool [R, C]``: ``mask`` with every hole filled, a hole being a 4-connected region of
-    False that does not reach the array border."""
-    R, C = mask.shape
-    reach = np.zeros((R, C), np.bool_)
-    stack = np.empty(R * C, np.int64)
-    top = 0
-    for i in range(R):
-        for j in range(C):
-            if (i == 0 or j == 0 or i == R - 1 or j == C - 1) and not mask[i, j] \
-                    and not reach[i, j]:
-                reach[i, j] = True
-                stack[top] = i * C + j
-                top += 1
-    while top > 0:
-        top -= 1
-        k = stack[top]
-        y = k // C
-        x = k - y * C
-        for d in range(4):
-            yy = y + (1 if d == 0 else (-1 if d == 1 else 0))
-            xx = x + (1 if d == 2 else (-1 if d == 3 else 0))
-            if 0 <= yy < R and 0 <= xx < C and not mask[yy, xx] and not reach[yy, xx]:
-                reach[yy, xx] = True
-                stack[top] = yy * C + xx
-                top += 1
-    return ~reach
-
-
-def fill_holes_np(mask: np.ndarray) -> np.ndarray:
-    """NumPy twin of :func:`fill_holes`."""
-    ndi = _ndimage()
-    return ndi.binary_fill_holes(mask)
-
-
-@nb.njit(cache=True, nogil=True)
-def propagate(seed, mask):
-    """``bool [R, C]``: the pixels of ``mask`` 8-connected (within ``mask``) to a pixel of
-    ``seed & mask`` (morphological reconstruction by dilation)."""
+def _flood(seed, mask, eight):
+    """``bool [R, C]``: the pixels of ``mask`` connected within ``mask`` (8-connected with
+    ``eight``, else 4-connected) to a pixel of ``seed & mask``."""
     R, C = mask.shape
     out = np.zeros((R, C), np.bool_)
     stack = np.empty(R * C, np.int64)
@@ -535,12 +502,35 @@ def propagate(seed, mask):
             if yy < 0 or yy >= R:
                 continue
             for dx in range(-1, 2):
+                if not eight and dx != 0 and dy != 0:
+                    continue
                 xx = x + dx
                 if 0 <= xx < C and mask[yy, xx] and not out[yy, xx]:
                     out[yy, xx] = True
                     stack[top] = yy * C + xx
                     top += 1
     return out
+
+
+def fill_holes(mask: np.ndarray) -> np.ndarray:
+    """``bool [R, C]``: ``mask`` with every hole filled, a hole being a 4-connected region of
+    False that does not reach the array border."""
+    border = np.zeros(mask.shape, np.bool_)
+    border[0, :] = border[-1, :] = True
+    border[:, 0] = border[:, -1] = True
+    return ~_flood(border, ~mask, False)
+
+
+def fill_holes_np(mask: np.ndarray) -> np.ndarray:
+    """NumPy twin of :func:`fill_holes`."""
+    ndi = _ndimage()
+    return ndi.binary_fill_holes(mask)
+
+
+def propagate(seed: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """``bool [R, C]``: the pixels of ``mask`` 8-connected (within ``mask``) to a pixel of
+    ``seed & mask`` (morphological reconstruction by dilation)."""
+    return _flood(seed, mask, True)
 
 
 def propagate_np(seed: np.ndarray, mask: np.ndarray) -> np.ndarray:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -108,9 +109,10 @@ def redecode_min_side(rec: Record, cfg: "PrepConfig") -> int | None:
 
 
 class Prepared:
-    """Loaded-once resources for a config: the reference and the energy table."""
+    """Loaded-once resources for a config: the reference and the energy table. ``salt``:
+    the run's pseudonymisation salt, used when the reference is pooled from DICOMs."""
 
-    def __init__(self, cfg: PrepConfig):
+    def __init__(self, cfg: PrepConfig, salt: bytes | str | None = None):
         from .energy import load_energy_table
 
         self.cfg = cfg
@@ -119,7 +121,32 @@ class Prepared:
         if cfg.reference:
             from .reference import load_reference
 
-            self.reference = load_reference(cfg.reference)
+            self.reference = load_reference(cfg.reference, keep_suspect=cfg.keep_suspect,
+                                            salt=salt)
+
+
+_PREPARED: dict[tuple, Prepared] = {}
+
+
+def _stamp(path: str | None) -> tuple | None:
+    """(size, mtime) of ``path`` (a folder: of the folder entry), None if absent."""
+    try:
+        st = os.stat(path) if path else None
+    except OSError:
+        return None
+    return (st.st_size, st.st_mtime_ns) if st else None
+
+
+def prepared(cfg: PrepConfig, salt: bytes | str | None = None) -> Prepared:
+    """:class:`Prepared` of ``cfg``, once per process (a reference given as a DICOM folder
+    is pooled once per worker, not once per shard or file). A reference or energy table
+    file replaced on disk since is loaded again."""
+    key = (cfg, salt, _stamp(cfg.reference), _stamp(cfg.energy_table))
+    if key not in _PREPARED:
+        if len(_PREPARED) >= 4:
+            _PREPARED.clear()
+        _PREPARED[key] = Prepared(cfg, salt)
+    return _PREPARED[key]
 
 
 def read_image(path: str | Path, prep: Prepared, salt: bytes | str | None = None,

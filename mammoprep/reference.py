@@ -69,11 +69,11 @@ def _with_path(err: MammoprepError, path: Path) -> MammoprepError:
     return type(err)(path, err.problem, tag=err.tag, value=err.value, hint=err.hint)
 
 
-def _image_histogram(path: Path, energy: str | None, table, salt, decoder,
-                     keep_suspect: bool):
+def _image_histogram(path: Path, energy: str | None, table, salt: bytes, decoder,
+                     keep_suspect: bool, seen: dict[str, Path]):
     """(contribution, foreground histogram at the image's own depth), or None when the
     image is of another energy class. Raises typed errors (not a mammogram, unreadable,
-    segmentation suspect, ...)."""
+    an image already pooled from the file ``seen[hash]``, segmentation suspect, ...)."""
     from .dicomio import read_dicom, read_header
     from .energy import energy_class
     from .foreground import remove_text
@@ -84,8 +84,14 @@ def _image_histogram(path: Path, energy: str | None, table, salt, decoder,
     if energy and energy_class(header.get("manufacturer", ""), header.get("model", ""),
                                table) != energy:
         return None
+    first = seen.get(header.get("sop_uid_hash") or "")
+    if first is not None:
+        raise DuplicateImageError(path, f"the same image was already pooled (from {first})",
+                                  tag="(0008,0018) SOP Instance UID",
+                                  value="same as an earlier file",
+                                  hint="it counts once in the reference")
     rec = remove_text(read_dicom(path, salt=salt, decoder=decoder), keep_suspect=keep_suspect)
-    bits = int(rec.meta.get("value_bits") or rec.meta["bits_stored"])
+    bits = int(rec.meta.get("value_bits") or rec.meta["bits_stored"])  # not harmonised
     hist = foreground_histogram(rec.pixels, bits)
     return _Contribution(rec.meta["sop_uid_hash"], bits, rec.meta.get("manufacturer", "")), hist
 
@@ -123,7 +129,10 @@ def build_reference(inputs: Iterable[str | Path], *, energy: str | None = "low",
     from .energy import load_energy_table
     from .harmonize import Reference, rescale_histogram
 
+    from .identity import resolve_salt
+
     table = load_energy_table(energy_table)
+    salt_b = salt if isinstance(salt, bytes) else resolve_salt(salt)  # once, not per file
     used: list[_Contribution] = []
     pooled: dict[int, np.ndarray] = {}  # source depth -> summed histogram at that depth
     rejects: dict[str, int] = {}
@@ -131,7 +140,7 @@ def build_reference(inputs: Iterable[str | Path], *, energy: str | None = "low",
     for path in iter_dicom_paths(inputs):
         path = Path(path)
         try:
-            got = _image_histogram(path, energy, table, salt, decoder, keep_suspect)
+            got = _image_histogram(path, energy, table, salt_b, decoder, keep_suspect, seen)
         except MammoprepError as err:
             got = _with_path(err, path)
         except Exception as exc:  # noqa: BLE001 - one bad file must not end the batch
@@ -142,17 +151,10 @@ def build_reference(inputs: Iterable[str | Path], *, energy: str | None = "low",
             rejects[got.kind] = rejects.get(got.kind, 0) + 1
             if on_error:
                 on_error(got)
-        elif got[0].image_hash and got[0].image_hash in seen:
-            rejects["duplicate"] = rejects.get("duplicate", 0) + 1
-            if on_error:
-                on_error(DuplicateImageError(path, "the same image was already pooled "
-                                             f"(from {seen[got[0].image_hash]})",
-                                             tag="(0008,0018) SOP Instance UID",
-                                             value="same as an earlier file",
-                                             hint="it counts once in the reference"))
         else:
             item, hist = got
-            seen[item.image_hash] = path
+            if item.image_hash:
+                seen[item.image_hash] = path
             used.append(item)
             if item.bits in pooled:
                 pooled[item.bits] += hist
@@ -184,9 +186,11 @@ def build_reference(inputs: Iterable[str | Path], *, energy: str | None = "low",
     return ref, report
 
 
-def load_reference(spec: str | Path, keep_suspect: bool = False):
+def load_reference(spec: str | Path, keep_suspect: bool = False,
+                   salt: bytes | str | None = None):
     """A reference from a saved ``.npz``, a DICOM folder (low-energy mammograms pooled) or a
-    single DICOM mammogram (used whatever its energy class)."""
+    single DICOM mammogram (used whatever its energy class). ``salt``: the run's
+    pseudonymisation salt (see :func:`build_reference`)."""
     from .harmonize import Reference
 
     path = Path(spec)
@@ -196,6 +200,6 @@ def load_reference(spec: str | Path, keep_suspect: bool = False):
     if path.suffix.lower() == ".npz":
         return Reference.load(path)
     ref, _ = build_reference([path], energy="low" if path.is_dir() else None,
-                             keep_suspect=keep_suspect,
+                             keep_suspect=keep_suspect, salt=salt,
                              on_error=lambda e: print(f"reference: skipped {e}", file=sys.stderr))
     return ref

@@ -1,16 +1,16 @@
 """Process set-up for the commands that push full-size images through the kernels.
 
-Two start-up costs that are not the images' (measured in ``benchmarks/harmonize_folder.py``,
-recorded in ``benchmarks/RESULTS.md``):
+Two costs that are not the images' (measured by ``benchmarks/startup_io.py``, recorded in
+``benchmarks/RESULTS.md``):
 
 * **Fresh pages per image.** A 4096x3328 ``uint16`` image is 27 MB. glibc serves blocks
   that large with ``mmap`` and returns them at ``free``, so every new image array (file
   bytes, masked copy, text-free copy, matched copy) is zero-filled page by page by the
-  kernel again: a copy into a fresh array took 2-3x as long as one into a reused array.
+  kernel again: two copies into fresh arrays took 2.3-2.4x as long as with the blocks kept.
   :func:`keep_freed_images` raises glibc's mmap and trim thresholds so freed images stay in
   the heap and the next image reuses their pages.
 * **Numba's BLAS probe.** When Numba first loads a kernel it imports its NumPy support, which
-  probes for a BLAS by importing ``scipy.linalg`` (about 0.2 s here). mammoprep's kernels
+  probes for a BLAS by importing ``scipy.linalg`` (0.12-0.15 s here). mammoprep's kernels
   use no linear algebra; :func:`load_kernels_without_blas_probe` hides SciPy for that one
   import so the probe fails fast (Numba then reports no BLAS, which only matters to
   ``np.dot``-like code, none of which is ours), and SciPy imports normally afterwards.

@@ -31,7 +31,7 @@ from typing import Any, Callable, Iterable
 from . import __version__
 from .atomic import atomic_write, output_lock, remove_temporaries, write_error
 from .errors import MammoprepError, display_path
-from .labels._common import TASKS as LABEL_TASKS
+from .labels._common import TASKS as LABEL_TASKS, unmatched
 from .pipeline import PrepConfig
 
 SCHEMA_VERSION = 1
@@ -97,8 +97,7 @@ def scan(paths: list[str], salt: bytes, executor: Executor | None,
 
 
 def _reject(path: str, reason: str, message: str, stage: str) -> dict[str, str]:
-    from .errors import display_path  # escaped: non-UTF-8 or newline names stay one field
-
+    # display_path: escaped, so non-UTF-8 or newline names stay one field
     return {"path": display_path(path), "reason": reason, "message": display_path(message),
             "stage": stage}
 
@@ -194,7 +193,7 @@ def plan_samples(scanned: list[dict[str, Any]], labels, salt: bytes,
     samples = [groups[k] for k in sorted(groups)]
     for s in samples:
         s["labels"], s["tasks"] = merge_view_labels(s["views"])
-    unmatched_keys = sorted(labels.keys() - matched) if labels is not None else []
+    unmatched_keys = unmatched(labels, matched) if labels is not None else []
     if conflicts is not None:
         conflicts.update({f: counts.get(f, 0) for f in OVERRIDDEN}, examples=examples)
     return samples, rejects, unmatched_keys
@@ -289,7 +288,7 @@ def assign_folds(samples: list[dict[str, Any]], k: int, seed: int,
     status = {}
     for s in samples:
         for v in s["views"].values():
-            p = (v.get("labels") or s.get("labels") or {}).get("pathology")
+            p = (v.get("labels") or {}).get("pathology")
             rank = {"malignant": 2, "benign": 1}.get(p, 0)
             status[s["patient"]] = max(status.get(s["patient"], 0), rank)
     k_eff = min(k, len(patients))
@@ -442,11 +441,6 @@ def tar_bytes(entries: dict[str, bytes]) -> bytes:
     return buf.getvalue()
 
 
-def write_tar(path: Path, entries: dict[str, bytes]) -> None:
-    """:func:`tar_bytes` written atomically to ``path`` (WriteError on a full disk)."""
-    atomic_write(path, tar_bytes(entries))
-
-
 def task_digest(task: ShardTask) -> str:
     """What a shard's bytes depend on besides the config: its samples (paths, header
     metadata, labels, boxes, folds). A part finished for other inputs is not reused."""
@@ -456,11 +450,11 @@ def task_digest(task: ShardTask) -> str:
 
 def write_shard(task: ShardTask) -> dict[str, Any]:
     """Write one shard (atomically) and then its part file; return the part."""
-    from .pipeline import Prepared
+    from .pipeline import prepared
 
     out = Path(task.out_dir)
     name = shard_name(task.index)
-    prep = Prepared(task.config.prep)
+    prep = prepared(task.config.prep, task.salt)  # once per worker process
     entries: dict[str, bytes] = {}
     images, rejects = [], []
     for sample in task.samples:
@@ -687,7 +681,8 @@ def _build_locked(inputs, out: Path, cfg: ShardConfig, salt: bytes, executor, pr
     paths = [str(p) for p in iter_dicom_paths(inputs)]
     auxiliary = [p for p in paths if labels is not None and labels.auxiliary
                  and str(Path(p).resolve()) in labels.auxiliary]
-    paths = [p for p in paths if p not in set(auxiliary)]  # ROI masks, crops: not images
+    aux = set(auxiliary)
+    paths = [p for p in paths if p not in aux]  # ROI masks, crops: not images
     if not paths:
         raise MammoprepError(None, "no DICOM files found", tag="IN", value=list(map(str, inputs)))
     if progress:
@@ -833,8 +828,7 @@ def remove_outputs(out: Path) -> None:
     """Delete what ``shard`` writes in ``out`` (config.json first, so a crash halfway is
     not a valid folder): manifests, shards, parts, temporaries. Other files stay."""
     targets = [out / "config.json", *(out / m for m in MANIFESTS),
-               *sorted(out.glob("shard-*.tar")), *sorted(out.glob("shard-*.tar.tmp")),
-               *sorted((out / PARTS).glob("*"))]
+               *sorted(out.glob("shard-*.tar")), *sorted((out / PARTS).glob("*"))]
     for p in targets:
         try:
             p.unlink()
@@ -856,9 +850,8 @@ def remove_stale(out: Path, current: set[str]) -> list[str]:
     for p in sorted((out / PARTS).glob("shard-*.json")):
         if p.name[:-len(".json")] not in current:
             p.unlink(missing_ok=True)
-    for p in [*out.glob("shard-*.tar.tmp"), *remove_temporaries(out),
-              *remove_temporaries(out / PARTS)]:
-        Path(p).unlink(missing_ok=True)
+    remove_temporaries(out)
+    remove_temporaries(out / PARTS)
     return gone
 
 

@@ -51,7 +51,6 @@ from .tasks import TaskSpec
 VIEWS = ("cc", "mlo")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-GRAY_MEAN, GRAY_STD = 0.449, 0.226  # means of the ImageNet values, for in_chans = 1
 
 REQUIRED_COLUMNS = ("key", "shard", "view", "patient", "fold")
 
@@ -417,7 +416,7 @@ def normalize(img: torch.Tensor, in_chans: int, mean: Sequence[float] = IMAGENET
               std: Sequence[float] = IMAGENET_STD) -> torch.Tensor:
     """float ``[..., 1, H, W]`` in [0, 1] -> ``[..., C, H, W]``: replicated to 3 channels with
     ``mean``/``std`` (per channel; the backbone's timm data config, default ImageNet), or one
-    channel with the means of those values (ImageNet: :data:`GRAY_MEAN`, :data:`GRAY_STD`)."""
+    channel with the means of those values (ImageNet: 0.449, 0.226)."""
     if in_chans == 1:
         return (img - sum(mean) / len(mean)) / (sum(std) / len(std))
     m = img.new_tensor(tuple(mean)).view(3, 1, 1)
@@ -613,7 +612,6 @@ class ShardStream(torch.utils.data.IterableDataset):
             raise DataError(f"{root}: duplicate example uids")
         self.prep = prep
         self.train, self.seed, self.rank, self.world = train, seed, rank, world
-        self.flip_p = flip_p if train else 0.0
         # training augmentation (default: the horizontal flip of flip_p); none in evaluation
         self.augment = (augment or Augment(hflip=flip_p)) if train else Augment()
         self.shuffle_buffer = int(shuffle_buffer)

@@ -28,7 +28,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .models import InputNorm, check_backbone_name, create_backbone, data_config, load_backbone_weights
+from .models import InputNorm, check_backbone_name, create_backbone, data_config
 
 
 @dataclass(frozen=True)
@@ -309,10 +309,6 @@ class MultiTaskDETR(nn.Module):
                   for f, e in zip(feats, self.level_embed)]
         outs = self.decoder(memory)
         return {"logits": logits, **outs[-1], "aux": outs[:-1]}
-
-    def load_pretrained(self, path: str):
-        """Local backbone weights into the ``features_only`` body (timm names match)."""
-        return [load_backbone_weights(self.features.body, path)]
 
 
 def build_detector(backbone: str, in_chans: int = 3, img_size: int | None = None,

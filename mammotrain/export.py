@@ -18,12 +18,13 @@ reference) is stored in the ONNX ``metadata_props`` under ``mammotrain``.
 from __future__ import annotations
 
 import inspect
-import json
 import warnings
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
+
+from . import jsonio
 
 OPSET = 17
 
@@ -45,15 +46,10 @@ class OnnxWrapper(torch.nn.Module):
 def load_for_export(checkpoint: str | Path) -> tuple[Any, torch.nn.Module, dict[str, Any]]:
     """(resolved config, model in eval mode on CPU, checkpoint dict) of a ``.pt`` or a
     ``.safetensors`` model file."""
-    from dataclasses import replace
-
-    from .train import TrainConfig, build_task_model, read_checkpoint
+    from .train import inference_model, read_checkpoint
 
     ck = read_checkpoint(checkpoint)
-    cfg = replace(TrainConfig.from_dict(ck["config"]), device="cpu", pretrained=None,
-                  amp=None, channels_last=None).resolved()
-    model, _ = build_task_model(cfg)
-    model.load_state_dict(ck["model"])
+    cfg, model = inference_model(ck, ck["config"]["shards"], "cpu")
     return cfg, model.eval(), ck
 
 
@@ -108,7 +104,7 @@ def _add_metadata(path: Path, ck: dict[str, Any]) -> None:
         doc["reference"] = {k: v for k, v in doc["reference"].items() if k != "npz_zlib_b64"}
     m = onnx.load(str(path))
     entry = m.metadata_props.add()
-    entry.key, entry.value = "mammotrain", json.dumps(doc, sort_keys=True, default=str)
+    entry.key, entry.value = "mammotrain", jsonio.dumps(doc, sort_keys=True)
     onnx.save(m, str(path))
 
 

@@ -40,6 +40,8 @@ from typing import Any
 
 import torch
 
+from . import jsonio
+
 FORMAT = "mammotrain.model"
 FORMAT_VERSION = 1
 METADATA_KEY = "mammotrain"
@@ -129,14 +131,14 @@ def write_model_file(path: str | Path, model: torch.nn.Module, cfg, ck: dict[str
     if path.suffix != ".safetensors":
         raise ValueError(f"{path}: a model file ends in .safetensors")
     doc = model_document(cfg, model, ck)
-    text = json.dumps(doc, sort_keys=True, default=str)
+    text = jsonio.dumps(doc, sort_keys=True)  # strict JSON, like every mammotrain file
     # clone: tied or shared storages are written as separate tensors
     tensors = {k: v.detach().to("cpu").clone().contiguous()
                for k, v in model.state_dict().items()}
     tmp = path.with_name(path.name + ".tmp")
     save_file(tensors, str(tmp), metadata={METADATA_KEY: text})
     tmp.replace(path)
-    path.with_suffix(".json").write_text(json.dumps(doc, indent=2, sort_keys=True, default=str))
+    jsonio.write_json(path.with_suffix(".json"), doc)
     return path
 
 

@@ -217,10 +217,6 @@ class MultiViewClassifier(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.forward_features(x))
 
-    def load_pretrained(self, path: str | Path) -> list["LoadReport"]:
-        """Load a local weight file into every backbone (see :func:`load_backbone_weights`)."""
-        return [load_backbone_weights(bb, path) for bb in self.backbones]
-
 
 def build_model(backbone: str, num_classes: int, views: int = 2, shared: bool = True,
                 in_chans: int = 3, img_size: int | None = None, pretrained: str | None = None,

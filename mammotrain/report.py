@@ -31,8 +31,8 @@ from .detection_metrics import DETECTION_METRICS
 from .jsonio import dumps as strict_dumps
 from .jsonio import json_safe
 from .metrics import (METRICS, binary_operating_metrics, bootstrap_ci, classification_metrics,
-                      delong_test, macro_roc, paired_bootstrap, per_breast, probabilistic_f1,
-                      undefined_reason)
+                      delong_test, macro_roc, mean_std, paired_bootstrap, per_breast,
+                      probabilistic_f1, undefined_reason)
 from .tasks import get_task
 
 GRID = np.linspace(0.0, 1.0, 201)
@@ -108,7 +108,7 @@ def fold_stat(folds: Sequence[dict[str, Any]], metric: str) -> FoldStat:
             vals.append(float(v))
     if undefined or not vals:
         return FoldStat(float("nan"), float("nan"), len(vals), len(folds), tuple(undefined))
-    return FoldStat(float(np.mean(vals)), float(np.std(vals)), len(vals), len(folds))
+    return FoldStat(*mean_std(vals), len(vals), len(folds))
 
 
 def summarize(folds: Sequence[dict[str, Any]]) -> dict[str, FoldStat]:

@@ -307,7 +307,7 @@ def test_kill_9_of_harmonize_leaves_no_corrupt_file_under_a_final_name(tmp_path,
     from mammoprep.png import decode_png16
 
     src = tmp_path / "cohort"
-    generate_cohort(src, patients=4, seed=9, size=(512, 416))
+    generate_cohort(src, patients=8, seed=9, size=(512, 416))  # 32 images: time to kill
     out = tmp_path / "out"
     suffix = ".png" if fmt == "png" else ".dcm"
     args = [sys.executable, "-m", "mammoprep.cli", "harmonize", "--ref", str(src), str(src),
@@ -319,9 +319,8 @@ def test_kill_9_of_harmonize_leaves_no_corrupt_file_under_a_final_name(tmp_path,
         if len(list(out.rglob(f"*{suffix}"))) >= 3:
             break
         time.sleep(0.005)
-    killed = proc.poll() is None
-    if killed:
-        proc.send_signal(signal.SIGKILL)
+    assert proc.poll() is None, "harmonize finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
     proc.wait()
     finals = [p for p in out.rglob(f"*{suffix}") if not p.name.startswith(".")]
     assert finals

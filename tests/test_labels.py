@@ -382,21 +382,40 @@ def test_cbis_ddsm_tables_and_roi_masks(tmp_path):
     assert both.lookup(root / img_cc).boxes == cc.boxes
 
 
+def _one_mass_case(root, patient: str, img: str, crop: str, mask: str):
+    """The labels of a mass test table (publisher's columns) with one malignant LEFT CC row."""
+    t = root / "mass_case_description_test_set.csv"
+    with open(t, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(MASS_COLUMNS)
+        w.writerow([patient, 1, "LEFT", "CC", 1, "mass", "", "", 4, "MALIGNANT", 5, img, crop,
+                    mask])
+    return load_labels(f"cbis-ddsm:{t}", roots=[root])
+
+
 def test_cbis_ddsm_mask_of_another_size_gives_no_box_and_a_warning(tmp_path):
     img, crop, mask = cbis_paths("Mass-Test_P_00003_LEFT_CC", 4)
     write_dicom(tmp_path / img, np.zeros((50, 50), np.uint16))
     m = np.zeros((40, 40), np.uint8)
     m[1:3, 1:3] = 255
     write_dicom(tmp_path / mask, m)
-    t = tmp_path / "mass_case_description_test_set.csv"
-    with open(t, "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(MASS_COLUMNS)
-        w.writerow(["P_00003", 1, "LEFT", "CC", 1, "mass", "", "", 4, "MALIGNANT", 5, img, crop,
-                    mask])
-    table = load_labels(f"cbis-ddsm:{t}", roots=[tmp_path])
+    table = _one_mass_case(tmp_path, "P_00003", img, crop, mask)
     assert table.lookup(tmp_path / img).boxes == []
     assert len(table.warnings) == 1 and "mask is 40x40, image 50x50" in table.warnings[0]
+
+
+def test_cbis_ddsm_fifo_at_the_mask_path_is_a_warning_not_a_hang(tmp_path):
+    import os
+
+    if not hasattr(os, "mkfifo"):
+        pytest.skip("no FIFOs here")
+    img, crop, mask = cbis_paths("Mass-Test_P_00004_LEFT_CC", 5)
+    write_dicom(tmp_path / img, np.zeros((50, 50), np.uint16))
+    (tmp_path / mask).parent.mkdir(parents=True, exist_ok=True)
+    os.mkfifo(tmp_path / mask)  # dcmread on it would block forever
+    table = _one_mass_case(tmp_path, "P_00004", img, crop, mask)
+    assert table.lookup(tmp_path / img).boxes == []
+    assert len(table.warnings) == 1 and "not a regular file" in table.warnings[0]
 
 
 def test_cbis_ddsm_bad_pathology(tmp_path):
@@ -558,3 +577,16 @@ def test_vindr_duplicate_rows_and_missing_image_id(tmp_path):
              ["study_id", "image_id", "xmin", "ymin", "xmax", "ymax"], [])
     with pytest.raises(LabelError, match="listed twice"):
         load_labels(f"vindr:{tmp_path}")
+
+
+@pytest.mark.parametrize("coords,what", [((50, 20, 10, 80), "xmax > xmin"),
+                                         (("ten", 20, 50, 80), "not a JSON list")])
+def test_vindr_bad_box_names_the_row_and_columns(tmp_path, coords, what):
+    _generic(tmp_path / "breast-level_annotations.csv", VINDR_BREAST,
+             [["s1", "x", "img1", "L", "CC", 10, 10, "BI-RADS 4", "DENSITY A", "training"]])
+    _generic(tmp_path / "finding_annotations.csv",
+             ["study_id", "image_id", "xmin", "ymin", "xmax", "ymax"], [["s1", "img1", *coords]])
+    with pytest.raises(LabelError, match=what) as exc:
+        load_labels(f"vindr:{tmp_path}")
+    assert "finding_annotations.csv:2" in str(exc.value)
+    assert "xmin/ymin/xmax/ymax" in str(exc.value)

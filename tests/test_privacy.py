@@ -141,7 +141,8 @@ def test_structure_survives_and_reruns_agree(cohort, harmonized, tmp_path):
         by_study.setdefault(ds_in.StudyInstanceUID, set()).add(ds.StudyInstanceUID)
         sops.add(ds.SOPInstanceUID)
         ref = ds.SourceImageSequence[0].ReferencedSOPInstanceUID
-        assert ref == derived_uid(SALT.encode(), "uid", ds_in.SOPInstanceUID)
+        assert ref != ds_in.SOPInstanceUID and ref.startswith("2.25.")  # not re-linkable
+        assert ref == derived_uid(SALT.encode(), "uid", ds_in.SOPInstanceUID)  # the contract
         assert len(ds.SOPInstanceUID) <= 64 and ds.SOPInstanceUID.startswith("2.25.")
     assert all(len(v) == 1 for v in by_study.values())  # one study stays one study
     assert len({next(iter(v)) for v in by_study.values()}) == len(by_study)
@@ -226,6 +227,26 @@ def config_home(tmp_path, monkeypatch) -> Path:
     yield tmp_path / "cfg"
 
 
+def test_a_reference_folder_is_pooled_with_the_salt_given(cohort, config_home, tmp_path):
+    # `harmonize --ref DIR --salt X` pools DIR with X: a short default salt file (which
+    # resolve_salt(None) refuses) is never read
+    short = config_home / "mammoprep" / "salt"
+    short.parent.mkdir(parents=True)
+    short.write_text("abc")
+    with pytest.raises(SaltError):
+        resolve_salt(None)
+    src = sorted(cohort.rglob("*.dcm"))[0]
+    r = CliRunner().invoke(main, ["harmonize", "--ref", str(cohort), str(src), "-o",
+                                  str(tmp_path / "o"), "--salt", SALT])
+    assert r.exit_code == 0, r.output
+    from mammoprep.harmonize import Reference
+
+    ref = Reference.load(tmp_path / "o" / "reference.npz")
+    low = [f for f in sorted(cohort.rglob("*.dcm"))
+           if read_header(f, salt=SALT)["sop_uid_hash"] in ref.image_hashes]
+    assert len(low) == ref.count > 0  # the hashes are those of the given salt
+
+
 def _first_run(_):
     return resolve_salt(None).decode()
 
@@ -279,7 +300,7 @@ def test_short_explicit_salt_is_refused_with_advice(salt, monkeypatch):
 
 def test_salt_fingerprint_is_128_bits_and_keyed():
     a, b = salt_fingerprint(b"x" * 32), salt_fingerprint(b"y" * 32)
-    assert len(a) == 32 and a != b and int(a, 16) >= 0
+    assert len(a) == 32 and a != b and set(a) <= set("0123456789abcdef")
     import hashlib
 
     assert a[:8] != hashlib.sha256(b"mammoprep-salt:" + b"x" * 32).hexdigest()[:8]

@@ -147,7 +147,7 @@ def test_qc_sheet_cli(batch, tmp_path):
     assert tuple(a[2, 4 + TILE_W // 2]) == (255, 80, 80)
 
 
-def test_preview_and_qc_of_a_non_mammogram_are_typed_errors(tmp_path):
+def test_preview_of_a_non_mammogram_is_a_typed_error(tmp_path):
     """The WG04 CR radiograph that crashed `preview` (IndexError) is a typed reject now."""
     from .conftest import SHARED_DICOM
 

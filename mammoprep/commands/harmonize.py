@@ -175,8 +175,6 @@ def _write_one(job: tuple, rec, header=None) -> dict:
     src, dest, fmt, cfg, salt, *rest = job
     keep_identity = bool(rest and rest[0])
     try:
-        from ..foreground import QC_FIELDS
-
         _write_output(rec, src, dest, fmt, cfg, salt=salt, keep_identity=keep_identity,
                       header=header)
     except Exception as exc:  # noqa: BLE001 - one bad file must not end the batch
@@ -185,10 +183,12 @@ def _write_one(job: tuple, rec, header=None) -> dict:
 
             exc = write_error(dest, exc)
         return _error_row(job, exc)
+    from ..foreground import qc_fields
+
     m = rec.meta
     return {"input": str(src), "output": str(dest), "status": "ok", "energy": m.get("energy"),
             "harmonized": bool(m.get("harmonized")), "sop_uid_hash": m.get("sop_uid_hash"),
-            **{k: m.get(k) for k in QC_FIELDS}}
+            **qc_fields(m)}
 
 
 def _harmonize_one(job: tuple) -> dict:
@@ -237,17 +237,12 @@ def _harmonize_serial(jobs: list[tuple], done, writers: int = WRITERS) -> list[d
     return rows
 
 
-_PREPARED: dict = {}
-
-
 def _prepared(cfg):
-    """Per-process cache of the loaded reference and energy table."""
-    from ..pipeline import Prepared
+    """Per-process loaded reference and energy table (:func:`mammoprep.pipeline.prepared`;
+    the command has turned any reference into a ``.npz`` already, so no salt is needed)."""
+    from ..pipeline import prepared
 
-    key = cfg.digest()
-    if key not in _PREPARED:
-        _PREPARED[key] = Prepared(cfg)
-    return _PREPARED[key]
+    return prepared(cfg)
 
 
 def _warm(prep) -> None:
@@ -420,7 +415,7 @@ def harmonize_cmd(inputs, ref, out, fmt, only_energy, energy_table, orient_left,
     ref_path = Path(ref)
     if ref_path.suffix.lower() != ".npz":  # build once here, not in every worker
         try:
-            built = load_reference(ref_path, keep_suspect=keep_suspect)
+            built = load_reference(ref_path, keep_suspect=keep_suspect, salt=salt)
         except MammoprepError as err:
             raise click.ClickException(str(err))
         out.mkdir(parents=True, exist_ok=True)

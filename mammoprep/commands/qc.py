@@ -53,13 +53,9 @@ def qc_cmd(inputs, out, max_images, columns, decoder, jobs):
     with tqdm(total=len(files), desc="qc", unit="img", file=sys.stderr,
               disable=True if len(files) < 2 else bar_disabled()) as bar:
         if n_jobs > 1:
-            import multiprocessing as mp
-            from concurrent.futures import ProcessPoolExecutor
+            from ..shards import local_executor
 
-            from ..shards import _worker_init
-
-            with ProcessPoolExecutor(n_jobs, mp_context=mp.get_context("spawn"),
-                                     initializer=_worker_init) as pool:
+            with local_executor(n_jobs) as pool:
                 for it in pool.map(_item, jobs_list):
                     items.append(it)
                     bar.update()

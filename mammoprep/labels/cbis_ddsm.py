@@ -81,6 +81,11 @@ def _mask_box(path: Path, shape: tuple[int, int] | None) -> tuple[list[float] | 
     import numpy as np
     import pydicom
 
+    from ..dicomio import regular_file_problem
+
+    problem = regular_file_problem(path)  # a FIFO or device named *.dcm would block dcmread
+    if problem is not None:
+        return None, problem.problem
     try:
         px = np.asarray(pydicom.dcmread(path).pixel_array)
     except Exception as exc:  # noqa: BLE001 - any unreadable file: no box, a warning
@@ -99,10 +104,10 @@ def _mask_box(path: Path, shape: tuple[int, int] | None) -> tuple[list[float] | 
 
 
 def _image_shape(path: Path) -> tuple[int, int] | None:
-    import pydicom
+    from ..dicomio import read_header_dataset
 
     try:
-        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        ds, _ = read_header_dataset(path)  # typed errors, only regular files opened
         return int(ds.Rows), int(ds.Columns)
     except Exception:  # noqa: BLE001 - the shard scan reports unreadable images
         return None

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ._common import (GENERIC_RULES, Adapter, LabelError, LabelRow, LabelTable, is_missing,
-                      parse_birads, parse_density, parse_laterality, parse_text, parse_view,
+                      parse_birads, parse_boxes, parse_density, parse_laterality, parse_text, parse_view,
                       read_table, require_columns)
 
 BREAST_COLUMNS = ("study_id", "image_id", "laterality", "view_position", "breast_birads",
@@ -36,12 +36,8 @@ def load(path_text: str, roots: Sequence[Path] = ()) -> LabelTable:
                     "VinDr-Mammo's finding table (image_id, xmin, ymin, xmax, ymax, ...)")
     for i, r in enumerate(findings, start=2):
         coords = [r.get(k) for k in ("xmin", "ymin", "xmax", "ymax")]
-        if all(not is_missing(c) for c in coords):
-            try:
-                box = [float(c) for c in coords]
-            except ValueError:
-                raise LabelError(f"{finding}:{i}", "box coordinates are not numbers",
-                                 tag="columns xmin/ymin/xmax/ymax", value=coords) from None
+        if all(not is_missing(c) for c in coords):  # numbers, finite, xmax > xmin, ...
+            box, = parse_boxes([coords], f"{finding}:{i}", "xmin/ymin/xmax/ymax")
             boxes.setdefault(str(r["image_id"]), []).append(box)
     rows = read_table(breast)
     require_columns(breast, rows, BREAST_COLUMNS, "VinDr-Mammo's breast-level table")
