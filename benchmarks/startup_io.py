@@ -13,7 +13,12 @@ One 4096x3328 uint16 image (27 MB), measured in this run:
 * **fresh arrays**: two copies into new 27 MB arrays, in a fresh process with and without
   ``runtime.keep_freed_images`` (median of 10, ms);
 * **start-up**: a fresh interpreter importing the chain and running text removal on a tiny
-  image, with and without ``runtime.prepare_process`` (the BLAS probe skipped), best of 3;
+  image, with and without ``runtime.prepare_process`` (the BLAS probe skipped), and with
+  the garbage collector paused as well (``runtime.start_up`` / ``started``), best of 3;
+* **window**: the derived DICOM's window and Bits Stored from a harmonised full-size image
+  of the synthetic cohort: its foreground histogram counted (what the writer did) against
+  the harmonisation histogram carried through the LUT (``harmonize.carried_histogram``),
+  best of 7, ms;
 * **exit**: `mammoprep harmonize` of one file as the console script (leaves with
   ``os._exit``) against the same call through ``main([...])`` (Python's normal teardown),
   best of 3 wall seconds.
@@ -110,9 +115,11 @@ def fresh_arrays(tuned: bool) -> float:
     """))
 
 
-def start_up(prepared: bool) -> float:
+def start_up(prepared: bool, paused: bool = False) -> float:
     code = f"""
         import time; t0 = time.perf_counter()
+        if {paused}:
+            from mammoprep.runtime import start_up; start_up()
         if {prepared}:
             from mammoprep.runtime import prepare_process; prepare_process()
         import numpy as np
@@ -122,13 +129,42 @@ def start_up(prepared: bool) -> float:
         px = np.where(((yy - 64) / 60.0) ** 2 + (xx / 80.0) ** 2 < 1,
                       600 + (yy * 13 + xx * 7) % 900, 0).astype(np.uint16)
         remove_text(Record(px, {{"bits_stored": 12, "steps": ["decode"]}}), keep_suspect=True)
+        if {paused}:
+            from mammoprep.runtime import started; started()
         print(time.perf_counter() - t0)
     """
     return min(float(_child(code)) for _ in range(3))
 
 
-def exits(tmp: Path) -> tuple[float, float]:
-    """(console script, main([...])) best wall seconds for `harmonize` of one image."""
+def window(f: str, ref: Path) -> tuple[float, float]:
+    """(counted, carried) ms for the foreground histogram the derived writer takes its
+    window and Bits Stored from, for ``f`` harmonised to ``ref``."""
+    from mammoprep.harmonize import (Reference, _harmonized, carried_histogram,
+                                     foreground_histogram, match_lut)
+    from mammoprep.pipeline import PrepConfig, prepared, preprocess
+
+    reference = Reference.load(ref)
+    rec = preprocess(f, prepared(PrepConfig(reference=str(ref))))
+    px = rec.pixels
+    y0, x0, y1, x1 = rec.meta["breast_bbox"]
+    src = preprocess(f, prepared(PrepConfig())).pixels[y0:y1, x0:x1]
+    hist = foreground_histogram(src, 16)
+    top = int(np.flatnonzero(hist)[-1])
+    lut = match_lut(hist[:top + 1], reference.cdf)
+    carried = carried_histogram(hist[:top + 1], lut, 1 << reference.bits)
+    counted = foreground_histogram(px, 16)
+    assert np.array_equal(counted[:len(carried)], carried) and not counted[len(carried):].any()
+    assert np.array_equal(_harmonized(src, reference)[1], carried)
+
+    def count():
+        return foreground_histogram(px, int(px.max()).bit_length())
+
+    return best(count), best(lambda: carried_histogram(hist[:top + 1], lut,
+                                                       1 << reference.bits))
+
+
+def cohort(tmp: Path) -> tuple[str, Path]:
+    """One synthetic 4096x3328 DICOM and a reference of its cohort."""
     from mammoprep.synth import generate_cohort
 
     generate_cohort(tmp / "c", patients=1, seed=3, size=SHAPE)
@@ -136,6 +172,11 @@ def exits(tmp: Path) -> tuple[float, float]:
     subprocess.run([str(Path(sys.executable).parent / "mammoprep"), "reference",
                     str(tmp / "c"), "-o", str(tmp / "r.npz"), "--energy", "any"],
                    check=True, capture_output=True)
+    return f, tmp / "r.npz"
+
+
+def exits(tmp: Path, f: str) -> tuple[float, float]:
+    """(console script, main([...])) best wall seconds for `harmonize` of one image."""
     args = ["--no-progress", "harmonize", "--ref", str(tmp / "r.npz"), f, "-o"]
     script = [str(Path(sys.executable).parent / "mammoprep"), *args]
     call = [sys.executable, "-c", "import sys; from mammoprep.cli import main; "
@@ -162,8 +203,10 @@ def main() -> None:
         m_np, m_nb = masking(img)
         w_buf, w_dir = writing(img, tmp, args.files)
         a_plain, a_tuned = fresh_arrays(False), fresh_arrays(True)
-        s_plain, s_prep = start_up(False), start_up(True)
-        e_script, e_main = exits(tmp)
+        s_plain, s_prep, s_paused = start_up(False), start_up(True), start_up(True, True)
+        f, ref = cohort(tmp)
+        w_count, w_carry = window(f, ref)
+        e_script, e_main = exits(tmp, f)
     print("| part | before | after | gain |\n|---|---|---|---|")
     print(f"| masking pass, ms | {m_np:.1f} (NumPy copy + and + min + max) | {m_nb:.1f} "
           f"(`mask_range`) | {m_np / m_nb:.1f}x |")
@@ -174,6 +217,11 @@ def main() -> None:
           f"(`keep_freed_images`) | {a_plain / a_tuned:.1f}x |")
     print(f"| start-up to the first kernel call, s | {s_plain:.3f} | {s_prep:.3f} "
           f"(`prepare_process`) | {s_plain - s_prep:.3f} s less |")
+    print(f"| start-up to the first kernel call, s | {s_prep:.3f} (`prepare_process`) | "
+          f"{s_paused:.3f} (and the collector paused: `start_up`) | "
+          f"{s_prep - s_paused:.3f} s less |")
+    print(f"| derived DICOM window, ms per image | {w_count:.2f} (foreground histogram "
+          f"counted) | {w_carry:.2f} (carried through the LUT) | {w_count / w_carry:.0f}x |")
     print(f"| `harmonize` of one image, process wall s | {e_main:.3f} (`main([...])`, "
           f"normal exit) | {e_script:.3f} (console script, `os._exit`) | "
           f"{e_main - e_script:.3f} s less |")

@@ -243,12 +243,12 @@ def _identified(header, source, uid_salt: str):
     return ds
 
 
-def _window(px: np.ndarray, bits: int) -> tuple[float, float] | None:
-    """(centre, width) from the 0.5-99.5 % range of the non-zero pixels of ``px`` (uint16,
-    values below ``2^bits``), read off their histogram; None if all are zero."""
-    from .harmonize import foreground_histogram
-
-    hist = foreground_histogram(px, bits)
+def _window(hist: np.ndarray) -> tuple[float, float] | None:
+    """(centre, width) from the 0.5-99.5 % range of the non-zero pixels counted by
+    ``hist`` (their foreground histogram: ``int [levels]``, bin 0 ignored); None if there
+    are none."""
+    hist = np.asarray(hist, np.int64).copy()
+    hist[:1] = 0
     total = int(hist.sum())
     if not total:
         return None
@@ -258,13 +258,26 @@ def _window(px: np.ndarray, bits: int) -> tuple[float, float] | None:
     return (lo + hi) / 2, max(hi - lo, 1)
 
 
+def _foreground_histogram(px: np.ndarray, rec: Record) -> np.ndarray:
+    """The foreground histogram of ``px`` (the values of ``rec.pixels``, as written): the
+    record's own (:attr:`Record.histogram`, carried through the harmonisation LUT) when it
+    has one, else counted here (one pass over the image)."""
+    if rec.histogram is not None:
+        return rec.histogram
+    from .harmonize import foreground_histogram
+
+    return foreground_histogram(px, 16)
+
+
 def _set_pixels(ds, px: np.ndarray, rec: Record, header) -> None:
     """Image Pixel module, window, rescale and File Meta for the new pixels (the pixel
     data element itself is written by :func:`_atomic_save`)."""
     from pydicom.dataset import FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian
 
-    used = max(1, int(px.max(initial=0)).bit_length())
+    hist = _foreground_histogram(px, rec)
+    levels = np.flatnonzero(hist)
+    used = max(1, int(levels[-1]).bit_length() if len(levels) else 0)
     bits = max(used, int(rec.meta.get("bits_stored") or used))
     ds.PhotometricInterpretation = "MONOCHROME2"
     if "PresentationLUTShape" in header:
@@ -274,7 +287,7 @@ def _set_pixels(ds, px: np.ndarray, rec: Record, header) -> None:
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, bits, bits - 1, 0
     if "RescaleSlope" in header or "RescaleIntercept" in header:
         ds.RescaleSlope, ds.RescaleIntercept = 1, 0
-    window = _window(px, used)
+    window = _window(hist)
     if window is not None:
         ds.WindowCenter, ds.WindowWidth = f"{window[0]:.1f}", f"{window[1]:.1f}"
     sop_class = str(header.get("SOPClassUID", "") or "") or "1.2.840.10008.5.1.4.1.1.1.2"

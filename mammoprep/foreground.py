@@ -594,4 +594,4 @@ def orient_left(record: Record) -> Record:
     if bbox is not None:
         cols = record.pixels.shape[1]
         updates["breast_bbox"] = [bbox[0], cols - bbox[3], bbox[2], cols - bbox[1]]
-    return record.evolve(pixels, step="orient_left", **updates)
+    return record.evolve(pixels, step="orient_left", histogram=record.histogram, **updates)

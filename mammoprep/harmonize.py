@@ -397,13 +397,34 @@ def harmonize_pixels(pixels: np.ndarray, reference: Reference,
         ``uint16 [rows, cols]``: background exactly 0, foreground in
         ``1..2^reference.bits - 1``.
     """
+    return _harmonized(pixels, reference, bits, out)[0]
+
+
+def _harmonized(pixels: np.ndarray, reference: Reference, bits: int | None = None,
+                out: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`harmonize_pixels` and the foreground histogram of its result, ``int64
+    [2^reference.bits]`` (the source's histogram carried through the LUT: no pass over the
+    output)."""
     pixels = _as_u16(pixels)
     hist = foreground_histogram(pixels, 16 if bits is None else bits)
     top = int(np.flatnonzero(hist)[-1]) if hist.any() else 1
     lut = match_lut(hist[: max(top, 1) + 1], reference.cdf)  # levels above the max: unused
     from . import kernels
 
-    return kernels.apply_lut(pixels, _full_lut(lut), out)
+    return (kernels.apply_lut(pixels, _full_lut(lut), out),
+            carried_histogram(hist[: len(lut)], lut, 1 << reference.bits))
+
+
+def carried_histogram(hist: np.ndarray, lut: np.ndarray, nbins: int) -> np.ndarray:
+    """``int64 [nbins]``: the foreground histogram of ``lut[pixels]`` from that of
+    ``pixels`` (``hist``, ``int [len(lut)]``, bin 0 ignored; ``lut[1:]`` in ``1..nbins-1``):
+    every source level's count moves to its matched level."""
+    hist = np.asarray(hist, np.int64)
+    levels = np.flatnonzero(hist[1:]) + 1
+    out = np.zeros(nbins, np.int64)
+    np.add.at(out, np.asarray(lut)[levels].astype(np.intp), hist[levels])
+    out[0] = 0
+    return out
 
 
 def harmonize(record: Record, reference: Reference) -> Record:
@@ -420,12 +441,12 @@ def harmonize(record: Record, reference: Reference) -> Record:
             y0, x0, y1, x1 = (int(v) for v in bbox)
             out = np.empty(pixels.shape, np.uint16)  # the view below is validated
             out[:y0], out[y1:], out[y0:y1, :x0], out[y0:y1, x1:] = 0, 0, 0, 0  # outside
-            harmonize_pixels(pixels[y0:y1, x0:x1], reference, out=out[y0:y1, x0:x1])
+            hist = _harmonized(pixels[y0:y1, x0:x1], reference, out=out[y0:y1, x0:x1])[1]
             pixels = out
         else:
-            pixels = harmonize_pixels(pixels, reference)
+            pixels, hist = _harmonized(pixels, reference)
     except MammoprepError as err:
         raise type(err)(record.path, err.problem, tag=err.tag, value=err.value,
                         hint=err.hint) from None
-    return record.evolve(pixels, step="harmonize", harmonized=True,
+    return record.evolve(pixels, step="harmonize", histogram=hist, harmonized=True,
                          reference_bits=reference.bits, bits_stored=reference.bits)

@@ -64,15 +64,25 @@ class Record:
     pixels: np.ndarray
     meta: dict[str, Any] = field(default_factory=dict)
     path: str | None = None
+    #: ``int64 [n]``: the number of pixels at each non-zero level of ``pixels`` (index =
+    #: level, ``[0] = 0``, no pixel at ``n`` or above), when a step knew it without another
+    #: pass over the image (:func:`mammoprep.harmonize.harmonize`); None = not known. Never
+    #: written anywhere; :meth:`evolve` drops it with the pixels it describes.
+    histogram: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     def evolve(self, pixels: np.ndarray | None = None, step: str | None = None,
-               **meta_updates: Any) -> "Record":
-        """A new record with new pixels and/or metadata; ``step`` is appended to ``steps``."""
+               histogram: np.ndarray | None = None, **meta_updates: Any) -> "Record":
+        """A new record with new pixels and/or metadata; ``step`` is appended to ``steps``.
+        ``histogram``: that of the new ``pixels`` (see :attr:`histogram`); new pixels
+        without one have none, unchanged pixels keep theirs."""
         meta = dict(self.meta)
         meta.update(meta_updates)
         if step is not None:
             meta["steps"] = [*meta.get("steps", []), step]
-        return replace(self, pixels=self.pixels if pixels is None else pixels, meta=meta)
+        if pixels is None:
+            pixels = self.pixels
+            histogram = self.histogram if histogram is None else histogram
+        return replace(self, pixels=pixels, meta=meta, histogram=histogram)
 
     @property
     def shape(self) -> tuple[int, int]:

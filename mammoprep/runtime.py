@@ -1,6 +1,6 @@
 """Process set-up for the commands that push full-size images through the kernels.
 
-Two costs that are not the images' (measured by ``benchmarks/startup_io.py``, recorded in
+Costs that are not the images' (measured by ``benchmarks/startup_io.py``, recorded in
 ``benchmarks/RESULTS.md``):
 
 * **Fresh pages per image.** A 4096x3328 ``uint16`` image is 27 MB. glibc serves blocks
@@ -14,12 +14,18 @@ Two costs that are not the images' (measured by ``benchmarks/startup_io.py``, re
   use no linear algebra; :func:`load_kernels_without_blas_probe` hides SciPy for that one
   import so the probe fails fast (Numba then reports no BLAS, which only matters to
   ``np.dot``-like code, none of which is ours), and SciPy imports normally afterwards.
+* **Garbage collection during start-up.** Importing Numba and pydicom and loading the
+  kernels creates about a million long-lived objects, and Python's cyclic collector walks
+  them again and again while they are made. :func:`start_up` pauses it until
+  :func:`started` freezes what exists by then out of later collections (``gc.freeze``) and
+  resumes it.
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import gc
 import sys
 from contextlib import contextmanager
 from typing import Iterator
@@ -81,3 +87,25 @@ def prepare_process(threads: int | None = None) -> None:
         if threads:
             numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
         from numba.np import arraymath  # noqa: F401 - what the first kernel load imports
+
+
+_paused = False
+
+
+def start_up() -> None:
+    """Pause cyclic garbage collection for the imports before the first image (see the
+    module docstring); :func:`started` resumes it. Does nothing if it is already off."""
+    global _paused
+    if gc.isenabled():
+        gc.disable()
+        _paused = True
+
+
+def started() -> None:
+    """End of :func:`start_up`: the objects alive now are left out of later collections
+    and collection resumes (only if :func:`start_up` paused it). Safe to call twice."""
+    global _paused
+    if _paused:
+        _paused = False
+        gc.freeze()
+        gc.enable()

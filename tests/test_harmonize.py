@@ -3,6 +3,8 @@ reference files."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -11,8 +13,8 @@ from hypothesis.extra import numpy as hnp
 
 from mammoprep import kernels as K
 from mammoprep.errors import MammoprepError, ReferenceError_
-from mammoprep.harmonize import (PixelRangeError, Reference, apply_lut, foreground_histogram,
-                                 harmonize, harmonize_pixels, match_lut)
+from mammoprep.harmonize import (PixelRangeError, Reference, apply_lut, carried_histogram,
+                                 foreground_histogram, harmonize, harmonize_pixels, match_lut)
 from mammoprep.record import Record
 
 SETTINGS = settings(max_examples=60, deadline=None)
@@ -376,3 +378,87 @@ def test_twin_match_sweep_random_floats():
 def test_twin_apply_lut(img, seed):
     lut = np.random.default_rng(seed).integers(0, 65536, 65536).astype(np.uint16)
     np.testing.assert_array_equal(K.apply_lut(img, lut), K.apply_lut_np(img, lut))
+
+
+# ------------------------------------------------------------------ histogram carried by the LUT
+
+REAL_MAMMO = Path(__file__).resolve().parents[2] / "shared" / "testdata" / "mammo_real"
+
+
+def _real_clean_records(n: int) -> list[Record]:
+    """Text-free records of the first ``n`` real FFDM files (skips without ../shared)."""
+    from mammoprep.dicomio import read_dicom
+    from mammoprep.foreground import remove_text
+
+    files = sorted(REAL_MAMMO.glob("DXm_*.DCM"))[:n]
+    if not files:
+        pytest.skip(f"real test data not found: {REAL_MAMMO}")
+    return [remove_text(read_dicom(f), keep_suspect=True) for f in files]
+
+
+def test_harmonized_record_carries_the_histogram_of_its_pixels():
+    """The histogram the harmonise step carries through its LUT is the one a count of the
+    output pixels gives (np.bincount, independent of the Numba kernel), on real images and
+    on a record without text removal (the whole-image path)."""
+    recs = _real_clean_records(3)
+    ref = Reference.from_histograms([np.bincount(r.pixels.ravel(), minlength=4096)[:4096]
+                                     for r in recs[1:]], bits=12)
+    plain = Record(np.where(recs[0].pixels > 0, recs[0].pixels, 0).astype(np.uint16),
+                   {"steps": ["read"]})
+    for rec in [*recs, plain]:
+        assert rec.histogram is None  # text removal does not claim one
+        out = harmonize(rec, ref)
+        counted = np.bincount(out.pixels.ravel(), minlength=1 << ref.bits)
+        counted[0] = 0
+        assert out.histogram.shape == (1 << ref.bits,) and out.histogram.dtype == np.int64
+        np.testing.assert_array_equal(out.histogram, counted)
+        assert out.histogram.sum() == np.count_nonzero(rec.pixels) > 0
+
+
+def test_carried_histogram_by_hand():
+    hist = np.array([9, 2, 0, 5, 1], np.int64)           # 9 background pixels: ignored
+    lut = np.array([0, 3, 7, 3, 1], np.uint16)           # levels 1 and 3 meet at 3
+    assert carried_histogram(hist, lut, 8).tolist() == [0, 1, 0, 7, 0, 0, 0, 0]
+
+
+def test_histogram_follows_the_pixels_through_record_steps():
+    from mammoprep.foreground import orient_left
+
+    px = np.array([[0, 5, 5], [0, 7, 0]], np.uint16)
+    hist = np.array([0, 0, 0, 0, 0, 2, 0, 1], np.int64)
+    rec = Record(px, {"chest_wall": "right"}, histogram=hist)
+    assert rec.evolve(energy="low").histogram is hist           # pixels unchanged: kept
+    assert rec.evolve(px.copy(), step="x").histogram is None     # new pixels: dropped
+    assert rec.evolve(px.copy(), histogram=hist).histogram is hist
+    flipped = orient_left(rec)                                   # a flip keeps every value
+    assert flipped.meta["flipped"] and flipped.histogram is hist
+    assert flipped.pixels.tolist() == [[5, 5, 0], [0, 7, 0]]
+
+
+def test_derived_dicom_window_from_the_carried_histogram(tmp_path):
+    """A derived DICOM written from a harmonised record (window and Bits Stored from the
+    histogram carried through the LUT) is byte-identical to one written from the same
+    pixels without it (counted again), and its window is the 0.5-99.5 % range of the
+    non-zero pixels, found here by sorting them."""
+    import math
+
+    import pydicom
+
+    from mammoprep.derived import write_derived_dicom
+
+    recs = _real_clean_records(2)
+    ref = Reference.from_histograms([np.bincount(recs[1].pixels.ravel(),
+                                                 minlength=4096)[:4096]], bits=12)
+    out = harmonize(recs[0], ref)
+    bare = Record(out.pixels, out.meta, out.path)
+    assert out.histogram is not None and bare.histogram is None
+    a, b = tmp_path / "a.dcm", tmp_path / "b.dcm"
+    for rec, dest in ((out, a), (bare, b)):
+        write_derived_dicom(recs[0].path, rec, dest, "test", salt=b"s" * 16)
+    assert a.read_bytes() == b.read_bytes()
+    ds = pydicom.dcmread(a)
+    v = np.sort(out.pixels[out.pixels > 0], kind="stable")
+    lo, hi = int(v[math.ceil(0.005 * v.size) - 1]), int(v[math.ceil(0.995 * v.size) - 1])
+    assert (float(ds.WindowCenter), float(ds.WindowWidth)) == ((lo + hi) / 2, hi - lo)
+    assert ds.BitsStored == max(12, int(v[-1]).bit_length())
+    np.testing.assert_array_equal(ds.pixel_array, out.pixels)

@@ -391,3 +391,63 @@ def test_harmonize_bar_only_on_a_terminal_or_when_asked(cohort, ref, tmp_path, m
     r = CliRunner().invoke(main, ["--progress", "harmonize", "--ref", str(ref), f, "-o",
                                   str(tmp_path / "b")])
     assert r.exit_code == 0 and "harmonize:" in r.output and "1/1" in r.output
+
+
+def test_garbage_collection_paused_only_for_the_start_up(cohort, ref, tmp_path):
+    # a fresh interpreter: the collector is off while Numba, pydicom and the kernels load,
+    # everything alive then is frozen out of later collections, and it is back on for the
+    # images (and after the command, also when the command fails)
+    import subprocess
+    import sys
+
+    f = sorted(cohort.rglob("*.dcm"))[0]
+    code = f"""
+import gc, sys
+import mammoprep.runtime as R
+from mammoprep.cli import main
+seen = []
+real = R.started
+def started():
+    seen.append((gc.isenabled(), 'numba.np.arraymath' in sys.modules, 'pydicom' in sys.modules))
+    real()
+    seen.append((gc.isenabled(), gc.get_freeze_count()))
+R.started = started
+for args in (['-j', '1'], ['--energy-table', {str(f)!r}]):
+    try:
+        main(['harmonize', '--ref', {str(ref)!r}, {str(f)!r}, '-o', {str(tmp_path / 'o')!r}, *args])
+    except SystemExit as e:
+        seen.append(('exit', e.code, gc.isenabled()))
+print("SEEN", seen)
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    import ast
+
+    seen = ast.literal_eval(r.stdout.split("SEEN ", 1)[1])
+    first, after = seen[0], seen[1]
+    assert first == (False, True, True)              # paused until kernels and pydicom loaded
+    assert after[0] is True and after[1] > 100_000   # resumed, start-up objects frozen
+    exits = [s for s in seen if s[0] == "exit"]
+    assert exits[0] == ("exit", 0, True)              # the run
+    assert exits[1][1] != 0 and exits[1][2] is True   # a bad energy table: still resumed
+
+
+def test_start_up_leaves_a_disabled_collector_alone():
+    import gc
+
+    from mammoprep.runtime import start_up, started
+
+    was = gc.isenabled()
+    try:
+        gc.disable()
+        start_up()
+        started()
+        assert not gc.isenabled()        # the caller turned it off: it stays off
+        gc.enable()
+        start_up()
+        assert not gc.isenabled()
+        started()
+        started()                        # twice: harmless
+        assert gc.isenabled()
+    finally:
+        gc.enable() if was else gc.disable()

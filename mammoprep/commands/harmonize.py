@@ -224,6 +224,10 @@ def _harmonize_serial(jobs: list[tuple], done, writers: int = WRITERS) -> list[d
         ahead = reader.submit(_read_one, jobs[0]) if jobs else None
         if jobs:  # load the kernels while the first file is read
             _warm(_prepared(jobs[0][3]))
+            ahead.result()  # the reader's imports are done too: start-up is over
+        from ..runtime import started
+
+        started()
         for i, job in enumerate(jobs):
             read = ahead.result()
             ahead = reader.submit(_read_one, jobs[i + 1]) if i + 1 < len(jobs) else None
@@ -276,6 +280,9 @@ def _worker_start(cfg, threads: int = 1) -> None:
     """Pool initializer: ``threads`` Numba threads per worker (set before Numba is
     imported), then load the reference and warm the kernels before the first file."""
     os.environ.setdefault("NUMBA_NUM_THREADS", str(threads))
+    from ..runtime import start_up, started
+
+    start_up()
     try:
         from ..runtime import prepare_process
 
@@ -286,6 +293,7 @@ def _worker_start(cfg, threads: int = 1) -> None:
         _warm(_prepared(cfg))
     except Exception:  # noqa: BLE001 - a bad reference is reported per file
         pass
+    started()
 
 
 def _unique(paths) -> list[Path]:
@@ -371,6 +379,19 @@ def harmonize_cmd(inputs, ref, out, fmt, only_energy, energy_table, orient_left,
     OUT/harmonize_log.jsonl (one row per input: status, QC fields, or the reject kind and
     message); the summary counts rejects by reason; exit 1 if any file was rejected.
     """
+    from ..runtime import start_up, started
+
+    start_up()  # no garbage collection until the kernels are loaded (resumed below)
+    try:
+        _harmonize(inputs, ref, out, fmt, only_energy, energy_table, orient_left, voi,
+                   keep_suspect, keep_identity, decoder, salt, jobs)
+    finally:
+        started()
+
+
+def _harmonize(inputs, ref, out, fmt, only_energy, energy_table, orient_left, voi,
+               keep_suspect, keep_identity, decoder, salt, jobs) -> None:
+    """The body of :func:`harmonize_cmd`."""
     from tqdm import tqdm
 
     from ..dicomio import iter_dicom_paths
@@ -442,6 +463,9 @@ def harmonize_cmd(inputs, ref, out, fmt, only_energy, energy_table, orient_left,
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor
 
+        from ..runtime import started
+
+        started()  # this process loads no kernels
         with ProcessPoolExecutor(n_jobs, mp_context=mp.get_context("spawn"),
                                  initializer=_worker_start, initargs=(cfg, threads)) as pool:
             for row in pool.map(_harmonize_one, jobs_list, chunksize=1):
