@@ -73,13 +73,17 @@ class LazyGroup(click.Group):
         return getattr(importlib.import_module(module), attr)
 
     def main(self, args=None, *rest, standalone_mode: bool = True, **kwargs):
-        """As a console script (``args`` None, standalone mode): once the command has
+        """As a console script (``args`` None, standalone mode): one BLAS thread unless the
+        user chose otherwise (:func:`mammoprep.runtime.one_blas_thread`); once the command has
         finished, its files are closed and its output flushed, leave with ``os._exit``,
         skipping the interpreter's teardown (0.11-0.14 s of freeing Numba's, pydicom's and
         NumPy's objects after a `harmonize` run: benchmarks/startup_io.py). Called
         with ``args`` (tests, scripts) it behaves as click's own."""
         if args is not None or not standalone_mode:
             return super().main(args, *rest, standalone_mode=standalone_mode, **kwargs)
+        from .runtime import one_blas_thread
+
+        one_blas_thread()  # mammoprep does no linear algebra (see mammoprep.runtime)
         try:
             super().main(args, *rest, standalone_mode=standalone_mode, **kwargs)
             code: object = 0

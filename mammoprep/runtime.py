@@ -14,6 +14,10 @@ Costs that are not the images' (measured by ``benchmarks/startup_io.py``, record
   use no linear algebra; :func:`load_kernels_without_blas_probe` hides SciPy for that one
   import so the probe fails fast (Numba then reports no BLAS, which only matters to
   ``np.dot``-like code, none of which is ours), and SciPy imports normally afterwards.
+* **NumPy's BLAS threads.** NumPy's bundled OpenBLAS starts a thread per extra core when
+  NumPy is imported, and each spins before it sleeps: 0.1 CPU s of the other core during
+  `harmonize`'s start-up here (`perf`). mammoprep does no linear algebra, so the console
+  script asks for one BLAS thread (:func:`one_blas_thread`) unless the user has set it.
 * **Garbage collection during start-up.** Importing Numba and pydicom and loading the
   kernels creates about a million long-lived objects, and Python's cyclic collector walks
   them again and again while they are made. :func:`start_up` pauses it until
@@ -87,6 +91,24 @@ def prepare_process(threads: int | None = None) -> None:
         if threads:
             numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
         from numba.np import arraymath  # noqa: F401 - what the first kernel load imports
+
+
+#: The environment variables that size the BLAS thread pools NumPy may bring (OpenBLAS, or
+#: an MKL / BLIS build).
+BLAS_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS")
+
+
+def one_blas_thread() -> bool:
+    """Before NumPy is imported: one BLAS thread, for each BLAS thread-count variable the
+    user has not set. False (and nothing changed) once NumPy is loaded, when it is too
+    late to matter."""
+    import os
+
+    if "numpy" in sys.modules:
+        return False
+    for name in BLAS_THREAD_VARIABLES:
+        os.environ.setdefault(name, "1")
+    return True
 
 
 _paused = False

@@ -431,23 +431,3 @@ print("SEEN", seen)
     assert exits[0] == ("exit", 0, True)              # the run
     assert exits[1][1] != 0 and exits[1][2] is True   # a bad energy table: still resumed
 
-
-def test_start_up_leaves_a_disabled_collector_alone():
-    import gc
-
-    from mammoprep.runtime import start_up, started
-
-    was = gc.isenabled()
-    try:
-        gc.disable()
-        start_up()
-        started()
-        assert not gc.isenabled()        # the caller turned it off: it stays off
-        gc.enable()
-        start_up()
-        assert not gc.isenabled()
-        started()
-        started()                        # twice: harmless
-        assert gc.isenabled()
-    finally:
-        gc.enable() if was else gc.disable()
