@@ -16,6 +16,8 @@ builds a low-energy reference, then measures in one run:
   ``mammoprep harmonize --ref REF.npz IN -o OUT`` with the default ``-j`` (on 2 cores: one
   process, with reader and writer threads) to derived DICOMs and to PNG, with a pool of
   ``-j N`` workers, and with ``-j 1``;
+* every timed command starts with the page cache's dirty data written out (``os.sync``,
+  not timed), so a run never pays for the writeback of the one before;
 * the LUMINA script pattern: ``pydicom.dcmread`` + ``pixel_array``, skimage
   ``match_histograms`` of the float32 foreground pixels against one reference image's
   foreground, cast back without rounding, ``PixelData`` replaced, ``save_as``; the reference
@@ -146,10 +148,17 @@ def png_levels(files: list[Path], ref_path: Path, levels=(0, 1, 2, 4, 6, 9)) -> 
 CPU: dict[str, float] = {}
 
 
+def settle() -> None:
+    """Before a timed run: write out what earlier runs (or the cohort's set-up) left dirty
+    in the page cache, so that its writeback does not run during the next measurement."""
+    os.sync()
+
+
 def wall(cmd: list[str], env: dict, repeats: int = 1, clean: Path | None = None) -> float:
     """Best wall time, seconds, of running ``cmd`` (must succeed); the CPU seconds (user +
     sys, all processes) of that run go to ``CPU[' '.join(cmd)]``. ``clean``: a folder
-    removed before each run (an output folder, so every run writes from scratch)."""
+    removed before each run (an output folder, so every run writes from scratch). Each run
+    starts with the page cache's dirty data written out (:func:`settle`, not timed)."""
     import resource
     import shutil
 
@@ -157,6 +166,7 @@ def wall(cmd: list[str], env: dict, repeats: int = 1, clean: Path | None = None)
     for _ in range(repeats):
         if clean is not None:
             shutil.rmtree(clean, ignore_errors=True)
+        settle()
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         t = time.perf_counter()
         r = subprocess.run(cmd, capture_output=True, text=True, env=env)
@@ -240,6 +250,7 @@ def main() -> None:
         theirs_2, theirs_2_cpu = float("inf"), float("nan")
         for _ in range(args.repeats):  # best of the same number of runs as ours
             shutil.rmtree(tmp / "lumina2", ignore_errors=True)
+            settle()
             before = resource.getrusage(resource.RUSAGE_CHILDREN)
             t = time.perf_counter()
             lumina_parallel(files, src, tmp / "lumina2", ref_image, args.jobs)
@@ -249,6 +260,7 @@ def main() -> None:
                 theirs_2 = took
                 theirs_2_cpu = (after.ru_utime - before.ru_utime
                                 + after.ru_stime - before.ru_stime)
+        settle()
         t = time.perf_counter()
         lumina_script(files, src, tmp / "lumina", ref_image)
         theirs_1 = time.perf_counter() - t
