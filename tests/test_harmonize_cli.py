@@ -375,10 +375,59 @@ def test_console_script_exits_with_the_status_and_all_output(cohort, ref, tmp_pa
     assert r.returncode == 2 and "No such command" in r.stderr
 
 
-def test_auto_jobs_is_one_worker_per_two_cores():
+def test_auto_jobs_is_one_worker_per_core():
     from mammoprep.commands.harmonize import auto_jobs
 
-    assert [auto_jobs(c) for c in (1, 2, 3, 8)] == [1, 1, 1, 4]
+    assert [auto_jobs(c) for c in (1, 2, 3, 8)] == [1, 2, 3, 8]
+
+
+def test_batches_are_bounded_and_come_in_as_few_equal_rounds_as_possible():
+    import math
+
+    from mammoprep.commands.harmonize import MAX_BATCH, batch_size
+
+    assert [batch_size(24, 2), batch_size(96, 2), batch_size(10**6, 2)] == [12, 24, 32]
+    assert batch_size(5, 8) == 1 and batch_size(0, 2) == 1
+    for workers in (1, 2, 3, 8):
+        for files in range(1, 600, 7):
+            b = batch_size(files, workers)
+            rounds = math.ceil(math.ceil(files / b) / workers)  # batches each worker gets
+            assert 1 <= b <= MAX_BATCH
+            assert rounds == math.ceil(files / (workers * MAX_BATCH)), (files, workers, b)
+
+
+def test_a_pool_worker_ends_when_its_parent_is_killed(tmp_path):
+    # kill -9 of `harmonize` must not leave workers writing on, unlocked, or waiting forever
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    child = ("import time\nfrom mammoprep.commands.harmonize import _watch_parent\n"
+             "import os\n_watch_parent(os.getppid(), 0.05)\ntime.sleep(120)")
+    middle = ("import subprocess, sys, time\n"
+              f"p = subprocess.Popen([sys.executable, '-c', {child!r}])\n"
+              "print(p.pid, flush=True)\ntime.sleep(120)")
+    proc = subprocess.Popen([sys.executable, "-c", middle], stdout=subprocess.PIPE, text=True)
+    pid = int(proc.stdout.readline())
+    time.sleep(1.0)  # the child has imported and started watching
+    assert _running(pid)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + 20
+    while _running(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _running(pid), "the worker outlived its parent"
+
+
+def _running(pid: int) -> bool:
+    """True while ``pid`` exists and is not a zombie waiting to be reaped."""
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            return not any(line.startswith("State:") and "Z" in line.split()[1:2]
+                           for line in fh)
+    except FileNotFoundError:
+        return False
 
 
 def test_harmonize_bar_only_on_a_terminal_or_when_asked(cohort, ref, tmp_path, monkeypatch):

@@ -16,15 +16,30 @@ _ENERGY = click.Choice(["low", "high", "any"])
 
 _jobs_option = click.option(
     "-j", "--jobs", type=click.IntRange(min=0), default=0, show_default=True,
-    help="Worker processes. 0 = auto: one per two cores, each with two Numba threads; on 2 "
-         "cores none: this process reads the next file and writes the last one in threads "
-         "while the kernels work on both cores (measured faster than a pool of 2: "
-         "benchmarks/RESULTS.md).")
+    help="Worker processes. 0 = auto: one per core. Each worker (or this process, with "
+         "-j 1) reads the next file and writes the previous ones in threads while its "
+         "kernels work on the current one; files go to workers in batches. Measured on 2 "
+         "cores: benchmarks/RESULTS.md.")
 
 
 def auto_jobs(cores: int | None = None) -> int:
-    """``-j 0``: one worker per two cores (1 = no pool, in this process)."""
-    return max(1, (cores or os.cpu_count() or 1) // 2)
+    """``-j 0``: one worker per core (1 = no pool, in this process)."""
+    return max(1, cores or os.cpu_count() or 1)
+
+
+#: At most this many files per batch sent to a worker: large enough that a batch's
+#: pipeline start and drain (one unoverlapped read, the last writes) stay small, small
+#: enough for the progress bar and for the workers to finish together.
+MAX_BATCH = 32
+
+
+def batch_size(files: int, workers: int, most: int = MAX_BATCH) -> int:
+    """Files per batch: the fewest equal rounds of one batch per worker with batches of at
+    most ``most`` files (24 files on 2 workers: 12; 96: 24; a million: 32)."""
+    if files <= 0 or workers <= 0:
+        return 1
+    rounds = -(-files // (workers * most))
+    return max(1, -(-files // (workers * rounds)))
 
 
 def _reasons(counts: dict[str, int]) -> str:
@@ -191,24 +206,18 @@ def _write_one(job: tuple, rec, header=None) -> dict:
             **qc_fields(m)}
 
 
-def _harmonize_one(job: tuple) -> dict:
-    """Worker: preprocess one file and write it; returns a log row (never raises)."""
-    rec, row = _process_one(job)
-    return row if rec is None else _write_one(job, rec)
-
-
-#: Writer threads of the in-process pipeline: two, so that one file's fsync (or a PNG's
+#: Writer threads of a process's pipeline: two, so that one file's fsync (or a PNG's
 #: deflate, which releases the GIL) overlaps the next one's write.
 WRITERS = 2
 
 
 def _harmonize_serial(jobs: list[tuple], done, writers: int = WRITERS) -> list[dict]:
-    """``-j 1``: the rows of ``jobs`` in order, in overlapping stages: a reader thread
-    decodes file ``i + 1`` while this thread removes text from and harmonises file ``i``
-    (Numba kernels, which release the GIL) and ``writers`` writer threads write the files
-    before it. At most ``writers + 2`` images are in memory. ``done(1)`` after each row."""
+    """The rows of ``jobs`` in order, in overlapping stages (``-j 1``, and each batch of a
+    pool worker): a reader thread decodes file ``i + 1`` while this thread removes text
+    from and harmonises file ``i`` (Numba kernels, which release the GIL) and ``writers``
+    writer threads write the files before it. At most ``writers + 2`` images are in memory.
+    ``done(1)`` after each row."""
     from collections import deque
-    from concurrent.futures import ThreadPoolExecutor
 
     rows: list[dict] = []
     queue: deque = deque()  # rows in input order: a Future (being written) or a dict
@@ -219,15 +228,15 @@ def _harmonize_serial(jobs: list[tuple], done, writers: int = WRITERS) -> list[d
             rows.append(item if isinstance(item, dict) else item.result())
             done(1)
 
-    with ThreadPoolExecutor(1, thread_name_prefix="mammoprep-reader") as reader, \
-            ThreadPoolExecutor(writers, thread_name_prefix="mammoprep-writer") as writer:
-        ahead = reader.submit(_read_one, jobs[0]) if jobs else None
-        if jobs:  # load the kernels while the first file is read
-            _warm(_prepared(jobs[0][3]))
-            ahead.result()  # the reader's imports are done too: start-up is over
-        from ..runtime import started
+    reader, writer = _stage_threads(writers)
+    ahead = reader.submit(_read_one, jobs[0]) if jobs else None
+    if jobs:  # load the kernels while the first file is read
+        _warm(_prepared(jobs[0][3]))
+        ahead.result()  # the reader's imports are done too: start-up is over
+    from ..runtime import started
 
-        started()
+    started()
+    try:
         for i, job in enumerate(jobs):
             read = ahead.result()
             ahead = reader.submit(_read_one, jobs[i + 1]) if i + 1 < len(jobs) else None
@@ -237,8 +246,48 @@ def _harmonize_serial(jobs: list[tuple], done, writers: int = WRITERS) -> list[d
             flush(writers - 1)  # wait for the oldest write before starting another
             queue.append(row if rec is None else writer.submit(_write_one, job, rec, header))
             del rec, header
+    finally:  # the files already handed to the threads are finished either way
+        if ahead is not None:
+            ahead.result()
         flush(0)
     return rows
+
+
+_STAGES: dict[int, tuple] = {}
+
+
+def _stage_threads(writers: int) -> tuple:
+    """(reader, writer) thread pools of this process, made on first use and kept for the
+    next batch or run (their threads keep their aligned write buffers: made again per
+    batch, those cost fresh pages of memory every time)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    if writers not in _STAGES:
+        _STAGES[writers] = (ThreadPoolExecutor(1, thread_name_prefix="mammoprep-reader"),
+                            ThreadPoolExecutor(writers, thread_name_prefix="mammoprep-writer"))
+    return _STAGES[writers]
+
+
+def _harmonize_batch(jobs: list[tuple]) -> list[dict]:
+    """Pool worker: :func:`_harmonize_serial` over one batch of files (their rows)."""
+    return _harmonize_serial(jobs, lambda n: None)
+
+
+def _watch_parent(parent: int, every: float = 0.5) -> None:
+    """In a pool worker: a daemon thread that ends this process once ``parent`` is gone
+    (``kill -9`` of the command: the worker is handed to another parent). Without it a
+    worker would finish its batch writing into an output folder no longer locked, then
+    wait for work forever. A file it was writing stays a temporary, which the next run
+    removes."""
+    import threading
+    import time
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(every)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="mammoprep-parent-watch", daemon=True).start()
 
 
 def _prepared(cfg):
@@ -279,6 +328,7 @@ def _warm(prep) -> None:
 def _worker_start(cfg, threads: int = 1) -> None:
     """Pool initializer: ``threads`` Numba threads per worker (set before Numba is
     imported), then load the reference and warm the kernels before the first file."""
+    _watch_parent(os.getppid())
     os.environ.setdefault("NUMBA_NUM_THREADS", str(threads))
     from ..runtime import start_up, started
 
@@ -468,9 +518,11 @@ def _harmonize(inputs, ref, out, fmt, only_energy, energy_table, orient_left, vo
         started()  # this process loads no kernels
         with ProcessPoolExecutor(n_jobs, mp_context=mp.get_context("spawn"),
                                  initializer=_worker_start, initargs=(cfg, threads)) as pool:
-            for row in pool.map(_harmonize_one, jobs_list, chunksize=1):
-                rows.append(row)
-                bar.update()
+            size = batch_size(len(jobs_list), n_jobs)
+            batches = [jobs_list[i:i + size] for i in range(0, len(jobs_list), size)]
+            for got in pool.map(_harmonize_batch, batches, chunksize=1):
+                rows.extend(got)
+                bar.update(len(got))
     else:
         rows = _harmonize_serial(jobs_list, bar.update)
     bar.close()
