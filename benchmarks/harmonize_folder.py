@@ -13,9 +13,10 @@ builds a low-energy reference, then measures in one run:
   bytes, and the 16-bit PNG; then PNG encode time and size per compression level;
 * the commands as a user runs them (process start, imports, pool included; best of
   ``--repeats`` runs, each into an empty folder, with the CPU seconds of that run):
-  ``mammoprep harmonize --ref REF.npz IN -o OUT`` with the default ``-j`` (on 2 cores: one
-  process, with reader and writer threads) to derived DICOMs and to PNG, with a pool of
-  ``-j N`` workers, and with ``-j 1``;
+  ``mammoprep harmonize --ref REF.npz IN -o OUT`` with the default ``-j`` (one worker per
+  core, each reading, processing and writing in overlapping threads, over batches of
+  files) to derived DICOMs and to PNG, with a pool of ``-j N`` workers, and with ``-j 1``
+  (this process alone, the same stages);
 * every timed command starts with the page cache's dirty data written out (``os.sync``,
   not timed), so a run never pays for the writeback of the one before;
 * the LUMINA script pattern: ``pydicom.dcmread`` + ``pixel_array``, skimage
@@ -235,8 +236,8 @@ def main() -> None:
             return [mp_, "--no-progress", "harmonize", "--ref", ref, str(src), "-o",
                     str(tmp / out), *extra]
 
-        # the default (-j 0: one worker per two cores, so on 2 cores this process with its
-        # reader and writer threads), a pool of --jobs workers, and -j 1
+        # the default (-j 0: one worker per core, each with its reader and writer threads,
+        # over batches of files), a pool of --jobs workers, and -j 1 (this process alone)
         c_auto, c_pool, c_png, c_1 = (harmonize("ours"), harmonize("pool", "-j", str(args.jobs)),
                                       harmonize("png", "--format", "png"), harmonize("ours1", "-j", "1"))
         ours = wall(c_auto, env, args.repeats, tmp / "ours")
