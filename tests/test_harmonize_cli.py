@@ -328,22 +328,32 @@ def test_harmonize_imports_only_what_it_needs(cohort, ref, tmp_path):
 
 def test_read_ahead_threads_and_pool_write_the_same_bytes(cohort, ref, tmp_path):
     # -j 1 reads file i+1 and writes file i-1 in threads while file i is processed; a pool
-    # of 2 processes does each file alone: every output byte (and the log's rows) agree
+    # of 2 (spawned, or forked by the console script) does the same per batch of 3 files:
+    # every output byte (and the log's rows) agree
     src = tmp_path / "in"
     src.mkdir()
     for i, f in enumerate(sorted(cohort.rglob("*.dcm"))[:5]):
         (src / f"{i}.dcm").write_bytes(f.read_bytes())
     (src / "2b.dcm").write_bytes(b"\0" * 128 + b"DICM" + b"\0" * 40)  # a reject in between
+    import shutil
+    import subprocess
+    import sys
+
+    exe = shutil.which("mammoprep", path=str(Path(sys.executable).parent))
     outs = {}
-    for jobs in ("1", "2"):
+    for jobs in ("1", "2", "fork"):
         out = tmp_path / f"o{jobs}"
-        r = CliRunner().invoke(main, ["harmonize", "--ref", str(ref), str(src), "-o", str(out),
-                                      "-j", jobs])
-        assert r.exit_code == 1 and "5 written" in r.stdout, r.output
+        args = ["harmonize", "--ref", str(ref), str(src), "-o", str(out)]
+        if jobs == "fork":  # the console script in a fresh process: its pool is forked
+            r = subprocess.run([exe, *args, "-j", "2"], capture_output=True, text=True)
+            assert r.returncode == 1 and "5 written" in r.stdout, r.stderr
+        else:  # in this process: -j 1 here, and a pool of spawned workers (Numba is loaded)
+            r = CliRunner().invoke(main, [*args, "-j", jobs])
+            assert r.exit_code == 1 and "5 written" in r.stdout, r.output
         log = [json.loads(x) for x in (out / "harmonize_log.jsonl").read_text().splitlines()]
         outs[jobs] = ({k: v for k, v in _digest(out).items() if k.endswith(".dcm")},
                       [(Path(x["input"]).name, x["status"], x.get("kind")) for x in log])
-    assert len(outs["1"][0]) == 5 and outs["1"] == outs["2"]
+    assert len(outs["1"][0]) == 5 and outs["1"] == outs["2"] == outs["fork"]
     assert [row[1] for row in outs["1"][1]] == ["ok", "ok", "ok", "error", "ok", "ok"]
 
 

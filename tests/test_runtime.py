@@ -73,3 +73,19 @@ def test_console_script_asks_for_one_blas_thread_and_calls_from_code_do_not():
     """).splitlines()
     assert [x for x in lines if x.startswith(("asked", "called"))] == ["called None",
                                                                        "asked True 1"]
+
+
+def test_pool_forks_only_from_a_process_without_threads_or_numba():
+    # a fork after GNU OpenMP (Numba's kernels) has run aborts the child, and one from a
+    # process with other threads may inherit a held lock: spawn then
+    out = _child("""
+        import sys, threading, time
+        from mammoprep.commands.harmonize import start_method
+        print(start_method())
+        t = threading.Thread(target=time.sleep, args=(0.5,)); t.start()
+        print(start_method()); t.join()
+        import numba
+        print(start_method())
+    """)
+    expected = "fork" if sys.platform.startswith("linux") else "spawn"
+    assert out.splitlines() == [expected, "spawn", "spawn"]

@@ -325,6 +325,20 @@ def _warm(prep) -> None:
         pass
 
 
+def start_method() -> str:
+    """How the pool starts its workers: ``fork`` on Linux while this process has no other
+    thread and has not loaded Numba (a forked worker then skips the interpreter start and
+    the imports it would repeat: 0.19 s of a 24-image run on 2 cores, benchmarks/
+    RESULTS.md; GNU OpenMP, which Numba's kernels use, refuses a fork once it has run);
+    ``spawn`` otherwise (other platforms, or library use in a busy process)."""
+    import threading
+
+    if (sys.platform.startswith("linux") and threading.active_count() == 1
+            and "numba" not in sys.modules):
+        return "fork"
+    return "spawn"
+
+
 def _worker_start(cfg, threads: int = 1) -> None:
     """Pool initializer: ``threads`` Numba threads per worker (set before Numba is
     imported), then load the reference and warm the kernels before the first file."""
@@ -507,8 +521,7 @@ def _harmonize(inputs, ref, out, fmt, only_energy, energy_table, orient_left, vo
     out.mkdir(parents=True, exist_ok=True)
     remove_orphaned_temporaries(out)  # left by a run killed mid-write
     rows = []
-    bar = tqdm(total=len(files), desc="harmonize", unit="img", file=sys.stderr,
-               disable=bar_disabled())
+    pool = None
     if n_jobs > 1:  # one pool for the whole run, workers warmed before their first file
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor
@@ -516,11 +529,18 @@ def _harmonize(inputs, ref, out, fmt, only_energy, energy_table, orient_left, vo
         from ..runtime import started
 
         started()  # this process loads no kernels
-        with ProcessPoolExecutor(n_jobs, mp_context=mp.get_context("spawn"),
-                                 initializer=_worker_start, initargs=(cfg, threads)) as pool:
-            size = batch_size(len(jobs_list), n_jobs)
-            batches = [jobs_list[i:i + size] for i in range(0, len(jobs_list), size)]
-            for got in pool.map(_harmonize_batch, batches, chunksize=1):
+        pool = ProcessPoolExecutor(n_jobs, mp_context=mp.get_context(start_method()),
+                                   initializer=_worker_start, initargs=(cfg, threads))
+        size = batch_size(len(jobs_list), n_jobs)
+        # every batch is submitted here, which starts the workers: before the progress bar's
+        # monitor thread exists, so that a forked worker inherits no other thread
+        results = pool.map(_harmonize_batch, [jobs_list[i:i + size]
+                                              for i in range(0, len(jobs_list), size)])
+    bar = tqdm(total=len(files), desc="harmonize", unit="img", file=sys.stderr,
+               disable=bar_disabled())
+    if pool is not None:
+        with pool:
+            for got in results:
                 rows.extend(got)
                 bar.update(len(got))
     else:
