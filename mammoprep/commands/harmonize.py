@@ -298,9 +298,17 @@ def _prepared(cfg):
     return prepared(cfg)
 
 
+_warmed = False
+
+
 def _warm(prep) -> None:
-    """Load the chain's Numba kernels (from the cache) and codecs once, on a small
-    synthetic breast, so that the first real file pays nothing extra. Best effort."""
+    """Load the chain's Numba kernels (from the cache) and codecs once per process, on a
+    small synthetic breast, so that the first real file pays nothing extra (a pool worker's
+    later batches find them loaded). Best effort."""
+    global _warmed
+    if _warmed:
+        return
+    _warmed = True
     import numpy as np
 
     from ..record import Record
