@@ -106,6 +106,21 @@ def _reject(path: str, reason: str, message: str, stage: str) -> dict[str, str]:
 OVERRIDDEN = ("laterality", "view", "study")
 
 
+def image_identity(lab, meta: dict[str, Any], salt: bytes) -> dict[str, str | None]:
+    """Patient and study (pseudonyms), laterality and view (upper case; '' when absent) of
+    one image: the label table's (``lab``, a :class:`mammoprep.labels.LabelRow`) where it
+    gives them, else the header's (``meta`` from :func:`mammoprep.dicomio.read_header`).
+    A study missing from both is the patient's. The one precedence for ``shard``
+    (:func:`plan_samples`) and ``mammotrain predict --dicom``."""
+    from .identity import pseudonym
+
+    patient = pseudonym(lab.patient, salt) if lab.patient else meta.get("patient_hash")
+    study = (pseudonym(lab.study, salt) if lab.study else None) or meta.get("study_hash")
+    return {"patient": patient, "study": study or patient,
+            "laterality": lab.laterality or meta.get("laterality"),
+            "view": (lab.view or meta.get("view") or "").upper()}
+
+
 def plan_samples(scanned: list[dict[str, Any]], labels, salt: bytes,
                  conflicts: dict[str, Any] | None = None
                  ) -> tuple[list[dict[str, Any]], list[dict[str, str]], list[str]]:
@@ -155,8 +170,8 @@ def plan_samples(scanned: list[dict[str, Any]], labels, salt: bytes,
                     shown = (lab.study, "(0020,000D) hash") if name == "study" else (
                         table_v, header_v)
                     examples.append(f"{path}: {name} table {shown[0]!r}, header {shown[1]!r}")
-        lat = lab.laterality or meta.get("laterality")
-        view = (lab.view or header_view or "").upper()
+        who = image_identity(lab, meta, salt)
+        lat, view, patient, study = who["laterality"], who["view"], who["patient"], who["study"]
         if lat not in ("L", "R"):
             rejects.append(_reject(path, "no_laterality", f"{path}: laterality is "
                                    f"{lat!r} in (0020,0062)/(0020,0060) and the labels; "
@@ -168,14 +183,11 @@ def plan_samples(scanned: list[dict[str, Any]], labels, salt: bytes,
                                    "store CC and MLO (a label table can give the view)",
                                    "plan"))
             continue
-        patient = pseudonym(lab.patient, salt) if lab.patient else meta.get("patient_hash")
-        study = table_study or meta.get("study_hash")
         if not patient:
             rejects.append(_reject(path, "no_patient", f"{path}: no (0010,0020) PatientID and "
                                    "no patient in the labels; cannot group folds by patient",
                                    "plan"))
             continue
-        study = study or patient
         key = f"{study}_{lat}"
         groups.setdefault(key, {"key": key, "patient": patient, "study": study,
                                 "laterality": lat, "views": {}, "labels": None})

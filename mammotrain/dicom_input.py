@@ -82,11 +82,15 @@ def scan_sources(inputs: Sequence[str], salt: bytes, labels=None, energy_table=N
     manufacturer, energy, the raw labels (pathology, birads, density) of ``labels`` (a
     table from :func:`mammoprep.labels.load_labels`) and ``tasks``, the class per task under
     that source's rules (None without a table row). The table wins over the header for
-    laterality and view (``mammoprep shard``'s precedence)."""
+    patient, study, laterality and view (``mammoprep shard``'s precedence,
+    :func:`mammoprep.shards.image_identity`); ``key`` names the breast (study and
+    laterality) as a shard's manifest does, or the image alone when that is unknown, so
+    per-breast metrics never merge unrelated images."""
     from mammoprep.dicomio import iter_dicom_paths, read_header
     from mammoprep.energy import energy_class, load_energy_table
     from mammoprep.errors import MammoprepError
-    from mammoprep.identity import pseudonym
+    from mammoprep.labels import LabelRow
+    from mammoprep.shards import image_identity
 
     table = load_energy_table(energy_table)
     sources, rejects = [], []
@@ -105,16 +109,16 @@ def scan_sources(inputs: Sequence[str], salt: bytes, labels=None, energy_table=N
             rejects.append(_reject(path, "header_failed", f"{path}: {type(exc).__name__}: {exc}"))
             continue
         lab = labels.lookup(Path(path)) if labels is not None else None
-        lat = getattr(lab, "laterality", None) or meta.get("laterality")
-        view = getattr(lab, "view", None) or meta.get("view")
-        study = meta.get("study_hash")
-        patient = (pseudonym(lab.patient, salt) if getattr(lab, "patient", None)
-                   else meta.get("patient_hash"))
+        who = image_identity(lab or LabelRow(), meta, salt)
+        lat, study = who["laterality"], who["study"]
         sources.append({
             "path": path, "sop_instance_uid": _sop_instance_uid(path),
-            "sop_uid_hash": meta.get("sop_uid_hash"), "patient": patient, "study": study,
-            "laterality": lat, "view": str(view).lower() if view else None,
-            "key": f"{study}_{lat}" if study and lat in ("L", "R") else None,
+            "sop_uid_hash": meta.get("sop_uid_hash"), "patient": who["patient"],
+            "study": study, "laterality": lat, "view": who["view"].lower() or None,
+            # one breast of one study, as `shard` groups them; an image without laterality
+            # (or without study and patient) is a breast of its own
+            "key": (f"{study}_{lat}" if study and lat in ("L", "R")
+                    else f"image-{len(sources):06d}"),
             "manufacturer": meta.get("manufacturer"),
             "energy": energy_class(meta.get("manufacturer"), meta.get("model"), table),
             "labels": {k: getattr(lab, k, None) for k in ("pathology", "birads", "density")},
@@ -182,7 +186,7 @@ class DicomImages(torch.utils.data.Dataset):
                                       f"{path}: {type(exc).__name__}: {exc}")}
         img, b = self.pre(rec.pixels, value_bits(rec.meta), None, False)
         return {"image": img[None], "label": self.labels[i], "uid": f"{i:06d}",
-                "key": self.sources[i]["key"] or "", "boxes": [b],
+                "key": self.sources[i]["key"], "boxes": [b],
                 "transforms": [t.to_dict()], "flipped": False}
 
 
@@ -290,7 +294,7 @@ def _predict_single_view(ck, out: Path, prep, salt, sources, rejects, n_inputs, 
         raise _nothing(n_inputs, rejects, out)
     by_uid = {}
     for i, s in enumerate(sources):
-        by_uid[f"{i:06d}"] = Example(f"{i:06d}", s["key"] or "", (s["view"] or "unknown",),
+        by_uid[f"{i:06d}"] = Example(f"{i:06d}", s["key"], (s["view"] or "unknown",),
                                      labels[i], s["patient"] or "", None, "", s["energy"],
                                      s["manufacturer"], (s["sop_uid_hash"],))
     figure_batch = None

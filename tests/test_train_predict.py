@@ -167,3 +167,54 @@ def test_predicting_training_patients_warns(train_shards, models, tmp_path):
     r = _predict("-c", models[1], "--shards", held_out, "-o", tmp_path / "h.parquet")
     assert r.exit_code == 0, r.output
     assert "warning" not in r.output
+
+
+def test_predict_groups_breasts_as_shard_does(train_shards, tmp_path):
+    """`predict --dicom` names each image's breast (``key``) under the same table-over-header
+    precedence as `shard`: a study from the table wins over (0020,000D), a missing study is
+    the patient's, and an image without laterality is a breast of its own (per-breast
+    metrics never merge unrelated images)."""
+    from mammoprep.identity import pseudonym, resolve_salt
+    from mammoprep.labels import load_labels
+    from mammoprep.shards import plan_samples, scan
+
+    from mammotrain.dicom_input import scan_sources
+
+    cohort = _cohort(train_shards)
+    patients = [sorted((cohort / g).iterdir())[0] for g in ("Benign", "Malign")]
+    src = tmp_path / "in"
+    src.mkdir()
+    for p in patients:
+        for f in sorted(p.glob("*.dcm")):
+            ds = pydicom.dcmread(f)
+            if p == patients[1]:
+                del ds.StudyInstanceUID  # stripped by some exports: the patient's study
+            ds.save_as(src / f"{p.name}_{f.name}")
+    files = sorted(src.glob("*.dcm"))
+    table = tmp_path / "labels.csv"  # the first patient's images: study "exam-7" (table wins)
+    table.write_text("path,study\n" + "".join(f"in/{f.name},exam-7\n" for f in files
+                                               if f.name.startswith(patients[0].name)))
+    labels = load_labels(f"csv:{table}", [src])
+    salt = resolve_salt(None)
+    sources, rejects = scan_sources([str(src)], salt, labels)
+    assert not rejects and len(sources) == len(files)
+    samples, _, _ = plan_samples(scan([str(f) for f in files], salt, None), labels, salt)
+    shard_key = {v["path"]: s["key"] for s in samples for v in s["views"].values()}
+    assert {s["path"]: s["key"] for s in sources} == shard_key
+    by_path = {s["path"]: s for s in sources}
+    for f in files:
+        s = by_path[str(f)]
+        if f.name.startswith(patients[0].name):
+            assert s["key"].startswith(f"{pseudonym('exam-7', salt)}_")
+        else:
+            assert s["study"] == s["patient"] and s["key"] == f"{s['patient']}_{s['laterality']}"
+    # no laterality anywhere: each such image is its own breast
+    for f in files[:2]:
+        ds = pydicom.dcmread(f)
+        for tag in ("ImageLaterality", "Laterality"):
+            if tag in ds:
+                delattr(ds, tag)
+        ds.save_as(f)
+    sources, _ = scan_sources([str(src)], salt, None)
+    keys = [s["key"] for s in sources if s["laterality"] not in ("L", "R")]
+    assert len(keys) == 2 and len(set(keys)) == 2
