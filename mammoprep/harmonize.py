@@ -427,20 +427,25 @@ def carried_histogram(hist: np.ndarray, lut: np.ndarray, nbins: int) -> np.ndarr
     return out
 
 
-def harmonize(record: Record, reference: Reference) -> Record:
+def harmonize(record: Record, reference: Reference, in_place: bool = False) -> Record:
     """Record step: :func:`harmonize_pixels`; meta gains ``harmonized = True``,
     ``reference_bits`` and ``bits_stored = reference.bits``.
 
     After text removal (``'remove_text'`` in ``meta['steps']``) every pixel outside
     ``meta['breast_bbox']`` is exactly 0, so only the box is matched (same histogram, same
-    LUT, same output; about half the work on a typical mammogram)."""
+    LUT, same output; about half the work on a typical mammogram). ``in_place``: the
+    caller owns ``record.pixels`` and no longer needs them (a pipeline's text-free copy):
+    the box is matched where it lies, with no new image and nothing to zero around it."""
     try:
         pixels = record.pixels
         bbox = record.meta.get("breast_bbox")
         if bbox and "remove_text" in record.meta.get("steps", ()):
             y0, x0, y1, x1 = (int(v) for v in bbox)
-            out = np.empty(pixels.shape, np.uint16)  # the view below is validated
-            out[:y0], out[y1:], out[y0:y1, :x0], out[y0:y1, x1:] = 0, 0, 0, 0  # outside
+            if in_place and pixels.dtype == np.uint16 and pixels.flags.writeable:
+                out = pixels  # the LUT reads each pixel before it writes it
+            else:
+                out = np.empty(pixels.shape, np.uint16)  # the view below is validated
+                out[:y0], out[y1:], out[y0:y1, :x0], out[y0:y1, x1:] = 0, 0, 0, 0  # outside
             hist = _harmonized(pixels[y0:y1, x0:x1], reference, out=out[y0:y1, x0:x1])[1]
             pixels = out
         else:

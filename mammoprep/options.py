@@ -51,6 +51,32 @@ def bar_disabled(progress: bool | None = None) -> bool | None:
     return None if chosen is None else not chosen
 
 
+class _NoBar:
+    """What :func:`progress_bar` returns when no bar is shown: the calls, doing nothing."""
+
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def progress_bar(total: int, desc: str, unit: str, progress: bool | None = None):
+    """A tqdm bar on stderr, or a do-nothing stand-in where :func:`bar_disabled` (or, by
+    default, a stderr that is no terminal) says there is none: then tqdm, whose import
+    reads its package metadata (about 20 ms), is never imported."""
+    import sys
+
+    disable = bar_disabled(progress)
+    if disable is None:
+        disable = not (hasattr(sys.stderr, "isatty") and sys.stderr.isatty())
+    if disable:
+        return _NoBar()
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr)
+
+
 def _check_salt(value: str | None) -> str | None:
     """Refuse an empty or short salt (or salt file) before any work starts."""
     from .identity import SaltError, resolve_salt

@@ -202,7 +202,7 @@ def preprocess(path: str | Path, prep: Prepared, salt: bytes | str | None = None
     if harmonise:
         from .harmonize import harmonize
 
-        rec = harmonize(rec, prep.reference)
+        rec = harmonize(rec, prep.reference, in_place=True)  # the text-free copy is ours
     return rec.evolve(harmonized=bool(harmonise))
 
 

@@ -9,6 +9,15 @@ Costs that are not the images' (measured by ``benchmarks/startup_io.py``, record
   kernel again: two copies into fresh arrays took 2.3-2.4x as long as with the blocks kept.
   :func:`keep_freed_images` raises glibc's mmap and trim thresholds so freed images stay in
   the heap and the next image reuses their pages.
+* **One malloc arena.** glibc gives each new thread its own arena, a chain of 64 MB heaps,
+  and deletes a heap (``munmap``) as soon as everything in it is freed, whatever the trim
+  threshold. The reader thread's decoded image, freed by the kernels' thread, emptied its
+  heap every file, so the next file faulted in 27 MB of fresh (huge) pages again:
+  ``perf`` put 19 % of a 24-image `harmonize` run in the kernel's page clearing. With all
+  threads in the main arena (``M_ARENA_MAX`` 1) that share fell to 1.7 %, and the run's
+  system time halved (benchmarks/RESULTS.md). The threads that allocate here are a few
+  stage threads handing whole images to each other, so one arena's lock costs nothing
+  measurable.
 * **Numba's BLAS probe.** When Numba first loads a kernel it imports its NumPy support, which
   probes for a BLAS by importing ``scipy.linalg`` (0.12-0.15 s here). mammoprep's kernels
   use no linear algebra; :func:`load_kernels_without_blas_probe` hides SciPy for that one
@@ -29,7 +38,6 @@ Costs that are not the images' (measured by ``benchmarks/startup_io.py``, record
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import gc
 import sys
 from contextlib import contextmanager
@@ -38,6 +46,7 @@ from typing import Iterator
 #: glibc ``mallopt`` parameters (malloc.h).
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
+_M_ARENA_MAX = -8
 #: The largest mmap threshold glibc accepts on 64-bit (HEAP_MAX_SIZE / 2): images up to
 #: this size are served from the heap.
 MMAP_THRESHOLD = 32 << 20
@@ -49,21 +58,21 @@ _tuned = False
 
 def keep_freed_images() -> bool:
     """Let freed image-sized blocks (up to :data:`MMAP_THRESHOLD`) be reused instead of
-    returned to the system. Once per process; True if glibc accepted it (False elsewhere:
-    other C libraries are left as they are)."""
+    returned to the system, by every thread: one malloc arena (see the module docstring),
+    so call it before the process starts its stage threads. Once per process; True if glibc
+    accepted it (False elsewhere: other C libraries are left as they are)."""
     global _tuned
     if _tuned:
         return True
     if not sys.platform.startswith("linux"):
         return False
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
+        mallopt = ctypes.CDLL(None).mallopt  # the C library the interpreter runs on
     except (OSError, AttributeError):  # musl and others: no mallopt
         return False
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
-    _tuned = bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(
-        mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+    _tuned = all([mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD),
+                  mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD), mallopt(_M_ARENA_MAX, 1)])
     return _tuned
 
 

@@ -415,6 +415,29 @@ def test_harmonized_record_carries_the_histogram_of_its_pixels():
         assert out.histogram.sum() == np.count_nonzero(rec.pixels) > 0
 
 
+def test_harmonize_in_place_matches_the_box_where_it_lies():
+    """``in_place`` (the pipeline's own text-free copy) gives the same pixels and histogram
+    as a new image, written into the record's own array, also through a flipped view (as
+    `--orient-left` leaves it); a read-only array is never written."""
+    recs = _real_clean_records(2)
+    ref = Reference.from_histograms([np.bincount(recs[1].pixels.ravel(),
+                                                 minlength=4096)[:4096]], bits=12)
+    rec = recs[0]
+    new = harmonize(rec, ref)
+    assert not np.shares_memory(new.pixels, rec.pixels)
+    flipped_view = np.ascontiguousarray(rec.pixels[:, ::-1])[:, ::-1]
+    for own in (rec.pixels.copy(), flipped_view):
+        got = harmonize(rec.evolve(own), ref, in_place=True)
+        assert got.pixels is own and got.meta["harmonized"]
+        np.testing.assert_array_equal(own, new.pixels)
+        np.testing.assert_array_equal(got.histogram, new.histogram)
+    frozen = rec.pixels.copy()
+    frozen.flags.writeable = False
+    out = harmonize(rec.evolve(frozen), ref, in_place=True)
+    np.testing.assert_array_equal(frozen, rec.pixels)
+    np.testing.assert_array_equal(out.pixels, new.pixels)
+
+
 def test_carried_histogram_by_hand():
     hist = np.array([9, 2, 0, 5, 1], np.int64)           # 9 background pixels: ignored
     lut = np.array([0, 3, 7, 3, 1], np.uint16)           # levels 1 and 3 meet at 3

@@ -452,6 +452,32 @@ def test_harmonize_bar_only_on_a_terminal_or_when_asked(cohort, ref, tmp_path, m
     assert r.exit_code == 0 and "harmonize:" in r.output and "1/1" in r.output
 
 
+def test_no_bar_no_tqdm(cohort, ref, tmp_path):
+    """Where no bar is shown (stderr is a pipe), the command's process (here the parent of
+    a pool, which decodes nothing: pydicom imports tqdm too) never imports tqdm, whose
+    import reads its package metadata; asked for, the bar is there."""
+    import subprocess
+    import sys
+
+    files = [str(f) for f in sorted(cohort.rglob("*.dcm"))[:2]]
+    code = """
+import sys
+from mammoprep.cli import main
+try:
+    main(sys.argv[1:], standalone_mode=False)
+finally:
+    print("tqdm" in sys.modules)
+"""
+    for flags, expected in (([], "False"), (["--progress"], "True")):
+        args = [*flags, "harmonize", "-j", "2", "--ref", str(ref), *files, "-o",
+                str(tmp_path / str(len(flags)))]
+        r = subprocess.run([sys.executable, "-c", code, *args], capture_output=True,
+                           text=True)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.split()[-1] == expected, (flags, r.stdout)
+        assert ("harmonize:" in r.stderr) == bool(flags), r.stderr
+
+
 def test_garbage_collection_paused_only_for_the_start_up(cohort, ref, tmp_path):
     # a fresh interpreter: the collector is off while Numba, pydicom and the kernels load,
     # everything alive then is frozen out of later collections, and it is back on for the

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import click
 
-from ..options import bar_disabled, decoder_option, keep_suspect_option, salt_option
+from ..options import (bar_disabled, decoder_option, keep_suspect_option, progress_bar,
+                       salt_option)
 
 _ENERGY = click.Choice(["low", "high", "any"])
 
@@ -350,10 +351,11 @@ def start_method() -> str:
 def _worker_start(cfg, threads: int = 1) -> None:
     """Pool initializer: ``threads`` Numba threads per worker (set before Numba is
     imported), then load the reference and warm the kernels before the first file."""
+    from ..runtime import keep_freed_images, start_up, started
+
+    keep_freed_images()  # before this process's first thread (the watchdog's) starts
     _watch_parent(os.getppid())
     os.environ.setdefault("NUMBA_NUM_THREADS", str(threads))
-    from ..runtime import start_up, started
-
     start_up()
     try:
         from ..runtime import prepare_process
@@ -464,8 +466,6 @@ def harmonize_cmd(inputs, ref, out, fmt, only_energy, energy_table, orient_left,
 def _harmonize(inputs, ref, out, fmt, only_energy, energy_table, orient_left, voi,
                keep_suspect, keep_identity, decoder, salt, jobs) -> None:
     """The body of :func:`harmonize_cmd`."""
-    from tqdm import tqdm
-
     from ..dicomio import iter_dicom_paths
     from ..errors import MammoprepError
     from ..identity import resolve_salt
@@ -544,8 +544,7 @@ def _harmonize(inputs, ref, out, fmt, only_energy, energy_table, orient_left, vo
         # monitor thread exists, so that a forked worker inherits no other thread
         results = pool.map(_harmonize_batch, [jobs_list[i:i + size]
                                               for i in range(0, len(jobs_list), size)])
-    bar = tqdm(total=len(files), desc="harmonize", unit="img", file=sys.stderr,
-               disable=bar_disabled())
+    bar = progress_bar(len(files), "harmonize", "img")  # after the workers have started
     if pool is not None:
         with pool:
             for got in results:
