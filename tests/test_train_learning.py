@@ -7,16 +7,22 @@ only the named breasts are labelled), harmonised to their own low-energy referen
 shards, 3 patient-level folds; every fold is the test fold once (trained on the other two
 minus a patient-grouped validation split that selects the epoch).
 Setting: timm ``test_resnet`` (random init), single-view, 96 px, 16 epochs, lr 2e-3, x0.1
-after epoch 12. About 3-4 minutes on 2 cores including the data.
+after epoch 12. About 2 minutes on 2 cores including the data.
 
-Measured on this setting (two runs while the synthetic cohort's rendering changed): held-out
-AUC per test fold 0 / 1 / 2 = 0.855 / 0.878 / 0.883 and 0.857 / 0.879 / 0.815; pooled
-out-of-fold AUC 0.871 (95 % CI 0.836-0.904) and 0.791 (0.741-0.835) - pooling mixes three
-models with their own calibration, so it is below the fold values. The bars: AUC > 0.75 on
-every fold (a margin of 0.065, about two standard errors of a fold's AUC, below the lowest
-fold measured) with the fold's whole 95 % interval (patient-level bootstrap) above 0.6, so
-no fold passes by luck; and pooled AUC > 0.7. The earlier test ran fold 0 only, against a
-bar 0.05 under that fold's value.
+Measured on this setting, 2026-11-30 (two runs, identical: the run is deterministic on
+CPU): held-out AUC per test fold 0 / 1 / 2 = 0.853 / 0.805 / 0.842, 95 % interval lower
+bounds 0.794 / 0.734 / 0.779; pooled out-of-fold AUC 0.732 (95 % CI 0.671-0.785). Pooling
+mixes three models with their own calibration: fold 2 selects epoch 10 (the highest
+validation AUC), whose scores call nearly every test image malignant (accuracy 0.527),
+so the pooled value sits below every fold's. Earlier versions of the pipeline measured
+0.855 / 0.878 / 0.883 (pooled 0.871) and 0.857 / 0.879 / 0.815 (pooled 0.791). The bars:
+AUC > 0.75 on every fold (now a margin of 0.055 under the lowest fold) with the fold's
+whole 95 % interval (patient-level bootstrap) above 0.6, so no fold passes by luck; and
+pooled AUC > 0.7 (a margin of 0.032). The earlier test ran fold 0 only, against a bar
+0.05 under that fold's value. The margins are of the order of what the setting itself
+moves: lr 1e-3 gave 0.794 / 0.832 / 0.806 (pooled 0.805), lr 1e-3 over 20 epochs 0.778 /
+0.829 / 0.810 (pooled 0.761), and the validation loss jumps between epochs (up to 5.8)
+in every setting; the test keeps the setting the bars were set on.
 """
 
 from __future__ import annotations
