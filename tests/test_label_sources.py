@@ -306,6 +306,62 @@ def test_cbis_ddsm_archive(cbis_archive, tmp_path):
     assert verify(out) == []
 
 
+def test_cbis_ddsm_view_in_both_tables_keeps_every_lesion(cohort, tmp_path):
+    """A breast whose CC is in the mass table and the calcification table comes as two
+    files (one per case folder). `shard` stores one of them (the other is a
+    duplicate_view reject) with both lesions' boxes, and the breast is malignant because
+    the calcification is."""
+    root = tmp_path / "CBIS-DDSM"
+    src = sorted((cohort / "Benign").rglob("L_CC.dcm"))[0]
+    ds = pydicom.dcmread(src)
+    for k in ("ImageLaterality", "Laterality", "ViewPosition", "ViewCodeSequence"):
+        if k in ds:
+            delattr(ds, k)
+    rows_n, cols_n = int(ds.Rows), int(ds.Columns)
+    px = ds.pixel_array
+    ys, xs = np.nonzero(px > np.percentile(px[px > 0], 50))  # inside the breast
+    cy, cx = int(np.median(ys)), int(np.median(xs))
+    lesions = {"Mass": (cy - 12, cx - 6), "Calc": (cy + 6, cx - 3)}
+    entries = {}
+    for n, (kind, (y, x)) in enumerate(lesions.items()):
+        case = f"{kind}-Training_P_00900_LEFT_CC"
+        uid = f"1.3.6.1.4.1.9590.100.1.2.{7700 + n}"
+        img = f"{case}/{uid}.1/{uid}.2/000000.dcm"
+        crop = f"{case}_1/{uid}.3/{uid}.4/000000.dcm"
+        mask = f"{case}_1/{uid}.3/{uid}.4/000001.dcm"
+        ds.PatientID = case
+        ds.StudyInstanceUID = f"{uid}.1"
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = f"{uid}.9"
+        (root / img).parent.mkdir(parents=True, exist_ok=True)
+        ds.save_as(root / img)
+        m = np.zeros((rows_n, cols_n), np.uint8)
+        m[y:y + 6, x:x + 5] = 255
+        write_dicom(root / mask, m)
+        write_dicom(root / crop, np.arange(36, dtype=np.uint8).reshape(6, 6))
+        entries[kind] = (img, crop, mask, [float(x), float(y), float(x + 5), float(y + 6)])
+    tables = []
+    for name, columns, kind, extra, pathology in (
+            ("mass_case_description_train_set.csv", MASS_COLUMNS, "Mass",
+             ["mass", "OVAL", "CIRCUMSCRIBED"], "BENIGN"),
+            ("calc_case_description_train_set.csv", CALC_COLUMNS, "Calc",
+             ["calcification", "PLEOMORPHIC", "CLUSTERED"], "MALIGNANT")):
+        with open(tmp_path / name, "w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(columns)
+            w.writerow(["P_00900", 2, "LEFT", "CC", 1, *extra, 4, pathology, 3,
+                        *entries[kind][:3]])
+        tables.append(tmp_path / name)
+    out = tmp_path / "shards"
+    summary = build_shards([str(root)], out, _cfg("cbis-ddsm:" + ",".join(map(str, tables)),
+                                                  folds=0), SALT)
+    assert summary["rejects_by_reason"] == {"duplicate_view": 1}
+    (row,) = _by_uid(out).values()
+    assert (row["laterality"], row["view"], row["label_diagnosis"]) == ("L", "cc", 1)
+    assert sorted(row["boxes_original"]) == sorted(e[3] for e in entries.values())
+    assert len(row["boxes"]) == 2
+    assert verify(out) == []
+
+
 # ----------------------------------------------------------------- generic table precedence
 
 def test_generic_table_wins_over_the_header_and_counts_conflicts(cohort, tmp_path):

@@ -382,6 +382,58 @@ def test_cbis_ddsm_tables_and_roi_masks(tmp_path):
     assert both.lookup(root / img_cc).boxes == cc.boxes
 
 
+def test_cbis_ddsm_view_in_both_tables_shares_its_boxes(tmp_path):
+    """A breast with a mass and a calcification on its CC ships that CC twice, once per
+    table's case folder (Mass-..._LEFT_CC, Calc-..._LEFT_CC): both copies carry both
+    lesions' boxes. Copies of different sizes keep their own, with a warning."""
+    root = tmp_path / "CBIS-DDSM"
+    shape = (60, 40)
+    files = {}
+    for kind, n, y in (("Mass", 1, 10), ("Calc", 2, 40)):
+        img, crop, mask = cbis_paths(f"{kind}-Training_P_00007_LEFT_CC", n)
+        write_dicom(root / img, np.zeros(shape, np.uint16))
+        m = np.zeros(shape, np.uint8)
+        m[y:y + 5, 3:9] = 255
+        write_dicom(root / mask, m)
+        files[kind] = (img, crop, mask)
+    # P_00008: the calc table's copy has another size (not the same image)
+    for kind, n, size in (("Mass", 3, shape), ("Calc", 4, (50, 40))):
+        img, crop, mask = cbis_paths(f"{kind}-Training_P_00008_RIGHT_MLO", n)
+        write_dicom(root / img, np.zeros(size, np.uint16))
+        m = np.zeros(size, np.uint8)
+        m[20:25, 1:4] = 255
+        write_dicom(root / mask, m)
+        files[kind + "8"] = (img, crop, mask)
+    mass = tmp_path / "mass_case_description_train_set.csv"
+    calc = tmp_path / "calc_case_description_train_set.csv"
+    with open(mass, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(MASS_COLUMNS)
+        w.writerow(["P_00007", 2, "LEFT", "CC", 1, "mass", "OVAL", "CIRCUMSCRIBED", 3,
+                    "BENIGN", 3, *files["Mass"]])
+        w.writerow(["P_00008", 2, "RIGHT", "MLO", 1, "mass", "OVAL", "CIRCUMSCRIBED", 3,
+                    "BENIGN", 3, *files["Mass8"]])
+    with open(calc, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(CALC_COLUMNS)
+        w.writerow(["P_00007", 2, "LEFT", "CC", 1, "calcification", "PLEOMORPHIC",
+                    "CLUSTERED", 4, "MALIGNANT", 4, *files["Calc"]])
+        w.writerow(["P_00008", 2, "RIGHT", "MLO", 1, "calcification", "PLEOMORPHIC",
+                    "CLUSTERED", 4, "BENIGN", 4, *files["Calc8"]])
+    table = load_labels(f"cbis-ddsm:{mass},{calc}", roots=[root])
+    both = [[3.0, 10.0, 9.0, 15.0], [3.0, 40.0, 9.0, 45.0]]
+    for kind in ("Mass", "Calc"):
+        row = table.lookup(root / files[kind][0])
+        assert sorted(row.boxes) == both, kind
+        assert (row.pathology, row.birads) == ("malignant", "4")
+    assert table.lookup(root / files["Mass8"][0]).boxes == [[1.0, 20.0, 4.0, 25.0]]
+    assert table.lookup(root / files["Calc8"][0]).boxes == [[1.0, 20.0, 4.0, 25.0]]
+    notes = "\n".join(table.warnings)
+    assert "P_00008 RIGHT MLO: 2 image files of different or unknown size" in notes
+    assert "60x40" in notes and "50x40" in notes
+    assert "1 view(s) appear as one image file per table" in notes
+
+
 def _one_mass_case(root, patient: str, img: str, crop: str, mask: str):
     """The labels of a mass test table (publisher's columns) with one malignant LEFT CC row."""
     t = root / "mass_case_description_test_set.csv"

@@ -28,10 +28,17 @@ Semantics (:data:`RULES`), per breast (patient_id + side, both views):
   and a warning. No mask files: no boxes.
 * patient and study: ``patient_id`` (CBIS-DDSM has one exam per patient; the headers carry
   one study per image).
+* one view in both tables: a breast with masses and calcifications ships its full
+  mammogram once per table (``Mass-..._LEFT_CC`` and ``Calc-..._LEFT_CC``, two files).
+  Where the copies have the same size, each copy's labels carry the boxes of both
+  tables (the breast's pathology and BI-RADS already span both); ``shard`` then keeps one
+  copy (the other is a ``duplicate_view`` reject) without losing a lesion. Copies of
+  different sizes keep their own boxes, with a warning.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -135,6 +142,7 @@ def load(path_text: str, roots: Sequence[Path] = ()) -> LabelTable:
     tables = _tables(path_text)
     table = LabelTable("cbis-ddsm", RULES)
     images: dict[str, list[dict[str, Any]]] = {}
+    shapes: dict[str, tuple[int, int] | None] = {}
     breasts: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for path in tables:
         rows = read_table(path)
@@ -179,6 +187,7 @@ def load(path_text: str, roots: Sequence[Path] = ()) -> LabelTable:
                                   f"of {Path(image).name} ({sorted(map(str, densities))}): "
                                   "density left missing")
         shape = _image_shape(Path(image)) if Path(image).exists() else None
+        shapes[image] = shape
         boxes = []
         for x in recs:
             boxes += _box(x, x["_bases"], Path(image), shape, table.warnings)
@@ -187,7 +196,45 @@ def load(path_text: str, roots: Sequence[Path] = ()) -> LabelTable:
             view=first["_view"], pathology=pathology, birads=birads,
             density=densities.pop() if len(densities) == 1 else None, boxes=boxes,
             source_row=first["_where"])
+    _share_boxes_between_copies(table, images, shapes)
     return table
+
+
+def _share_boxes_between_copies(table: LabelTable, images: dict[str, list[dict[str, Any]]],
+                                shapes: dict[str, tuple[int, int] | None]) -> None:
+    """Copies of one view (patient, side, view) named by several rows' image paths: give
+    each copy the boxes of all of them when they have one size (see the module docstring);
+    warn otherwise."""
+    views: dict[tuple, list[str]] = {}
+    for image, recs in images.items():
+        first = recs[0]
+        if first["_view"] is not None:
+            views.setdefault((first["_patient"], first["_lat"], first["_view"]), []).append(image)
+    shared = 0
+    for (patient, lat, view), copies in sorted(views.items()):
+        if len(copies) < 2:
+            continue
+        sizes = {shapes[c] for c in copies}
+        if len(sizes) != 1 or None in sizes:
+            shown = ", ".join(f"{Path(c).parent.parent.parent.name or Path(c).name}: "
+                              + ("unreadable" if shapes[c] is None else
+                                 "x".join(map(str, shapes[c]))) for c in sorted(copies))
+            table.warnings.append(
+                f"{patient} {'LEFT' if lat == 'L' else 'RIGHT'} {view}: {len(copies)} image "
+                f"files of different or unknown size ({shown}); each keeps its own boxes "
+                "(shard keeps one of them)")
+            continue
+        union: list = []
+        for c in sorted(copies):
+            union += [b for b in table.by_path[c].boxes if b not in union]
+        for c in copies:
+            table.by_path[c] = replace(table.by_path[c], boxes=[list(b) for b in union])
+        shared += 1
+    if shared:
+        table.warnings.append(
+            f"{shared} view(s) appear as one image file per table (mass and calcification): "
+            "each copy carries the boxes of all of them; shard keeps one copy of each and "
+            "lists the others as duplicate_view")
 
 
 ADAPTER = Adapter("cbis-ddsm", "cbis-ddsm:CSV[,CSV...]", load, RULES,
