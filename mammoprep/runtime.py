@@ -59,8 +59,11 @@ _tuned = False
 def keep_freed_images() -> bool:
     """Let freed image-sized blocks (up to :data:`MMAP_THRESHOLD`) be reused instead of
     returned to the system, by every thread: one malloc arena (see the module docstring),
-    so call it before the process starts its stage threads. Once per process; True if glibc
-    accepted it (False elsewhere: other C libraries are left as they are)."""
+    so call it before the process starts its stage threads. The settings are process-wide
+    and stay for the process's life: meant for mammoprep's own commands and workers, whose
+    few threads hand whole images to each other (a host program with many allocating
+    threads would share that one arena). Once per process; True if glibc accepted it (False
+    elsewhere: other C libraries are left as they are)."""
     global _tuned
     if _tuned:
         return True
