@@ -660,8 +660,11 @@ def _worker_init() -> None:
 
 def build_shards(inputs: Iterable[str], out_dir: str | Path, cfg: ShardConfig, salt: bytes,
                  executor: Executor | None = None, progress=None, log=print,
-                 overwrite: bool = False) -> dict[str, Any]:
+                 overwrite: bool = False, table=None) -> dict[str, Any]:
     """Plan and write shards and manifests. Returns the summary (see write_manifests).
+
+    ``table``: ``cfg.labels`` already loaded by the caller (with the input folders as
+    roots), so that it is not read again (a CBIS-DDSM table opens every ROI mask).
 
     ``progress(kind, n, total)`` is called as files are scanned and images are written.
     Holds ``OUT/.lock`` (a concurrent run on OUT gets FolderLockedError). Resumes what an
@@ -673,19 +676,22 @@ def build_shards(inputs: Iterable[str], out_dir: str | Path, cfg: ShardConfig, s
     """
     out = Path(out_dir)
     with output_lock(out, "shard"):  # a second run on OUT stops here with a message
-        return _build_locked(inputs, out, cfg, salt, executor, progress, log, overwrite)
+        return _build_locked(inputs, out, cfg, salt, executor, progress, log, overwrite,
+                             table)
 
 
 def _build_locked(inputs, out: Path, cfg: ShardConfig, salt: bytes, executor, progress, log,
-                  overwrite: bool) -> dict[str, Any]:
+                  overwrite: bool, table=None) -> dict[str, Any]:
     from .dicomio import iter_dicom_paths
     from .labels import load_labels
 
     if overwrite:
         remove_outputs(out)
     inputs = [str(p) for p in inputs]
-    labels = load_labels(cfg.labels, roots=[p for p in inputs if Path(p).is_dir()]
-                         ) if cfg.labels else None
+    labels = None
+    if cfg.labels:
+        labels = table if table is not None else load_labels(
+            cfg.labels, roots=[p for p in inputs if Path(p).is_dir()])
     cfg = replace(cfg, reference_sha256=cfg.reference_sha256 or content_digest(
                       cfg.prep.reference),
                   labels_digest=cfg.labels_digest or labels_digest(labels, salt))

@@ -243,8 +243,8 @@ def predict_dicoms(checkpoint: str | Path, inputs: Sequence[str], out: str | Pat
     by_hash = {s["sop_uid_hash"]: s for s in sources if s["sop_uid_hash"]}
     views = cfg0.views if cfg0.views is not None else get_task(cfg0.task).default("views")
     if views == 2:
-        return _predict_two_view(checkpoint, inputs, out, prep, labels, salt, sources, rejects,
-                                 by_hash, n_inputs, device=device, batch_size=batch_size,
+        return _predict_two_view(checkpoint, inputs, out, prep, labels, table, salt, sources,
+                                 rejects, by_hash, n_inputs, device=device, batch_size=batch_size,
                                  workers=workers, figure=figure, log=log)
     return _predict_single_view(ck, out, prep, salt, sources, rejects, n_inputs,
                                 device=device, batch_size=batch_size, workers=workers,
@@ -311,8 +311,8 @@ def _predict_single_view(ck, out: Path, prep, salt, sources, rejects, n_inputs, 
     return {**res, "rejects": rejects}
 
 
-def _predict_two_view(checkpoint, inputs, out: Path, prep, labels, salt, sources, rejects,
-                      by_hash, n_inputs, *, device, batch_size, workers, figure,
+def _predict_two_view(checkpoint, inputs, out: Path, prep, labels, table, salt, sources,
+                      rejects, by_hash, n_inputs, *, device, batch_size, workers, figure,
                       log) -> dict[str, Any]:
     import pyarrow.parquet as pq
     from mammoprep.shards import ShardConfig, build_shards
@@ -322,7 +322,8 @@ def _predict_two_view(checkpoint, inputs, out: Path, prep, labels, salt, sources
     with tempfile.TemporaryDirectory(prefix="mammotrain-predict-") as tmp:
         shards = Path(tmp) / "shards"
         summary = build_shards([str(p) for p in inputs], shards,
-                               ShardConfig(prep=prep, labels=labels, folds=0), salt, log=log)
+                               ShardConfig(prep=prep, labels=labels, folds=0), salt, log=log,
+                               table=table)  # the labels as loaded above, not read again
         log(f"prepared {summary['images']} images ({summary['rejected']} rejected) from "
             f"{len(inputs)} input(s)")
         seen = {r["path"] for r in rejects}

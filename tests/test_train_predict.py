@@ -116,7 +116,7 @@ def test_single_view_model_needs_no_view_position(train_shards, models, tmp_path
     assert json.loads(out.with_suffix(".metrics.json").read_text())["n"] == len(rows)
 
 
-def test_two_view_model_takes_views_from_labels(train_shards, models, tmp_path):
+def test_two_view_model_takes_views_from_labels(train_shards, models, tmp_path, monkeypatch):
     cohort = _cohort(train_shards)
     patient = sorted((cohort / "Benign").iterdir())[1]
     bare = _no_view(patient, tmp_path / "bare")
@@ -129,8 +129,14 @@ def test_two_view_model_takes_views_from_labels(train_shards, models, tmp_path):
     table.write_text("path,laterality,view\n" + "".join(
         f"bare/{f.name},{f.name[0]},{f.stem.split('_')[1]}\n" for f in sorted(bare.glob("*.dcm"))))
     out = tmp_path / "y.parquet"
+    import mammoprep.labels
+
+    loads, load = [], mammoprep.labels.load_labels
+    monkeypatch.setattr(mammoprep.labels, "load_labels",
+                        lambda *a, **k: loads.append(a[0]) or load(*a, **k))
     r = _predict("-c", models[2], "--dicom", bare, "--labels", f"csv:{table}", "-o", out)
     assert r.exit_code == 0, r.output
+    assert loads == [f"csv:{table}"]  # read once (a CBIS-DDSM table opens every ROI mask)
     rows = pq.read_table(out).to_pylist()
     breasts = ({f.name[0] for f in bare.glob("*_CC.dcm")}
                & {f.name[0] for f in bare.glob("*_MLO.dcm")})
