@@ -243,7 +243,7 @@ def predict_dicoms(checkpoint: str | Path, inputs: Sequence[str], out: str | Pat
     by_hash = {s["sop_uid_hash"]: s for s in sources if s["sop_uid_hash"]}
     views = cfg0.views if cfg0.views is not None else get_task(cfg0.task).default("views")
     if views == 2:
-        return _predict_two_view(checkpoint, inputs, out, prep, labels, table, salt, sources,
+        return _predict_two_view(checkpoint, ck, inputs, out, prep, labels, table, salt, sources,
                                  rejects, by_hash, n_inputs, device=device, batch_size=batch_size,
                                  workers=workers, figure=figure, log=log)
     return _predict_single_view(ck, out, prep, salt, sources, rejects, n_inputs,
@@ -311,7 +311,7 @@ def _predict_single_view(ck, out: Path, prep, salt, sources, rejects, n_inputs, 
     return {**res, "rejects": rejects}
 
 
-def _predict_two_view(checkpoint, inputs, out: Path, prep, labels, table, salt, sources,
+def _predict_two_view(checkpoint, ck, inputs, out: Path, prep, labels, table, salt, sources,
                       rejects, by_hash, n_inputs, *, device, batch_size, workers, figure,
                       log) -> dict[str, Any]:
     import pyarrow.parquet as pq
@@ -349,5 +349,6 @@ def _predict_two_view(checkpoint, inputs, out: Path, prep, labels, table, salt, 
                 "; a two-view model needs laterality and view of every image: give "
                 "--labels with them (e.g. rsna:train.csv) or use a single-view model"))
         res = predict_shards(checkpoint, shards, out, device=device, batch_size=batch_size,
-                             workers=workers, figure=figure, log=log, sources=by_hash)
+                             workers=workers, figure=figure, log=log, sources=by_hash,
+                             loaded=ck)
     return {**res, "rejects": rejects}

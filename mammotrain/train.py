@@ -981,7 +981,8 @@ def warn_seen_patients(ck: dict[str, Any], patients, where: str,
 def predict_shards(checkpoint: str | Path, shards: str | Path, out: str | Path, *,
                    device: str = "auto", batch_size: int | None = None, workers: int = 0,
                    figure: int = 8, log: Callable[[str], None] = print,
-                   sources: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+                   sources: dict[str, dict[str, Any]] | None = None,
+                   loaded: dict[str, Any] | None = None) -> dict[str, Any]:
     """Scores (and boxes, for detection) of every example of ``shards`` with a trained model.
 
     Every image (single-view) or CC + MLO breast (two-view) in ``SHARDS/images.parquet`` is
@@ -991,9 +992,10 @@ def predict_shards(checkpoint: str | Path, shards: str | Path, out: str | Path, 
     ``.png`` with the boxes of the first ``figure`` images. Warns when the shards hold
     patients the checkpoint was trained or selected on. ``sources``: sop_uid_hash -> {'path',
     'sop_instance_uid'} of the input files (``predict --dicom``), written into the rows.
-    Returns {'rows', 'metrics'}.
+    ``loaded``: ``checkpoint`` as :func:`read_checkpoint` already returned it (not read
+    again). Returns {'rows', 'metrics'}.
     """
-    ck = read_checkpoint(checkpoint)
+    ck = loaded if loaded is not None else read_checkpoint(checkpoint)
     cfg, model = inference_model(ck, shards, device, workers)
     task = get_task(cfg.task)
     examples, plan = plan_examples(read_manifest(shards), task, cfg.views, unlabeled=True)
