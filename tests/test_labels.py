@@ -329,6 +329,18 @@ def cbis_paths(case: str, n: int) -> tuple[str, str, str]:
             f"{case}_1/{uid}.{n}3/{uid}.{n}4/000001.dcm")
 
 
+def write_cbis_tables(folder: Path, mass_rows: list, calc_rows: list) -> tuple[Path, Path]:
+    """The mass and calcification training tables, with the publisher's header rows."""
+    paths = (folder / "mass_case_description_train_set.csv",
+             folder / "calc_case_description_train_set.csv")
+    for path, columns, rows in zip(paths, (MASS_COLUMNS, CALC_COLUMNS), (mass_rows, calc_rows)):
+        with open(path, "w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(columns)
+            w.writerows(rows)
+    return paths
+
+
 def test_cbis_ddsm_tables_and_roi_masks(tmp_path):
     root = tmp_path / "CBIS-DDSM"
     shape = (60, 40)
@@ -347,23 +359,16 @@ def test_cbis_ddsm_tables_and_roi_masks(tmp_path):
     m2[30:41, 2:9] = 255
     write_dicom(root / mask_mlo, np.arange(64, dtype=np.uint8).reshape(8, 8))
     write_dicom(root / crop_mlo, m2)
-    mass = tmp_path / "mass_case_description_train_set.csv"
-    calc = tmp_path / "calc_case_description_train_set.csv"
-    with open(mass, "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(MASS_COLUMNS)
-        w.writerow(["P_00001", 3, "LEFT", "CC", 1, "mass", "OVAL", "CIRCUMSCRIBED", 3,
-                    "BENIGN", 3, img_cc, crop_cc, mask_cc + "\n"])
-        w.writerow(["P_00001", 3, "LEFT", "MLO", 1, "mass", "OVAL", "CIRCUMSCRIBED", 4,
-                    "BENIGN_WITHOUT_CALLBACK", 3, img_mlo, mask_mlo, crop_mlo])
-    with open(calc, "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(CALC_COLUMNS)
+    mass, calc = write_cbis_tables(tmp_path, [
+        ["P_00001", 3, "LEFT", "CC", 1, "mass", "OVAL", "CIRCUMSCRIBED", 3,
+         "BENIGN", 3, img_cc, crop_cc, mask_cc + "\n"],
+        ["P_00001", 3, "LEFT", "MLO", 1, "mass", "OVAL", "CIRCUMSCRIBED", 4,
+         "BENIGN_WITHOUT_CALLBACK", 3, img_mlo, mask_mlo, crop_mlo]], [
         # a calcification in the same breast: MALIGNANT makes the breast malignant
-        w.writerow(["P_00001", 3, "LEFT", "CC", 1, "calcification", "PLEOMORPHIC",
-                    "CLUSTERED", 5, "MALIGNANT", 4, img_cc, "", ""])
-        w.writerow(["P_00002", 2, "RIGHT", "CC", 1, "calcification", "AMORPHOUS",
-                    "CLUSTERED", 0, "BENIGN", 2, img_r, crop_r, mask_r])  # files absent
+        ["P_00001", 3, "LEFT", "CC", 1, "calcification", "PLEOMORPHIC",
+         "CLUSTERED", 5, "MALIGNANT", 4, img_cc, "", ""],
+        ["P_00002", 2, "RIGHT", "CC", 1, "calcification", "AMORPHOUS",
+         "CLUSTERED", 0, "BENIGN", 2, img_r, crop_r, mask_r]])  # files absent
     table = load_labels(f"cbis-ddsm:{mass},{calc}", roots=[root])
     cc, mlo, r = (table.lookup(root / p) for p in (img_cc, img_mlo, img_r))
     assert (cc.patient, cc.study, cc.laterality, cc.view) == ("P_00001", "P_00001", "L", "CC")
@@ -404,22 +409,15 @@ def test_cbis_ddsm_view_in_both_tables_shares_its_boxes(tmp_path):
         m[20:25, 1:4] = 255
         write_dicom(root / mask, m)
         files[kind + "8"] = (img, crop, mask)
-    mass = tmp_path / "mass_case_description_train_set.csv"
-    calc = tmp_path / "calc_case_description_train_set.csv"
-    with open(mass, "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(MASS_COLUMNS)
-        w.writerow(["P_00007", 2, "LEFT", "CC", 1, "mass", "OVAL", "CIRCUMSCRIBED", 3,
-                    "BENIGN", 3, *files["Mass"]])
-        w.writerow(["P_00008", 2, "RIGHT", "MLO", 1, "mass", "OVAL", "CIRCUMSCRIBED", 3,
-                    "BENIGN", 3, *files["Mass8"]])
-    with open(calc, "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(CALC_COLUMNS)
-        w.writerow(["P_00007", 2, "LEFT", "CC", 1, "calcification", "PLEOMORPHIC",
-                    "CLUSTERED", 4, "MALIGNANT", 4, *files["Calc"]])
-        w.writerow(["P_00008", 2, "RIGHT", "MLO", 1, "calcification", "PLEOMORPHIC",
-                    "CLUSTERED", 4, "BENIGN", 4, *files["Calc8"]])
+    mass, calc = write_cbis_tables(tmp_path, [
+        ["P_00007", 2, "LEFT", "CC", 1, "mass", "OVAL", "CIRCUMSCRIBED", 3, "BENIGN", 3,
+         *files["Mass"]],
+        ["P_00008", 2, "RIGHT", "MLO", 1, "mass", "OVAL", "CIRCUMSCRIBED", 3, "BENIGN", 3,
+         *files["Mass8"]]], [
+        ["P_00007", 2, "LEFT", "CC", 1, "calcification", "PLEOMORPHIC", "CLUSTERED", 4,
+         "MALIGNANT", 4, *files["Calc"]],
+        ["P_00008", 2, "RIGHT", "MLO", 1, "calcification", "PLEOMORPHIC", "CLUSTERED", 4,
+         "BENIGN", 4, *files["Calc8"]]])
     table = load_labels(f"cbis-ddsm:{mass},{calc}", roots=[root])
     both = [[3.0, 10.0, 9.0, 15.0], [3.0, 40.0, 9.0, 45.0]]
     for kind in ("Mass", "Calc"):
