@@ -16,8 +16,8 @@ Costs that are not the images' (measured by ``benchmarks/startup_io.py``, record
   ``perf`` put 19 % of a 24-image `harmonize` run in the kernel's page clearing. With all
   threads in the main arena (``M_ARENA_MAX`` 1) that share fell to 1.7 %, and the run's
   system time halved (benchmarks/RESULTS.md). The threads that allocate here are a few
-  stage threads handing whole images to each other, so one arena's lock costs nothing
-  measurable.
+  stage threads handing whole images to each other, so they rarely wait for the one
+  arena's lock (not measured on its own: the runs as a whole got faster).
 * **Numba's BLAS probe.** When Numba first loads a kernel it imports its NumPy support, which
   probes for a BLAS by importing ``scipy.linalg`` (0.12-0.15 s here). mammoprep's kernels
   use no linear algebra; :func:`load_kernels_without_blas_probe` hides SciPy for that one
