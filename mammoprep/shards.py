@@ -697,10 +697,9 @@ def _build_locked(inputs, out: Path, cfg: ShardConfig, salt: bytes, executor, pr
                   labels_digest=cfg.labels_digest or labels_digest(labels, salt))
     check_existing(out, cfg, log)
     paths = [str(p) for p in iter_dicom_paths(inputs)]
-    auxiliary = [p for p in paths if labels is not None and labels.auxiliary
-                 and str(Path(p).resolve()) in labels.auxiliary]
+    auxiliary = [p for p in paths if labels is not None and labels.is_auxiliary(p)]
     aux = set(auxiliary)
-    paths = [p for p in paths if p not in aux]  # ROI masks, crops: not images
+    paths = [p for p in paths if p not in aux]  # ROI masks, crops, C-views: not stored
     if not paths:
         raise MammoprepError(None, "no DICOM files found", tag="IN", value=list(map(str, inputs)))
     if progress:
@@ -781,8 +780,11 @@ def labels_digest(labels, salt: bytes) -> str:
     def plain(o):
         return asdict(o) if is_dataclass(o) else sorted(o) if isinstance(o, set) else str(o)
 
-    blob = json.dumps([labels.kind, labels.by_path, labels.by_tail, labels.by_stem,
-                       sorted(labels.auxiliary)], sort_keys=True, default=plain)
+    parts = [labels.kind, labels.by_path, labels.by_tail, labels.by_stem,
+             sorted(labels.auxiliary)]
+    if labels.auxiliary_stems:  # only then: earlier tables keep their digest
+        parts.append(sorted(labels.auxiliary_stems))
+    blob = json.dumps(parts, sort_keys=True, default=plain)
     return hmac.new(salt, blob.encode("utf-8", "surrogateescape"), "sha256").hexdigest()
 
 

@@ -94,11 +94,10 @@ def scan_sources(inputs: Sequence[str], salt: bytes, labels=None, energy_table=N
 
     table = load_energy_table(energy_table)
     sources, rejects = [], []
-    auxiliary = getattr(labels, "auxiliary", None) or set()
     for p in iter_dicom_paths(inputs):
         path = str(p)
-        if auxiliary and str(Path(path).resolve()) in auxiliary:
-            continue  # ROI masks and crops the label source names: not mammograms
+        if labels is not None and labels.is_auxiliary(path):
+            continue  # ROI masks, crops, C-views the label source names: not stored
         try:
             meta = read_header(path, salt=salt)
         except MammoprepError as err:

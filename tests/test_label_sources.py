@@ -23,7 +23,8 @@ from mammoprep.labels import parse_birads
 from mammoprep.pipeline import PrepConfig
 from mammoprep.shards import ShardConfig, build_shards, verify
 
-from .test_labels import CALC_COLUMNS, MASS_COLUMNS, RSNA_COLUMNS, write_dicom
+from .test_labels import (CALC_COLUMNS, MASS_COLUMNS, RSNA_COLUMNS, embed_clin_row,
+                          embed_meta_row, write_dicom, write_embed_tables)
 
 SALT = b"label-sources-test-salt-not-secret-0123456789"
 
@@ -363,6 +364,80 @@ def test_cbis_ddsm_view_in_both_tables_keeps_every_lesion(cohort, tmp_path):
 
 
 # ----------------------------------------------------------------- generic table precedence
+
+# ------------------------------------------------------------------------------- EMBED
+
+def test_embed_archive(cohort, tmp_path):
+    """EMBED layout: cohort_1/<empi_anon>/<acc_anon>/<SOP UID>.dcm, one exam per breast,
+    the metadata table naming each file by a path on the publisher's server, one C-view
+    copy (skipped, not rejected) and the clinical table's codes (asses letters, tissueden,
+    path_severity)."""
+    with open(cohort / "labels.csv") as fh:
+        synth_rows = list(csv.DictReader(fh))
+    letters = {str(v): k for k, v in {"A": 0, "N": 1, "B": 2, "P": 3, "S": 4, "M": 5,
+                                      "K": 6}.items()}
+    images = tmp_path / "images" / "cohort_1"
+    meta, clin, expected, breasts = [], [], {}, {}
+    for n, s in enumerate(synth_rows):
+        empi = 70000 + int(s["patient"][1:]) + (500 if s["group"] == "Malign" else 0)
+        acc = f"{empi}{'1' if s['laterality'] == 'L' else '2'}"
+        ds = pydicom.dcmread(cohort / s["path"])
+        uid = str(ds.SOPInstanceUID)
+        dst = images / str(empi) / acc / f"{uid}.dcm"
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        ds.save_as(dst)
+        boxes = json.loads(s["boxes"])
+        rois = str([[[b[1], b[0], b[3], b[2]] for b in boxes]]) if boxes else ""
+        meta.append(embed_meta_row(empi, acc, uid, s["laterality"], s["view"], rois=rois))
+        if (empi, acc) not in breasts:  # one clinical row per breast (= exam here)
+            birads = letters.get(s["birads"], "")
+            dens = str("ABCD".index(s["density"]) + 1) if s["density"] != "-" else ""
+            sev = {"malignant": "0.0", "benign": "4.0"}.get(s["pathology"], "")
+            clin.append(embed_clin_row(empi, acc, s["laterality"], birads, dens, sev=sev))
+            breasts[(empi, acc)] = (s["pathology"] or None if sev else None,
+                                    s["birads"] if birads else None,
+                                    s["density"] if dens else None)
+        pathology, birads, density = breasts[(empi, acc)]
+        expected[uid_hash(uid)] = (s["laterality"], s["view"].lower(), pathology, birads,
+                                   density, [[float(v) for v in b] for b in boxes])
+        if n == 0:  # the exam's synthesised 2-D view: named in the table, never stored
+            ds.SOPInstanceUID = cview = f"{uid}.99"
+            ds.save_as(dst.with_name(f"{cview}.dcm"))
+            meta.append(embed_meta_row(empi, acc, cview, s["laterality"], s["view"],
+                                       kind="cview"))
+    write_embed_tables(tmp_path / "tables", meta, clin)
+    out = tmp_path / "shards"
+    r = CliRunner().invoke(main, ["shard", str(tmp_path / "images"), "-o", str(out),
+                                  "--labels", f"embed:{tmp_path / 'tables'}", "--size", "64",
+                                  "-j", "1", "--salt", SALT.decode()])
+    assert r.exit_code == 0, r.output
+    assert "1 C-view" in r.output
+    rows = _by_uid(out)
+    assert set(rows) == set(expected)  # every 2-D image stored, the C-view skipped
+    summary = _config_summary(out)
+    assert summary["labels"]["skipped_files"] == 1 and summary["rejected"] == 0
+    assert summary["labels"]["source"] == "embed"
+    seen = {"malignant": 0, "benign": 0}
+    for uid, (lat, view, pathology, birads, density, boxes) in expected.items():
+        got = rows[uid]
+        assert (got["laterality"], got["view"]) == (lat, view)
+        assert (got["pathology"], got["birads"], got["density"]) == (pathology, birads,
+                                                                    density), uid
+        # diagnosis from the pathology whatever the BI-RADS (0 included)
+        assert got["label_diagnosis"] == (None if pathology is None else
+                                          int(pathology == "malignant"))
+        assert got["label_birads2"] == (int(int(birads) >= 4) if birads not in (None, "0")
+                                        else None)
+        assert got["boxes_original"] == boxes
+        seen[pathology] = seen.get(pathology, 0) + 1
+    assert seen["malignant"] and seen["benign"]
+    # one sample per breast (exam + side), CC and MLO together
+    keys = {}
+    for row in rows.values():
+        keys.setdefault(row["key"], set()).add(row["view"])
+    assert len(keys) == len(breasts)
+    assert verify(out) == []
+
 
 def test_generic_table_wins_over_the_header_and_counts_conflicts(cohort, tmp_path):
     """The table swaps the sides of one patient's CC images: they are stored with the

@@ -94,7 +94,7 @@ def test_task_rules(rules, args, expected):
 
 
 def test_every_registered_source_has_rules_and_usage():
-    assert set(ADAPTERS) == {"lumina", "rsna", "cbis-ddsm", "vindr", "csv", "parquet"}
+    assert set(ADAPTERS) == {"lumina", "rsna", "cbis-ddsm", "vindr", "embed", "csv", "parquet"}
     for kind, a in ADAPTERS.items():
         assert a.usage.startswith(f"{kind}:") and a.rules.description
 
@@ -640,3 +640,156 @@ def test_vindr_bad_box_names_the_row_and_columns(tmp_path, coords, what):
         load_labels(f"vindr:{tmp_path}")
     assert "finding_annotations.csv:2" in str(exc.value)
     assert "xmin/ymin/xmax/ymax" in str(exc.value)
+
+
+# ------------------------------------------------------------------------------- EMBED
+# Columns and codes as the EMBED Open Data descriptor (Emory-HITI/EMBED_Open_Data, README
+# sections VI-VIII) defines them; values as the published CSVs write them (ids as digits,
+# numeric columns with blanks as "4.0", anonymised server paths).
+
+EMBED_META_COLUMNS = ["Manufacturer", "ManufacturerModelName", "ViewPosition",
+                      "empi_anon", "acc_anon", "study_date_anon", "cohort_num",
+                      "ImageLateralityFinal", "FinalImageType", "spot_mag", "png_path",
+                      "anon_dicom_path", "num_roi", "match_level", "ROI_coords"]
+EMBED_CLIN_COLUMNS = ["empi_anon", "acc_anon", "study_date_anon", "desc", "numfind",
+                      "side", "asses", "tissueden", "bside", "path_severity",
+                      "total_L_find", "total_R_find"]
+
+
+def embed_meta_row(empi, acc, uid, lat, view, kind="2D", spot="", rois=""):
+    path = f"/mnt/NAS2/mammo/anon_dicom/cohort_1/{empi}/{acc}/{uid}.dcm"
+    n = rois.count("[") - 2 if rois else 0
+    return ["HOLOGIC, Inc.", "Selenia Dimensions", view, empi, acc, "2019-03-02", 1, lat,
+            kind, spot, "", path, max(n, 0), "", rois]
+
+
+def embed_clin_row(empi, acc, side, asses, dens, bside="", sev="", desc="MG Screen Bilat"):
+    return [empi, acc, "2019-03-05", desc, 1, side, asses, dens, bside, sev, 0, 0]
+
+
+def write_embed_tables(folder: Path, meta: list, clin: list, reduced: bool = False
+                       ) -> tuple[Path, Path]:
+    suffix = "_reduced" if reduced else ""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = (folder / f"EMBED_OpenData_metadata{suffix}.csv",
+             folder / f"EMBED_OpenData_clinical{suffix}.csv")
+    for path, header, rows in zip(paths, (EMBED_META_COLUMNS, EMBED_CLIN_COLUMNS),
+                                  (meta, clin)):
+        with open(path, "w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(header)
+            w.writerows(rows)
+    return paths
+
+
+def test_embed_tables_per_breast_labels(tmp_path):
+    meta = [
+        # exam 1: screening recall of the left breast (A = BI-RADS 0) with a finding the
+        # radiologist called benign (B) too; biopsy of the left breast: invasive cancer
+        embed_meta_row(11, 901, "1.2.3.1", "L", "CC", rois="[[[1165, 822, 1294, 1000]]]"),
+        embed_meta_row(11, 901, "1.2.3.2", "L", "MLO"),
+        embed_meta_row(11, 901, "1.2.3.3", "R", "CC"),
+        embed_meta_row(11, 901, "1.2.3.4", "R", "MLO", kind="cview"),
+        # exam 2: bilateral finding (side B), benign biopsy on the right (bside R), a
+        # non-breast cancer (6) on the left, and a spot magnification view
+        embed_meta_row(12, 902, "1.2.4.1", "L", "CC", spot="1.0"),
+        embed_meta_row(12, 902, "1.2.4.2", "L", "MLO",
+                       rois="((10, 20, 30, 40), (50, 60, 70, 80))"),
+        embed_meta_row(12, 902, "1.2.4.3", "R", "MLO"),
+        # exam 3: a male patient (tissueden 5), no finding row side: both breasts
+        embed_meta_row(13, 903, "1.2.5.1", "R", "CC"),
+        # exam 4: no clinical row at all
+        embed_meta_row(14, 904, "1.2.6.1", "L", "CC"),
+    ]
+    clin = [
+        embed_clin_row(11, 901, "L", "A", "3.0", sev="0.0"),
+        embed_clin_row(11, 901, "L", "B", "3.0"),
+        embed_clin_row(11, 901, "R", "N", "3.0"),
+        embed_clin_row(12, 902, "B", "S", "2", bside="R", sev="4"),
+        embed_clin_row(12, 902, "L", "P", "2", sev="6"),
+        embed_clin_row(12, 902, "R", "K", "2"),
+        embed_clin_row(13, 903, "", "N", "5"),
+    ]
+    write_embed_tables(tmp_path / "tables", meta, clin)
+    table = load_labels(f"embed:{tmp_path}")  # the dataset root above tables/
+    assert table.kind == "embed" and table.rules.diagnosis_birads == "any"
+
+    def labels(uid):
+        r = table.lookup(Path(f"/data/cohort_1/x/y/{uid}.dcm"))
+        return (r.laterality, r.view, r.pathology, r.birads, r.density)
+
+    # BI-RADS 0 outranks 2 (ACR order); the recall's cancer labels the recalled breast only
+    assert labels("1.2.3.1") == ("L", "CC", "malignant", "0", "C")
+    assert labels("1.2.3.2") == ("L", "MLO", "malignant", "0", "C")
+    assert labels("1.2.3.3") == ("R", "CC", None, "1", "C")
+    # side B reaches both breasts (S = 4 outranks P = 3 on the left, K = 6 on the right);
+    # the benign result is the right breast's (bside); severity 6 is no breast label
+    assert labels("1.2.4.2") == ("L", "MLO", None, "4", "B")
+    assert labels("1.2.4.3") == ("R", "MLO", "benign", "4", "B")
+    assert labels("1.2.5.1") == ("R", "CC", None, "1", None)  # male: no density
+    assert labels("1.2.6.1") == ("L", "CC", None, None, None)
+    # boxes: EMBED's [ymin, xmin, ymax, xmax] as [xmin, ymin, xmax, ymax]
+    assert table.lookup(Path("1.2.3.1.dcm")).boxes == [[822.0, 1165.0, 1000.0, 1294.0]]
+    assert table.lookup(Path("1.2.4.2.dcm")).boxes == [[20.0, 10.0, 40.0, 30.0],
+                                                       [60.0, 50.0, 80.0, 70.0]]
+    # C-view and the spot magnification are named but skipped, whatever folder they are in
+    assert table.auxiliary_stems == {"1.2.3.4", "1.2.4.1"}
+    assert table.is_auxiliary("/elsewhere/1.2.3.4.dcm")
+    assert not table.is_auxiliary("/elsewhere/1.2.3.3.dcm")
+    assert table.lookup(Path("1.2.3.4.dcm")) is None
+    assert any("1 C-view, 1 spot/magnification" in w for w in table.warnings)
+    assert any("1 image(s) of exams without a clinical row" in w for w in table.warnings)
+    # task rules: a recall with a proven cancer is a diagnosis positive; BI-RADS 0 is in
+    # no BI-RADS task; density C
+    t = table.tasks(table.lookup(Path("1.2.3.1.dcm")))
+    assert t == {"diagnosis": 1, "birads2": None, "birads3": None, "density": 2}
+    assert table.tasks(table.lookup(Path("1.2.4.3.dcm")))["birads3"] == 1
+
+
+def test_embed_reduced_tables_explicit_files_and_density_disagreement(tmp_path):
+    meta = [embed_meta_row("21", "931", "9.1", "L", "CC"),
+            embed_meta_row("21", "931", "9.2", "R", "CC")]
+    clin = [embed_clin_row("21.0", "931.0", "L", "N", "1"),
+            embed_clin_row(21, 931, "R", "B", "4")]
+    meta_csv, clin_csv = write_embed_tables(tmp_path, meta, clin, reduced=True)
+    for spec in (f"embed:{tmp_path}", f"embed:{clin_csv},{meta_csv}"):
+        table = load_labels(spec)
+        r = table.lookup(Path("9.2.dcm"))
+        assert (r.patient, r.study, r.birads, r.density) == ("21", "931", "2", None)
+        assert any("disagree on tissueden" in w for w in table.warnings)
+
+
+@pytest.mark.parametrize("where, value, column", [
+    ("clin", "X", "asses"), ("clin", "7", "path_severity"), ("clin", "Q", "side"),
+    ("meta", "tomo", "FinalImageType"), ("meta", "2", "spot_mag"),
+    ("meta", "[[1, 2, 3]]", "ROI_coords"), ("meta", "[[5, 5, 1, 1]]", "ROI_coords"),
+])
+def test_embed_bad_values_name_the_file_row_and_column(tmp_path, where, value, column):
+    meta = [embed_meta_row(31, 941, "8.1", "L", "CC"), embed_meta_row(31, 941, "8.2", "L", "MLO")]
+    clin = [embed_clin_row(31, 941, "L", "N", "2"), embed_clin_row(31, 941, "L", "N", "2")]
+    rows, header = (clin, EMBED_CLIN_COLUMNS) if where == "clin" else (meta,
+                                                                        EMBED_META_COLUMNS)
+    rows[1][header.index(column)] = value
+    meta_csv, clin_csv = write_embed_tables(tmp_path, meta, clin)
+    with pytest.raises(LabelError) as e:
+        load_labels(f"embed:{tmp_path}")
+    msg = str(e.value)
+    assert f"{clin_csv if where == 'clin' else meta_csv}:3" in msg, msg
+    assert column in msg and value in msg
+
+
+def test_embed_structural_errors(tmp_path):
+    meta = [embed_meta_row(41, 951, "7.1", "L", "CC"), embed_meta_row(41, 952, "7.1", "L", "CC")]
+    write_embed_tables(tmp_path / "dup", meta, [embed_clin_row(41, 951, "L", "N", "2")])
+    with pytest.raises(LabelError, match="listed twice"):
+        load_labels(f"embed:{tmp_path / 'dup'}")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(LabelError, match="EMBED metadata table missing"):
+        load_labels(f"embed:{tmp_path / 'empty'}")
+    m, c = write_embed_tables(tmp_path / "two", meta[:1], [])
+    with pytest.raises(LabelError, match="cannot tell the metadata table"):
+        load_labels(f"embed:{m},{m}")
+    with open(c, "w") as fh:
+        fh.write("empi_anon,acc_anon,side\n41,951,L\n")
+    with pytest.raises(LabelError, match="asses"):
+        load_labels(f"embed:{m},{c}")

@@ -19,7 +19,7 @@ from ..options import (bar_disabled, decoder_option, jobs_option, keep_suspect_o
               help="Output folder for shards and manifests.")
 @click.option("--labels", default=None, metavar="KIND:PATH",
               help="Label source: lumina:DIR, rsna:CSV, cbis-ddsm:CSV[,CSV...], vindr:DIR, "
-              "csv:FILE or parquet:FILE (schema above).")
+              "embed:DIR, csv:FILE or parquet:FILE (schema above).")
 @click.option("--ref", "ref", default=None, metavar="REF",
               help="Harmonisation reference (.npz, DICOM folder or file). Omit for raw shards.")
 @click.option("--only-energy", type=click.Choice(["high", "low"]), default=None,
@@ -66,8 +66,9 @@ def shard_cmd(inputs, out, labels, ref, only_energy, energy_table, size, no_crop
     (see --allow-rejects).
 
     \b
-    Label sources: lumina:DIR, rsna:CSV, cbis-ddsm:CSV[,CSV...], vindr:DIR, csv:FILE,
-    parquet:FILE (each with its publisher's schema and task rules: README, "Label sources").
+    Label sources: lumina:DIR, rsna:CSV, cbis-ddsm:CSV[,CSV...], vindr:DIR, embed:DIR,
+    csv:FILE, parquet:FILE (each with its publisher's schema and task rules: README, "Label
+    sources").
     Generic label table (csv:FILE / parquet:FILE), one row per image; column names in any
     case; empty, '-', NA, N/A, null mean missing; other values are errors naming the row:
       path        required  image file, relative to the table's folder or absolute
@@ -166,7 +167,8 @@ def _echo_labels(summary: dict) -> None:
         for line in summary["label_details"]["conflict_examples"]:
             click.echo(f"  {line}")
     if rep.get("skipped_files"):
-        click.echo(f"skipped {rep['skipped_files']} files the labels name as masks/crops")
+        click.echo(f"skipped {rep['skipped_files']} file(s) the label source names but does "
+                   "not store (ROI masks, crops, C-views, ...)")
     for w in summary["label_details"]["source_warnings"]:
         click.echo(f"warning: {w}", err=True)
 

@@ -7,6 +7,7 @@ Each source kind is an adapter in its own module, registered in :data:`ADAPTERS`
 * ``rsna:CSV`` (:mod:`.rsna`) - RSNA screening ``train.csv``;
 * ``cbis-ddsm:CSV[,CSV...]`` (:mod:`.cbis_ddsm`) - CBIS-DDSM mass/calc description tables;
 * ``vindr:DIR`` (:mod:`.vindr`) - VinDr-Mammo annotations;
+* ``embed:DIR`` (:mod:`.embed`) - EMBED Open Data metadata and clinical tables;
 * ``csv:FILE`` / ``parquet:FILE`` or a bare ``.csv``/``.parquet`` path (:mod:`.table`) - the
   generic table (schema: :data:`GENERIC_COLUMNS`).
 
@@ -21,7 +22,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-from . import cbis_ddsm, lumina, rsna, table, vindr
+from . import cbis_ddsm, embed, lumina, rsna, table, vindr
 from ._common import (GENERIC_RULES, TASKS, Adapter, LabelError, LabelRow, LabelTable,
                       TaskRules, is_missing, parse_birads, parse_boxes, parse_density,
                       parse_laterality, parse_pathology, parse_view, task_labels, unmatched)
@@ -40,8 +41,8 @@ def register_adapter(adapter: Adapter) -> Adapter:
     return adapter
 
 
-for _a in (lumina.ADAPTER, rsna.ADAPTER, cbis_ddsm.ADAPTER, vindr.ADAPTER, table.ADAPTER,
-           table.PARQUET_ADAPTER):
+for _a in (lumina.ADAPTER, rsna.ADAPTER, cbis_ddsm.ADAPTER, vindr.ADAPTER, embed.ADAPTER,
+           table.ADAPTER, table.PARQUET_ADAPTER):
     register_adapter(_a)
 
 
@@ -69,7 +70,7 @@ def load_labels(spec: str, roots: Sequence[str | Path] = ()) -> LabelTable:
     roots: the folders given to ``shard`` (relative image paths in some sources, e.g.
     CBIS-DDSM's, are resolved against them)."""
     kind, path = parse_spec(spec)
-    first = path.split(",")[0] if kind == "cbis-ddsm" else path
+    first = path.split(",")[0] if kind in ("cbis-ddsm", "embed") else path
     if not first or not Path(first).exists():
         raise LabelError(first or None, "label source not found", tag="--labels", value=spec,
                          hint=f"{ADAPTERS[kind].usage}: check the path")

@@ -121,9 +121,11 @@ class LabelTable:
 
     by_path: resolved absolute file path; by_tail: ``PARENT/STEM`` (e.g. RSNA's
     ``patient_id/image_id``); by_stem: file name without suffix (VinDr's image id).
-    auxiliary: resolved paths of files the source names that are not mammograms (e.g.
-    CBIS-DDSM ROI masks and crops); ``shard`` skips them. warnings: structural problems
-    the adapter worked around (reported by ``shard``).
+    auxiliary: resolved paths of files the source names that are not mammograms to
+    store (e.g. CBIS-DDSM ROI masks and crops); auxiliary_stems: the same, by file name
+    without suffix, for sources whose paths are another machine's (EMBED's C-view and
+    magnified views); ``shard`` skips both (:meth:`is_auxiliary`). warnings: structural
+    problems the adapter worked around (reported by ``shard``).
     """
 
     kind: str
@@ -132,7 +134,14 @@ class LabelTable:
     by_tail: dict[str, LabelRow] = field(default_factory=dict)
     by_stem: dict[str, LabelRow] = field(default_factory=dict)
     auxiliary: set[str] = field(default_factory=set)
+    auxiliary_stems: set[str] = field(default_factory=set)
     warnings: list[str] = field(default_factory=list)
+
+    def is_auxiliary(self, path: str | Path) -> bool:
+        """True for a file the source names but that is not to be stored (skipped)."""
+        if self.auxiliary_stems and Path(path).stem in self.auxiliary_stems:
+            return True
+        return bool(self.auxiliary) and str(Path(path).resolve()) in self.auxiliary
 
     def match_key(self, path: str | Path) -> str | None:
         p = Path(path)

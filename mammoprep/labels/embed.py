@@ -1,0 +1,266 @@
+"""``embed:DIR`` - the Emory Breast Imaging Dataset (EMBED Open Data) tables.
+
+DIR is the release's ``tables`` folder (or the dataset root above it) with
+``EMBED_OpenData_metadata.csv`` (one row per file) and ``EMBED_OpenData_clinical.csv`` (one
+row per finding the radiologist described); the ``_reduced`` tables are read where the full
+ones are absent. ``embed:METADATA.csv,CLINICAL.csv`` names the two files instead (any
+order: a table with ``anon_dicom_path`` is the metadata). Images are
+``cohort_N/<empi_anon>/<acc_anon>/<SOP Instance UID>.dcm``; ``anon_dicom_path`` is a path on
+the publisher's server, so a file is matched by its name (the SOP Instance UID).
+
+Per image (metadata): patient ``empi_anon``, study ``acc_anon``, laterality
+``ImageLateralityFinal``, view ``ViewPosition``, boxes from ``ROI_coords`` (``DCM_ROI_coords``
+where a table has it): nested lists of ``[ymin, xmin, ymax, xmax]``, written here as ``[xmin,
+ymin, xmax, ymax]``. Only 2-D full-field mammograms are stored: a row whose
+``FinalImageType`` is ``cview`` (synthesised from tomosynthesis), ``3D`` or a screensave
+(``ROI_SSC``/``ROI_SS``), or whose ``spot_mag`` is 1 (spot compression or magnification),
+names a file that ``shard`` skips (counted, with a warning).
+
+Per breast (clinical rows of the exam, ``empi_anon`` + ``acc_anon``): a finding whose ``side``
+is ``L`` or ``R`` is that breast's, ``B`` or empty both breasts' (the publisher's merge rule).
+* BI-RADS (``asses``: A=0, N=1, B=2, P=3, S=4, M=5, K=6): the breast's most concerning
+  finding in the ACR order 1 < 2 < 3 < 6 < 0 < 4 < 5;
+* pathology (``path_severity``, on the side of ``bside`` where given): 0 invasive and 1
+  non-invasive cancer are malignant, 2 high-risk, 3 borderline, 4 benign and 5 normal tissue
+  benign, 6 (a non-breast cancer) no breast label; malignant if any result is; images of
+  exams without a result carry no pathology (a negative screen is not a biopsy);
+* density (``tissueden`` 1-4 = A-D, 5 = male: none), per exam; rows that disagree leave the
+  exam without density (warned).
+Diagnosis takes the pathology whatever the BI-RADS (a screening recall, BI-RADS 0, with a
+proven cancer is a positive); BI-RADS 1-6 feed the BI-RADS tasks.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from pathlib import Path
+from typing import Any, Sequence
+
+from ._common import (Adapter, LabelError, LabelRow, LabelTable, TaskRules, is_missing,
+                      normalise_columns, parse_density, parse_laterality,
+                      parse_text, parse_view, read_table, require_columns)
+
+RULES = TaskRules(
+    "embed", "any", True,
+    "diagnosis: pathology of the breast's findings (path_severity 0-1 malignant, 2-5 benign, "
+    "6 none), any BI-RADS; BI-RADS: the breast's most concerning assessment (A=0 ... K=6), "
+    "1-6 feed the BI-RADS tasks; density: tissueden 1-4 = A-D (5, male: none)")
+
+METADATA_COLUMNS = ("empi_anon", "acc_anon", "anon_dicom_path", "imagelateralityfinal",
+                    "viewposition", "finalimagetype")
+CLINICAL_COLUMNS = ("empi_anon", "acc_anon", "side", "asses")
+NAMES = {"metadata": ("EMBED_OpenData_metadata.csv", "EMBED_OpenData_metadata_reduced.csv"),
+         "clinical": ("EMBED_OpenData_clinical.csv", "EMBED_OpenData_clinical_reduced.csv")}
+
+#: ``asses`` letter -> BI-RADS category.
+ASSESSMENT = {"A": "0", "N": "1", "B": "2", "P": "3", "S": "4", "M": "5", "K": "6"}
+#: BI-RADS categories from least to most concerning (ACR's overall-assessment order).
+CONCERN = ("1", "2", "3", "6", "0", "4", "5")
+#: ``FinalImageType`` (lower case, without ``-``/``_``/spaces) -> what ``shard`` does.
+IMAGE_TYPES = {"2d": None, "cview": "C-view", "3d": "3D", "roissc": "screensave",
+               "roiss": "screensave"}
+
+
+def _find(root: Path) -> tuple[Path, Path]:
+    """(metadata, clinical) CSV paths for ``embed:DIR``."""
+    folders = [root / "tables", root] if (root / "tables").is_dir() else [root]
+    found = {}
+    for kind, names in NAMES.items():
+        for folder in folders:
+            hit = next((folder / n for n in names if (folder / n).is_file()), None)
+            if hit is not None:
+                found[kind] = hit
+                break
+        else:
+            raise LabelError(root, f"EMBED {kind} table missing", tag="file",
+                             value=" or ".join(names),
+                             hint="embed:DIR needs the release's tables folder (or the dataset "
+                                  "root above it), or embed:METADATA.csv,CLINICAL.csv")
+    return found["metadata"], found["clinical"]
+
+
+def _tables(path_text: str) -> tuple[Path, Path]:
+    parts = [Path(p) for p in path_text.split(",") if p]
+    if len(parts) == 1 and parts[0].is_dir():
+        return _find(parts[0])
+    if len(parts) != 2:
+        raise LabelError(path_text, "embed: needs a folder or two CSV files", tag="--labels",
+                         value=path_text, hint="embed:DIR or embed:METADATA.csv,CLINICAL.csv")
+    for p in parts:
+        if not p.is_file():
+            raise LabelError(p, "EMBED table not found", tag="--labels", value=path_text,
+                             hint="check the path")
+    heads = [(read_table(p)[:1] or [{}])[0] for p in parts]
+    is_meta = ["anon_dicom_path" in normalise_columns(h) for h in heads]
+    if is_meta.count(True) != 1:
+        raise LabelError(path_text, "cannot tell the metadata table (with anon_dicom_path) "
+                         "from the clinical one", tag="header row",
+                         value=[list(h) for h in heads], hint="name one metadata and one "
+                         "clinical table")
+    return (parts[0], parts[1]) if is_meta[0] else (parts[1], parts[0])
+
+
+def _rows(path: Path, columns: Sequence[str], hint: str) -> list[dict[str, Any]]:
+    rows = [normalise_columns(r) for r in read_table(path)]
+    require_columns(path, rows, columns, hint)
+    return rows
+
+
+def _text(v: Any, where: str, column: str) -> str | None:
+    """:func:`parse_text`, and ``'4.0'`` -> ``'4'`` (a numeric column with blanks, as a
+    data-frame export writes it)."""
+    s = parse_text(v, where, column)
+    return re.sub(r"^(\d+)\.0*$", r"\1", s) if s is not None else None
+
+
+def _code(v: Any, where: str, column: str, allowed: dict[str, Any], hint: str,
+          squeeze: bool = False) -> Any:
+    """One of ``allowed`` (keys upper case), None when missing; else a LabelError.
+    squeeze: ignore ``-``, ``_`` and spaces (``C-view`` = ``cview``)."""
+    if is_missing(v):
+        return None
+    key = _text(v, where, column).upper()
+    if squeeze:
+        key = re.sub(r"[-_\s]", "", key)
+    if key not in allowed:
+        raise LabelError(where, f"not an EMBED {column} code", tag=f"column {column}",
+                         value=v, hint=hint)
+    return allowed[key]
+
+
+def _sides(v: Any, where: str, column: str) -> tuple[str, ...]:
+    """``L`` -> (L,), ``R`` -> (R,), ``B`` or missing -> both."""
+    return _code(v, where, column, {"L": ("L",), "R": ("R",), "B": ("L", "R")},
+                 "EMBED codes a side as L, R or B (bilateral)") or ("L", "R")
+
+
+def _severity(v: Any, where: str) -> str | None:
+    return _code(v, where, "path_severity",
+                 {"0": "malignant", "1": "malignant", "2": "benign", "3": "benign",
+                  "4": "benign", "5": "benign", "6": None},
+                 "path_severity is 0-6 (0-1 cancer, 2-5 benign, 6 non-breast cancer)")
+
+
+def parse_rois(v: Any, where: str, column: str) -> list:
+    """EMBED's nested ``[ymin, xmin, ymax, xmax]`` lists (``[[[1165, 822, 1294, 1000]]]``,
+    ``((10, 20, 30, 40),)``) -> ``[[xmin, ymin, xmax, ymax], ...]``."""
+    if is_missing(v):
+        return []
+    text = str(v)
+    if not re.fullmatch(r"[\s\[\]\(\),'\"\d.]*", text):
+        raise LabelError(where, "ROI coordinates are not nested lists of numbers",
+                         tag=f"column {column}", value=v,
+                         hint="EMBED writes ROIs as [[ymin, xmin, ymax, xmax], ...]")
+    numbers = [float(n) for n in re.findall(r"\d+(?:\.\d+)?", text)]
+    if len(numbers) % 4:
+        raise LabelError(where, "ROI coordinates do not come in fours",
+                         tag=f"column {column}", value=v,
+                         hint="EMBED writes ROIs as [[ymin, xmin, ymax, xmax], ...]")
+    yx = [numbers[i:i + 4] for i in range(0, len(numbers), 4)]
+    for b in yx:
+        if b[2] <= b[0] or b[3] <= b[1]:
+            raise LabelError(where, "an ROI is not [ymin, xmin, ymax, xmax] with ymax > ymin "
+                             "and xmax > xmin", tag=f"column {column}", value=v,
+                             hint="fix the ROI or drop it")
+    return [[b[1], b[0], b[3], b[2]] for b in yx]
+
+
+def _exam_labels(rows: list[dict[str, Any]], path: Path, table: LabelTable
+                 ) -> dict[tuple[str, str], dict[str, Any]]:
+    """(empi_anon, acc_anon) -> {'L': {birads, pathology}, 'R': ..., 'density': ...}."""
+    exams: dict[tuple[str, str], dict[str, Any]] = {}
+    densities: dict[tuple[str, str], set] = {}
+    for i, r in enumerate(rows, start=2):
+        where = f"{path}:{i}"
+        key = (_text(r["empi_anon"], where, "empi_anon"),
+               _text(r["acc_anon"], where, "acc_anon"))
+        if None in key:
+            raise LabelError(where, "empi_anon and acc_anon are required",
+                             tag="column empi_anon/acc_anon", value=key)
+        exam = exams.setdefault(key, {"L": {}, "R": {}})
+        birads = _code(r.get("asses"), where, "asses", ASSESSMENT,
+                       "EMBED codes BI-RADS as A (0), N (1), B (2), P (3), S (4), M (5), K (6)")
+        sides = _sides(r.get("side"), where, "side")
+        for s in sides if birads is not None else ():
+            old = exam[s].get("birads")
+            if old is None or CONCERN.index(birads) > CONCERN.index(old):
+                exam[s]["birads"] = birads
+        result = _severity(r.get("path_severity"), where)
+        bside = r.get("bside")
+        for s in (_sides(bside, where, "bside") if not is_missing(bside) else sides
+                  ) if result is not None else ():
+            if exam[s].get("pathology") != "malignant":
+                exam[s]["pathology"] = result
+        dens = _text(r.get("tissueden"), where, "tissueden")
+        if dens is not None and dens != "5":  # 5: a male breast, no ACR density
+            densities.setdefault(key, set()).add(parse_density(dens, where, "tissueden"))
+    disagree = [k for k, d in densities.items() if len(d) > 1]
+    for key, d in densities.items():
+        exams[key]["density"] = next(iter(d)) if len(d) == 1 else None
+    if disagree:
+        table.warnings.append(
+            f"EMBED: {len(disagree)} exam(s) with findings that disagree on tissueden, left "
+            f"without density (first: acc_anon {disagree[0][1]})")
+    return exams
+
+
+def load(path_text: str, roots: Sequence[Path] = ()) -> LabelTable:
+    meta_path, clin_path = _tables(path_text)
+    table = LabelTable("embed", RULES)
+    exams = _exam_labels(_rows(clin_path, CLINICAL_COLUMNS,
+                               "EMBED's clinical table: empi_anon, acc_anon, side, asses, "
+                               "tissueden, path_severity, bside, ..."), clin_path, table)
+    rows = _rows(meta_path, METADATA_COLUMNS,
+                 "EMBED's metadata table: empi_anon, acc_anon, anon_dicom_path, "
+                 "ImageLateralityFinal, ViewPosition, FinalImageType, spot_mag, ROI_coords, ...")
+    roi_column = "DCM_ROI_coords" if rows and "dcm_roi_coords" in rows[0] else "ROI_coords"
+    skipped: Counter = Counter()
+    without_exam = 0
+    seen: dict[str, str] = {}
+    for i, r in enumerate(rows, start=2):
+        where = f"{meta_path}:{i}"
+        name = parse_text(r["anon_dicom_path"], where, "anon_dicom_path")
+        if name is None:
+            raise LabelError(where, "anon_dicom_path is required", tag="column anon_dicom_path",
+                             value=r["anon_dicom_path"])
+        stem = Path(name.replace("\\", "/").rsplit("/", 1)[-1]).stem
+        if stem in seen:
+            raise LabelError(where, f"this image is listed twice (also at {seen[stem]})",
+                             tag="column anon_dicom_path", value=name, hint="one row per file")
+        seen[stem] = where
+        kind = _code(r["finalimagetype"], where, "FinalImageType",
+                     {k.upper(): v or "2D" for k, v in IMAGE_TYPES.items()},
+                     "EMBED's FinalImageType is 2D, cview, 3D, ROI_SSC or ROI_SS", squeeze=True)
+        special = _code(r.get("spot_mag"), where, "spot_mag", {"0": False, "1": True},
+                        "spot_mag is 1 (spot compression or magnification) or empty/0")
+        if kind != "2D" or special:
+            reason = "spot/magnification" if kind == "2D" else kind or "no FinalImageType"
+            skipped[reason] += 1
+            table.auxiliary_stems.add(stem)
+            continue
+        patient = _text(r["empi_anon"], where, "empi_anon")
+        study = _text(r["acc_anon"], where, "acc_anon")
+        lat = parse_laterality(r["imagelateralityfinal"], where, "ImageLateralityFinal")
+        exam = exams.get((patient, study))
+        if exam is None:
+            without_exam += 1
+        breast = exam.get(lat, {}) if exam is not None and lat else {}
+        table.by_stem[stem] = LabelRow(
+            patient=patient, study=study, laterality=lat,
+            view=parse_view(r["viewposition"], where, "ViewPosition"),
+            pathology=breast.get("pathology"), birads=breast.get("birads"),
+            density=exam.get("density") if exam is not None else None,
+            boxes=parse_rois(r.get(roi_column.lower()), where, roi_column), source_row=where)
+    if skipped:
+        table.warnings.append(
+            "EMBED: files that are not 2-D full-field mammograms are skipped: " + ", ".join(
+                f"{n} {k}" for k, n in sorted(skipped.items())))
+    if without_exam:
+        table.warnings.append(f"EMBED: {without_exam} image(s) of exams without a clinical "
+                              "row carry no labels")
+    return table
+
+
+ADAPTER = Adapter("embed", "embed:DIR", load, RULES,
+                  "EMBED Open Data metadata + clinical tables; images matched by SOP UID")
