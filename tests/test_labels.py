@@ -583,6 +583,23 @@ def test_generic_csv_encodings_and_bom(tmp_path, encoding):
     assert (a.patient, a.birads, b.patient) == ("Jos\u00e9 \u00c5", "2", "M\u00fcller")
 
 
+@pytest.mark.parametrize("encoding", ["cp1252", "latin-1"])
+def test_csv_decoded_while_streamed_falls_back_on_a_late_byte(tmp_path, encoding):
+    """The table is decoded while it is read: a Windows-1252 byte far beyond the first
+    buffer (here in the last row) still makes the whole table Windows-1252, and only the
+    asked-for columns (any case) are kept."""
+    from mammoprep.labels._common import read_table
+
+    p = tmp_path / "wide.csv"
+    rows = "".join(f"P{i},{i}.dcm,x{i},2\n" for i in range(20000))
+    p.write_bytes(("Patient,PATH,other,birads\n" + rows + "M\u00fcller\u00ff,z.dcm,y,3\n")
+                  .encode(encoding))
+    got = read_table(p, ["patient", "path"])
+    assert len(got) == 20001 and got[0] == {"Patient": "P0", "PATH": "0.dcm"}
+    assert got[-1] == {"Patient": "M\u00fcller\u00ff", "PATH": "z.dcm"}
+    assert read_table(p)[-1]["other"] == "y"
+
+
 def test_partly_filled_patient_column_is_an_error(tmp_path):
     """Table ids for some rows and header hashes for the others would split one patient
     across folds."""

@@ -13,7 +13,6 @@ the row and the column.
 from __future__ import annotations
 
 import csv
-import io
 import json
 import math
 import re
@@ -327,31 +326,52 @@ def normalise_columns(row: dict[str, Any]) -> dict[str, Any]:
     return {str(k).strip().lower(): v for k, v in row.items() if k is not None}
 
 
-def decode_text(data: bytes) -> str:
-    """A text table's bytes as text: UTF-8 (BOM or not), UTF-16 with a BOM (spreadsheet
-    "Unicode text" exports), else Windows-1252 / Latin-1 (older spreadsheet exports)."""
-    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
-        return data.decode("utf-16")
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        pass
-    try:
-        return data.decode("cp1252")
-    except UnicodeDecodeError:
-        return data.decode("latin-1")
+def text_encodings(head: bytes) -> tuple[str, ...]:
+    """The encodings to try, in turn, for a text table starting with ``head``: UTF-16 with
+    a BOM (spreadsheet "Unicode text" exports), else UTF-8 (BOM or not), Windows-1252,
+    Latin-1 (older spreadsheet exports; Latin-1 decodes any byte)."""
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return ("utf-16",)
+    return ("utf-8-sig", "cp1252", "latin-1")
 
 
-def read_table(path: Path) -> list[dict[str, Any]]:
-    """Rows of a CSV (:func:`decode_text`: UTF-8 with or without BOM, UTF-16 with BOM,
-    Windows-1252 / Latin-1) or Parquet file as dicts (header as written)."""
+def _csv_rows(path: Path, want: set[str] | None) -> list[dict[str, Any]]:
+    """A CSV's rows, decoded while streamed (the file is never held whole, nor twice)."""
+    with open(path, "rb") as fh:
+        encodings = text_encodings(fh.read(4))
+    for n, enc in enumerate(encodings):
+        try:
+            with open(path, encoding=enc, newline="") as fh:
+                if want is None:
+                    return list(csv.DictReader(fh))
+                reader = csv.reader(fh)
+                header = next(reader, [])
+                keep = [(i, h) for i, h in enumerate(header) if h.strip().lower() in want]
+                return [{h: (row[i] if i < len(row) else None) for i, h in keep}
+                        for row in reader]
+        except UnicodeDecodeError:
+            if n == len(encodings) - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
+def read_table(path: Path, columns: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    """Rows of a CSV (:func:`text_encodings`: UTF-8 with or without BOM, UTF-16 with BOM,
+    Windows-1252 / Latin-1) or Parquet file as dicts (header as written).
+
+    columns: keep only these (matched in any case; absent ones are simply not there, for
+    :func:`require_columns` to name): wide tables, such as EMBED's metadata with its
+    hundred DICOM columns over 480,000 rows, then hold only what is read."""
+    want = {c.lower() for c in columns} if columns is not None else None
     try:
         if path.suffix.lower() == ".parquet":
             import pyarrow.parquet as pq
 
-            return pq.read_table(path).to_pylist()
-        text = decode_text(path.read_bytes())
-        return list(csv.DictReader(io.StringIO(text, newline="")))
+            names = None
+            if want is not None:
+                names = [n for n in pq.read_schema(path).names if n.strip().lower() in want]
+            return pq.read_table(path, columns=names).to_pylist()
+        return _csv_rows(path, want)
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise LabelError(path, f"cannot read the label table ({exc})") from None
     except Exception as exc:  # noqa: BLE001 - pyarrow raises many types

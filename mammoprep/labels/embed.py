@@ -91,18 +91,20 @@ def _tables(path_text: str) -> tuple[Path, Path]:
         if not p.is_file():
             raise LabelError(p, "EMBED table not found", tag="--labels", value=path_text,
                              hint="check the path")
-    heads = [(read_table(p)[:1] or [{}])[0] for p in parts]
-    is_meta = ["anon_dicom_path" in normalise_columns(h) for h in heads]
+    is_meta = ["anon_dicom_path" in normalise_columns(
+        (read_table(p, ["anon_dicom_path"])[:1] or [{}])[0]) for p in parts]
     if is_meta.count(True) != 1:
-        raise LabelError(path_text, "cannot tell the metadata table (with anon_dicom_path) "
-                         "from the clinical one", tag="header row",
-                         value=[list(h) for h in heads], hint="name one metadata and one "
+        raise LabelError(path_text, "cannot tell the metadata table (rows with "
+                         "anon_dicom_path) from the clinical one", tag="header row",
+                         value=[p.name for p in parts], hint="name one metadata and one "
                          "clinical table")
     return (parts[0], parts[1]) if is_meta[0] else (parts[1], parts[0])
 
 
-def _rows(path: Path, columns: Sequence[str], hint: str) -> list[dict[str, Any]]:
-    rows = [normalise_columns(r) for r in read_table(path)]
+def _rows(path: Path, columns: Sequence[str], hint: str, optional: Sequence[str] = ()
+          ) -> list[dict[str, Any]]:
+    """The table's rows, only ``columns`` and ``optional`` kept, names in lower case."""
+    rows = [normalise_columns(r) for r in read_table(path, [*columns, *optional])]
     require_columns(path, rows, columns, hint)
     return rows
 
@@ -210,10 +212,12 @@ def load(path_text: str, roots: Sequence[Path] = ()) -> LabelTable:
     table = LabelTable("embed", RULES)
     exams = _exam_labels(_rows(clin_path, CLINICAL_COLUMNS,
                                "EMBED's clinical table: empi_anon, acc_anon, side, asses, "
-                               "tissueden, path_severity, bside, ..."), clin_path, table)
+                               "tissueden, path_severity, bside, ...",
+                               ("tissueden", "path_severity", "bside")), clin_path, table)
     rows = _rows(meta_path, METADATA_COLUMNS,
                  "EMBED's metadata table: empi_anon, acc_anon, anon_dicom_path, "
-                 "ImageLateralityFinal, ViewPosition, FinalImageType, spot_mag, ROI_coords, ...")
+                 "ImageLateralityFinal, ViewPosition, FinalImageType, spot_mag, ROI_coords, ...",
+                 ("spot_mag", "roi_coords", "dcm_roi_coords"))
     roi_column = "DCM_ROI_coords" if rows and "dcm_roi_coords" in rows[0] else "ROI_coords"
     skipped: Counter = Counter()
     without_exam = 0
