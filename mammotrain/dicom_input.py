@@ -62,17 +62,6 @@ def _reject(path: str, reason: str, message: str) -> dict[str, str]:
     return {"path": str(path), "reason": reason, "message": message}
 
 
-def _sop_instance_uid(path: str) -> str | None:
-    import pydicom
-
-    try:
-        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SOPInstanceUID"])
-    except Exception:  # noqa: BLE001 - the header scan reports unreadable files
-        return None
-    uid = ds.get("SOPInstanceUID")
-    return str(uid) if uid else None
-
-
 def scan_sources(inputs: Sequence[str], salt: bytes, labels=None, energy_table=None
                  ) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
     """Header-only scan of the DICOM files under ``inputs`` -> (sources, rejects).
@@ -86,7 +75,7 @@ def scan_sources(inputs: Sequence[str], salt: bytes, labels=None, energy_table=N
     :func:`mammoprep.shards.image_identity`); ``key`` names the breast (study and
     laterality) as a shard's manifest does, or the image alone when that is unknown, so
     per-breast metrics never merge unrelated images."""
-    from mammoprep.dicomio import iter_dicom_paths, read_header
+    from mammoprep.dicomio import header_meta, iter_dicom_paths, read_header_dataset
     from mammoprep.energy import energy_class, load_energy_table
     from mammoprep.errors import MammoprepError
     from mammoprep.labels import LabelRow
@@ -98,8 +87,10 @@ def scan_sources(inputs: Sequence[str], salt: bytes, labels=None, energy_table=N
         path = str(p)
         if labels is not None and labels.is_auxiliary(path):
             continue  # ROI masks, crops, C-views the label source names: not stored
-        try:
-            meta = read_header(path, salt=salt)
+        try:  # one header parse: the identity-free meta and, for the output, the UID
+            ds, ts = read_header_dataset(path)
+            meta = header_meta(ds, ts, salt)
+            uid = str(ds.get("SOPInstanceUID") or "") or None
         except MammoprepError as err:
             d = err.as_dict()
             rejects.append(_reject(path, d.get("error", "bad_dicom"), d.get("message", str(err))))
@@ -111,7 +102,7 @@ def scan_sources(inputs: Sequence[str], salt: bytes, labels=None, energy_table=N
         who = image_identity(lab or LabelRow(), meta, salt)
         lat, study = who["laterality"], who["study"]
         sources.append({
-            "path": path, "sop_instance_uid": _sop_instance_uid(path),
+            "path": path, "sop_instance_uid": uid,
             "sop_uid_hash": meta.get("sop_uid_hash"), "patient": who["patient"],
             "study": study, "laterality": lat, "view": who["view"].lower() or None,
             # one breast of one study, as `shard` groups them; an image without laterality

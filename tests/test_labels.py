@@ -331,14 +331,18 @@ def cbis_paths(case: str, n: int) -> tuple[str, str, str]:
 
 def write_cbis_tables(folder: Path, mass_rows: list, calc_rows: list) -> tuple[Path, Path]:
     """The mass and calcification training tables, with the publisher's header rows."""
-    paths = (folder / "mass_case_description_train_set.csv",
-             folder / "calc_case_description_train_set.csv")
-    for path, columns, rows in zip(paths, (MASS_COLUMNS, CALC_COLUMNS), (mass_rows, calc_rows)):
+    return write_csvs({folder / "mass_case_description_train_set.csv": (MASS_COLUMNS, mass_rows),
+                       folder / "calc_case_description_train_set.csv": (CALC_COLUMNS, calc_rows)})
+
+
+def write_csvs(tables: dict[Path, tuple[list, list]]) -> tuple[Path, ...]:
+    """Write each ``path: (header, rows)`` as a CSV; returns the paths in order."""
+    for path, (header, rows) in tables.items():
         with open(path, "w", newline="") as fh:
             w = csv.writer(fh)
-            w.writerow(columns)
+            w.writerow(header)
             w.writerows(rows)
-    return paths
+    return tuple(tables)
 
 
 def test_cbis_ddsm_tables_and_roi_masks(tmp_path):
@@ -688,15 +692,8 @@ def write_embed_tables(folder: Path, meta: list, clin: list, reduced: bool = Fal
                        ) -> tuple[Path, Path]:
     suffix = "_reduced" if reduced else ""
     folder.mkdir(parents=True, exist_ok=True)
-    paths = (folder / f"EMBED_OpenData_metadata{suffix}.csv",
-             folder / f"EMBED_OpenData_clinical{suffix}.csv")
-    for path, header, rows in zip(paths, (EMBED_META_COLUMNS, EMBED_CLIN_COLUMNS),
-                                  (meta, clin)):
-        with open(path, "w", newline="") as fh:
-            w = csv.writer(fh)
-            w.writerow(header)
-            w.writerows(rows)
-    return paths
+    return write_csvs({folder / f"EMBED_OpenData_metadata{suffix}.csv": (EMBED_META_COLUMNS, meta),
+                       folder / f"EMBED_OpenData_clinical{suffix}.csv": (EMBED_CLIN_COLUMNS, clin)})
 
 
 def test_embed_tables_per_breast_labels(tmp_path):
