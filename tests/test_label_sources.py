@@ -367,11 +367,13 @@ def test_cbis_ddsm_view_in_both_tables_keeps_every_lesion(cohort, tmp_path):
 
 # ------------------------------------------------------------------------------- EMBED
 
-def test_embed_archive(cohort, tmp_path):
+@pytest.fixture(scope="module")
+def embed_archive(cohort, tmp_path_factory) -> tuple[Path, Path, dict, dict]:
     """EMBED layout: cohort_1/<empi_anon>/<acc_anon>/<SOP UID>.dcm, one exam per breast,
     the metadata table naming each file by a path on the publisher's server, one C-view
-    copy (skipped, not rejected) and the clinical table's codes (asses letters, tissueden,
-    path_severity)."""
+    copy (to be skipped, not rejected) and the clinical table's codes (asses letters,
+    tissueden, path_severity). Returns (images, tables, expected per SOP UID hash, breasts)."""
+    tmp_path = tmp_path_factory.mktemp("embed")
     with open(cohort / "labels.csv") as fh:
         synth_rows = list(csv.DictReader(fh))
     letters = {str(v): k for k, v in {"A": 0, "N": 1, "B": 2, "P": 3, "S": 4, "M": 5,
@@ -406,9 +408,14 @@ def test_embed_archive(cohort, tmp_path):
             meta.append(embed_meta_row(empi, acc, cview, s["laterality"], s["view"],
                                        kind="cview"))
     write_embed_tables(tmp_path / "tables", meta, clin)
+    return tmp_path / "images", tmp_path / "tables", expected, breasts
+
+
+def test_embed_archive(embed_archive, tmp_path):
+    images, tables, expected, breasts = embed_archive
     out = tmp_path / "shards"
-    r = CliRunner().invoke(main, ["shard", str(tmp_path / "images"), "-o", str(out),
-                                  "--labels", f"embed:{tmp_path / 'tables'}", "--size", "64",
+    r = CliRunner().invoke(main, ["shard", str(images), "-o", str(out),
+                                  "--labels", f"embed:{tables}", "--size", "64",
                                   "-j", "1", "--salt", SALT.decode()])
     assert r.exit_code == 0, r.output
     assert "1 C-view" in r.output
@@ -519,15 +526,23 @@ TINY = ["--backbone", "test_resnet", "--size", "32", "--epochs", "1", "--batch-s
         "--folds", "0"]
 
 
-@pytest.mark.parametrize("kind", ["rsna", "cbis-ddsm"])
-def test_archive_goes_to_cv_and_predict(kind, rsna_archive, cbis_archive, tmp_path):
-    """RSNA- and CBIS-DDSM-style archives: `mammoprep shard` -> `mammotrain cv` ->
-    `mammotrain predict --dicom ... --labels` with the labels their publishers meant."""
+@pytest.mark.parametrize("kind", ["rsna", "cbis-ddsm", "embed"])
+def test_archive_goes_to_cv_and_predict(kind, rsna_archive, cbis_archive, embed_archive,
+                                        tmp_path):
+    """RSNA-, CBIS-DDSM- and EMBED-style archives: `mammoprep shard` -> `mammotrain cv` ->
+    `mammotrain predict --dicom ... --labels` with the labels their publishers meant (and
+    without the files they name but that are not mammograms to store: CBIS-DDSM's masks
+    and crops, EMBED's C-view)."""
     from mammotrain.cli import main as train_main
 
     if kind == "rsna":
         images, table, expected = rsna_archive
         spec = f"rsna:{table}"
+    elif kind == "embed":
+        images, tables, found, _ = embed_archive
+        spec = f"embed:{tables}"
+        expected = {uid: (*v[:2], -1 if v[2] is None else int(v[2] == "malignant"))
+                    for uid, v in found.items()}
     else:
         images, tables, expected = cbis_archive
         spec = "cbis-ddsm:" + ",".join(map(str, tables))
