@@ -179,7 +179,16 @@ def training_options(shards: bool = True):
         click.option("--gamma", type=click.FloatRange(0, 1), default=DEFAULTS["gamma"],
                      show_default=True, help="--schedule step: decay factor."),
         click.option("--folds", type=FoldsType(), default=None,
-                     help="Test folds to run, e.g. 0,1 [default: all in the manifest]."),
+                     help="Test folds to run, e.g. 0,1 [default: all in the manifest; with "
+                          "--split-by vendor or energy: every group]."),
+        click.option("--split-by", type=click.Choice(["fold", "vendor", "energy"]),
+                     default="fold", show_default=True,
+                     help="What a test fold is: fold (the manifest's patient-level folds), "
+                          "vendor or energy (leave one out: test fold K holds every example "
+                          "of the K-th manufacturer or energy class, in sorted order; the "
+                          "model is trained and selected on the other groups' patients, "
+                          "never on a patient of the test group). The log, split.json and "
+                          "the report name each fold's group."),
         click.option("--val-fraction", type=click.FloatRange(0, 1, max_open=True),
                      default=DEFAULTS["val_fraction"], show_default=True,
                      help="Share of the training folds' patients held out for model selection."),

@@ -33,7 +33,7 @@ import heapq
 import json
 import math
 from collections import Counter, defaultdict
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
@@ -139,10 +139,13 @@ class PlanReport:
     examples: int
     excluded: dict[str, int] = field(default_factory=dict)
     class_counts: dict[int, int] = field(default_factory=dict)
+    split_by: str = "fold"
+    fold_names: dict[int, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["class_counts"] = {str(k): v for k, v in sorted(self.class_counts.items())}
+        d["fold_names"] = {str(k): v for k, v in sorted(self.fold_names.items())}
         return d
 
     def describe(self) -> str:
@@ -213,6 +216,36 @@ def plan_examples(rows: Sequence[dict[str, Any]], task: TaskSpec, views: int,
     return out, report
 
 
+#: ``--split-by``: what a test fold is. 'fold': the manifest's patient-level folds;
+#: 'vendor' / 'energy': one test fold per manufacturer / energy class (leave one out).
+SPLIT_BY = {"fold": None, "vendor": "manufacturer", "energy": "energy"}
+
+
+def regroup_folds(examples: Sequence[Example], plan: PlanReport, by: str
+                  ) -> list[Example]:
+    """Examples with ``fold`` = the index of their group under ``by`` (:data:`SPLIT_BY`;
+    groups sorted by name), for leave-one-vendor-out (or -energy-out) evaluation; ``plan``
+    gains ``split_by`` and ``fold_names`` (index -> group) and counts the examples without
+    a group as excluded (``no_vendor`` / ``no_energy``). 'fold' returns them unchanged."""
+    if by not in SPLIT_BY:
+        raise ValueError(f"split_by must be one of {', '.join(SPLIT_BY)}, got {by!r}")
+    plan.split_by = by
+    column = SPLIT_BY[by]
+    if column is None:
+        return list(examples)
+    names = sorted({str(getattr(e, column)) for e in examples
+                    if getattr(e, column) not in (None, "")})
+    index = {n: i for i, n in enumerate(names)}
+    kept = [replace(e, fold=index[str(getattr(e, column))]) for e in examples
+            if getattr(e, column) not in (None, "")]
+    if len(kept) < len(examples):
+        plan.excluded[f"no_{by}"] = len(examples) - len(kept)
+        plan.examples = len(kept)
+        plan.class_counts = dict(Counter(e.label for e in kept))
+    plan.fold_names = dict(enumerate(names))
+    return kept
+
+
 @dataclass
 class Split:
     """Patient-disjoint train / val / test examples for one test fold."""
@@ -238,11 +271,13 @@ def split_examples(examples: Sequence[Example], test_fold: int, val_fraction: fl
                    seed: int = 0) -> Split:
     """Test = ``fold == test_fold``; validation = ``val_fraction`` of the other folds'
     patients, drawn per stratum (a patient's highest label) with ``(seed, test_fold)``;
-    train = the rest. No patient is in two parts."""
+    train = the rest. No patient is in two parts: a test patient's examples in other folds
+    (possible when folds are vendors, :func:`regroup_folds`) are used nowhere."""
     if not 0.0 <= val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
     test = [e for e in examples if e.fold == test_fold]
-    pool = [e for e in examples if e.fold != test_fold]
+    test_patients = {e.patient for e in test}
+    pool = [e for e in examples if e.fold != test_fold and e.patient not in test_patients]
     strata: dict[int, set[str]] = defaultdict(set)
     top: dict[str, int] = {}
     for e in pool:

@@ -448,8 +448,11 @@ def write_run_report(out: str | Path) -> dict[str, Any]:
     reasons = fold_reasons(run)
     pooled = pooled_metrics(run, seed=int(cfg.get("seed", 0)))
     texts, no_val = selection_notes(run)
-    per_fold = [{"fold": f["fold"], "n_test": f.get("n_test"),
-                 "selected epoch": f.get("selected_epoch"),
+    names = {int(k): v for k, v in (run["plan"].get("fold_names") or {}).items()}
+    split_by = run["plan"].get("split_by") or "fold"
+    per_fold = [{"fold": f["fold"],
+                 **({f"test {split_by}": names.get(int(f["fold"]), "")} if names else {}),
+                 "n_test": f.get("n_test"), "selected epoch": f.get("selected_epoch"),
                  **{task.metric_label(m): _cell(f.get(m)) for m in task.metrics},
                  "note": reasons.get(int(f["fold"]), "")} for f in run["folds"]]
     _write_csv(out / "metrics_per_fold.csv",
@@ -473,6 +476,11 @@ def write_run_report(out: str | Path) -> dict[str, Any]:
           f"{cfg['epochs']} epochs, batch {cfg['batch_size']}, lr {cfg['lr']:g} "
           f"({cfg.get('schedule') or 'step'} schedule), seed {cfg['seed']}; "
           f"{len(run['folds'])} test folds. Model selection: {'; '.join(texts)}.", ""]
+    if names:
+        md += [f"**Leave one {split_by} out:** each test fold holds every example of one "
+               f"{split_by}; its model was trained and selected on the other "
+               f"{split_by} groups' patients only ("
+               + ", ".join(f"fold {k} = {v}" for k, v in sorted(names.items())) + ").", ""]
     if no_val:
         md += [f"**Warning:** fold {', '.join(map(str, no_val))} had no validation patients: "
                "the last epoch was evaluated, not an epoch selected on validation.", ""]
@@ -518,7 +526,9 @@ def write_run_report(out: str | Path) -> dict[str, Any]:
     (out / "summary.md").write_text("\n".join(md) + "\n")
     summary = {"title": run_title(cfg), "config": cfg, "folds": len(run["folds"]),
                "summary": {m: s[m].to_dict() for m in task.metrics},
-               "per_fold": [{"fold": f["fold"], "selected_epoch": f.get("selected_epoch"),
+               "split_by": split_by,
+               "per_fold": [{"fold": f["fold"], "test_group": names.get(int(f["fold"])),
+                             "selected_epoch": f.get("selected_epoch"),
                              "selection": f.get("selection"),
                              "undefined_reason": reasons.get(int(f["fold"])),
                              **{m: f.get(m) for m in task.metrics}} for f in run["folds"]],

@@ -39,8 +39,8 @@ import torch
 
 from .augment import PRESETS as AUG_PRESETS
 from .data import (INTERPOLATIONS, EpochLoader, Example, Preprocess, ShardStream, Split,
-                   folds_in, input_hw, parse_size, plan_examples, read_manifest,
-                   split_examples)
+                   SPLIT_BY, folds_in, input_hw, parse_size, plan_examples, read_manifest,
+                   regroup_folds, split_examples)
 from .jsonio import dumps as strict_dumps
 from .jsonio import write_json
 from .metrics import classification_metrics
@@ -106,6 +106,9 @@ class TrainConfig:
     lr: None = the task's default (detection 1e-4), else 1e-5 for transformers (Swin, ViT,
     EVA/DINOv3) and 1e-3 for CNNs (LUMINA).
     folds: test folds to run (None = every fold in the manifest).
+    split_by: what a test fold is (:data:`mammotrain.data.SPLIT_BY`): 'fold' (the manifest's
+        patient-level folds), 'vendor' or 'energy' (leave one manufacturer / energy class
+        out: fold K is the K-th group in sorted order, trained on the others' patients).
     val_fraction: share of the training folds' patients held out for model selection.
     select: model selection on the validation split: 'auc' (highest AUC, ties: lowest loss),
         'loss' (lowest loss) or 'last' (last epoch). Without validation patients the last
@@ -144,6 +147,7 @@ class TrainConfig:
     gamma: float = 0.1
     schedule: str | None = None
     folds: tuple[int, ...] | None = None
+    split_by: str = "fold"
     val_fraction: float = 0.2
     workers: int = 2
     device: str = "auto"
@@ -220,6 +224,7 @@ class TrainConfig:
                   (self.interpolation in INTERPOLATIONS + ("timm",), "interpolation",
                    ", ".join(INTERPOLATIONS + ("timm",))),
                   (0 <= self.val_fraction < 1, "val_fraction", "in [0, 1)"),
+                  (self.split_by in SPLIT_BY, "split_by", ", ".join(SPLIT_BY)),
                   (bool(self.shards), "shards", "a shard folder")]
         for ok, name, what in checks:
             if not ok:
@@ -434,9 +439,18 @@ def prepare(cfg: TrainConfig) -> tuple[list[dict], list[Example], Any, list[int]
     task = get_task(cfg.task)
     rows = read_manifest(cfg.shards)
     examples, plan = plan_examples(rows, task, cfg.views)
-    available = folds_in(rows)
-    if not available:
-        raise ValueError(f"{cfg.shards}/images.parquet: no fold assigned; shard with --folds >= 2")
+    examples = regroup_folds(examples, plan, cfg.split_by)
+    if cfg.split_by == "fold":
+        available = folds_in(rows)
+        if not available:
+            raise ValueError(f"{cfg.shards}/images.parquet: no fold assigned; shard with "
+                             "--folds >= 2")
+    else:
+        available = sorted(plan.fold_names)
+        if len(available) < 2:
+            raise ValueError(f"{cfg.shards}/images.parquet: --split-by {cfg.split_by} needs "
+                             "examples of at least 2 groups to leave one out, found "
+                             f"{list(plan.fold_names.values()) or 'none'}")
     folds = list(cfg.folds) if cfg.folds is not None else available
     bad = [f for f in folds if f not in available]
     if bad:
@@ -652,9 +666,11 @@ def train_fold(cfg: TrainConfig, test_fold: int, *, resume: bool = False,
                 (out / name).unlink(missing_ok=True)
             for p in out.glob("train_log.rank*.jsonl"):
                 p.unlink()
-        _write_json(out / "split.json", {"test_fold": test_fold, **{
+        group = plan.fold_names.get(test_fold)
+        _write_json(out / "split.json", {"test_fold": test_fold, "split_by": plan.split_by,
+                                         "test_group": group, **{
             k: [e.uid for e in getattr(split, k)] for k in ("train", "val", "test")}})
-        log(split.describe())
+        log(split.describe() + (f" [test: {plan.split_by} {group}]" if group else ""))
     dist.barrier()
 
     stream = ShardStream(cfg.shards, split.train, cfg.preprocess(), train=True, seed=cfg.seed,

@@ -54,6 +54,32 @@ def test_cv_report_and_combine(train_shards, tmp_path):
     assert r.exit_code == 0 and "## density" in (tmp_path / "all.md").read_text()
 
 
+def test_cv_leave_one_vendor_out(train_shards, tmp_path):
+    """`cv --split-by vendor`: one test fold per manufacturer, named in the log, split.json
+    and the report; each fold's test predictions are that vendor's images only."""
+    import pyarrow.parquet as pq
+
+    out = tmp_path / "lovo"
+    r = CliRunner().invoke(main, ["cv", "--task", "density", "--views", "1", "--shards",
+                                  str(train_shards), "--out", str(out), "--split-by",
+                                  "vendor", "--folds", "0,1", *TINY])
+    assert r.exit_code == 0, r.output
+    plan = json.loads((out / "config.json").read_text())["plan"]
+    names = plan["fold_names"]
+    assert plan["split_by"] == "vendor" and len(names) >= 3
+    for k in (0, 1):
+        split = json.loads((out / f"fold{k}" / "split.json").read_text())
+        assert split["test_group"] == names[str(k)]
+        assert f"[test: vendor {names[str(k)]}]" in r.output
+        preds = pq.read_table(out / f"fold{k}" / "predictions.parquet").to_pylist()
+        assert preds and {p["manufacturer"] for p in preds} == {names[str(k)]}
+        assert not set(split["train"]) & set(split["test"])
+    md = (out / "summary.md").read_text()
+    assert "Leave one vendor out" in md and f"fold 1 = {names['1']}" in md
+    assert json.loads((out / "summary.json").read_text())["per_fold"][0]["test_group"] == \
+        names["0"]
+
+
 def test_ablation_raw_vs_harmonized(train_shards, train_shards_harmonized, tmp_path):
     out = tmp_path / "abl"
     r = CliRunner().invoke(main, ["ablation", "--raw-shards", str(train_shards),

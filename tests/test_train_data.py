@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from mammotrain.data import (EpochLoader, Preprocess, ShardStream, letterbox, normalize,
-                             plan_examples, read_manifest, rebatch, resize_square,
-                             split_examples, to_unit)
+                             plan_examples, read_manifest, rebatch, regroup_folds,
+                             resize_square, split_examples, to_unit)
 from mammotrain.tasks import get_task
 
 from .test_train_shards import train_shards  # noqa: F401  (session fixture)
@@ -84,6 +84,38 @@ def test_split_is_patient_grouped_and_never_uses_the_test_fold(train_shards):
         assert len(sp.train) + len(sp.val) + len(sp.test) == len(ex)
     a, b = split_examples(ex, 1, 0.25, 3), split_examples(ex, 1, 0.25, 3)
     assert [e.uid for e in a.val] == [e.uid for e in b.val]
+
+
+def test_leave_one_vendor_out_folds(train_shards):
+    """--split-by vendor: fold K = every example of the K-th manufacturer (sorted); the
+    training and validation patients never include a patient of the test vendor, even one
+    who also has images of another vendor."""
+    from dataclasses import replace
+
+    ex, plan = plan_examples(read_manifest(train_shards), get_task("density"), 1)
+    vendors = sorted({e.manufacturer for e in ex})
+    assert len(vendors) >= 3  # the synthetic cohort's vendor profiles
+    # one patient imaged on two systems (a study moved between sites), one without vendor
+    moved = ex[0].patient
+    other = next(v for v in vendors if v != ex[0].manufacturer)
+    ex = [replace(e, manufacturer=other) if e.patient == moved and e.views == ("mlo",)
+          else e for e in ex]
+    ex[-1] = replace(ex[-1], manufacturer=None)
+    got = regroup_folds(ex, plan, "vendor")
+    assert plan.fold_names == dict(enumerate(vendors)) and plan.split_by == "vendor"
+    assert plan.excluded["no_vendor"] == 1 and len(got) == len(ex) - 1
+    assert all(plan.fold_names[e.fold] == e.manufacturer for e in got)
+    for k, name in plan.fold_names.items():
+        sp = split_examples(got, k, 0.25, seed=0)
+        assert sp.test and all(e.manufacturer == name for e in sp.test)
+        test_patients = {e.patient for e in sp.test}
+        assert all(e.manufacturer != name and e.patient not in test_patients
+                   for e in sp.train + sp.val)
+        if moved in test_patients:  # the moved patient's other-vendor image is unused
+            assert moved not in {e.patient for e in sp.train + sp.val}
+    with pytest.raises(ValueError, match="split_by"):
+        regroup_folds(ex, plan, "site")
+    assert regroup_folds(ex, plan, "fold") == ex
 
 
 def _uids(loader, epoch):
