@@ -436,6 +436,16 @@ def _cell(v: float | None) -> Any:
     return round(100 * v, 2) if v is not None and math.isfinite(v) else "undefined"
 
 
+def _split_note(plan: dict) -> str:
+    """``'; leave one vendor out (fold 0 = A, ...)'`` for a run split by group, else ''."""
+    names = plan.get("fold_names") or {}
+    if not names:
+        return ""
+    return (f"; leave one {plan.get('split_by')} out ("
+            + ", ".join(f"fold {k} = {v}" for k, v in sorted(names.items(), key=lambda kv:
+                                                                int(kv[0]))) + ")")
+
+
 def write_run_report(out: str | Path) -> dict[str, Any]:
     """metrics_per_fold.csv, summary.{md,csv,json}, subgroup_auc.csv, roc.png for a run."""
     out = Path(out)
@@ -653,7 +663,8 @@ def write_ablation_report(raw: str | Path, harmonized: str | Path, out: str | Pa
           f"raw: `{rel(runs['raw']['out'], out)}` ({runs['raw']['config']['shards']}), "
           f"harmonised: `{rel(runs['harmonised']['out'], out)}` "
           f"({runs['harmonised']['config']['shards']}); same configuration, "
-          f"{len(runs['raw']['folds'])} / {len(runs['harmonised']['folds'])} folds.", "",
+          f"{len(runs['raw']['folds'])} / {len(runs['harmonised']['folds'])} folds"
+          + _split_note(runs["raw"]["plan"]) + ".", "",
           "## Mean ± std over folds (%)", "",
           _md_table(list(rows[0]), [list(r.values()) for r in rows]), "",
           f"## Paired test of the pooled out-of-fold {auc_name} ({test['n']} examples of "
