@@ -78,7 +78,11 @@ def test_cv_leave_one_vendor_out(train_shards, tmp_path):
     assert "Leave one vendor out" in md and f"fold 1 = {names['1']}" in md
     assert json.loads((out / "summary.json").read_text())["per_fold"][0]["test_group"] == \
         names["0"]
-    r = CliRunner().invoke(main, ["compare", str(out), str(out), "-o", str(tmp_path / "c")])
+    import shutil
+
+    shutil.copytree(out, tmp_path / "lovo2")  # compare refuses one folder twice
+    r = CliRunner().invoke(main, ["compare", str(out), str(tmp_path / "lovo2"), "-o",
+                                  str(tmp_path / "c")])
     assert r.exit_code == 0, r.output
     assert f"leave one vendor out (fold 0 = {names['0']}" in (
         tmp_path / "c" / "ablation.md").read_text()
