@@ -129,9 +129,12 @@ def plan_samples(scanned: list[dict[str, Any]], labels, salt: bytes,
     Precedence: laterality, view, patient and study come from the label table where it gives
     them, else from the header ((0020,0062)/(0020,0060), (0018,5101)/View Code Sequence,
     (0010,0020), (0020,000D)); a header without View Position works when the table gives the
-    view. ``conflicts`` (optional, filled in): for each of :data:`OVERRIDDEN` the number of
-    images where table and header both have a value and they differ (the table's is used),
-    plus ``examples`` (a few ``path: field table X, header Y`` lines).
+    view. ``conflicts`` (optional, filled in): for laterality and view, the number of
+    images where table and header both have a value and they differ (the table's is used);
+    for study, the number of images the table groups into studies differently from
+    (0020,000D) (a table study spanning several header studies, or a header study split
+    across table studies: the identifiers themselves live in different namespaces, e.g.
+    EMBED's accession numbers); plus ``examples`` (a few ``path: ...`` lines).
 
     Labels are per image: each view holds ``labels`` (raw pathology / BI-RADS / density) and
     ``tasks`` (class index per task under the label source's rules, None = excluded).
@@ -147,6 +150,7 @@ def plan_samples(scanned: list[dict[str, Any]], labels, salt: bytes,
     counts: Counter = Counter()
     examples: list[str] = []
     claims: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    studies: list[tuple[str, str, str, str]] = []  # path, table id, its pseudonym, header
     for item in scanned:
         path = item["path"]
         if "error" in item:
@@ -160,16 +164,14 @@ def plan_samples(scanned: list[dict[str, Any]], labels, salt: bytes,
         lab = lab or LabelRow()
         check_boxes(lab, meta, path)
         header_view = (meta.get("view") or "").upper() or None
-        table_study = pseudonym(lab.study, salt) if lab.study else None
+        if lab.study and meta.get("study_hash"):
+            studies.append((path, lab.study, pseudonym(lab.study, salt), meta["study_hash"]))
         for name, table_v, header_v in (("laterality", lab.laterality, meta.get("laterality")),
-                                        ("view", lab.view, header_view),
-                                        ("study", table_study, meta.get("study_hash"))):
+                                        ("view", lab.view, header_view)):
             if table_v and header_v and table_v != header_v:
                 counts[name] += 1
                 if len(examples) < 5:
-                    shown = (lab.study, "(0020,000D) hash") if name == "study" else (
-                        table_v, header_v)
-                    examples.append(f"{path}: {name} table {shown[0]!r}, header {shown[1]!r}")
+                    examples.append(f"{path}: {name} table {table_v!r}, header {header_v!r}")
         who = image_identity(lab, meta, salt)
         lat, view, patient, study = who["laterality"], who["view"], who["patient"], who["study"]
         if lat not in ("L", "R"):
@@ -207,8 +209,34 @@ def plan_samples(scanned: list[dict[str, Any]], labels, salt: bytes,
         s["labels"], s["tasks"] = merge_view_labels(s["views"])
     unmatched_keys = unmatched(labels, matched) if labels is not None else []
     if conflicts is not None:
+        counts["study"] = study_grouping_conflicts(studies, examples)
         conflicts.update({f: counts.get(f, 0) for f in OVERRIDDEN}, examples=examples)
     return samples, rejects, unmatched_keys
+
+
+def study_grouping_conflicts(studies: list[tuple[str, str, str, str]],
+                             examples: list[str]) -> int:
+    """Images whose table study groups them differently from (0020,000D):
+    ``studies`` is ``(path, table study, its pseudonym, header study hash)`` per image that
+    has both; an image counts when its table study spans several header studies or its
+    header study spans several table studies. Up to 5 lines are added to ``examples``."""
+    headers: dict[str, set] = defaultdict(set)
+    tables: dict[str, set] = defaultdict(set)
+    for _, _, t, h in studies:
+        headers[t].add(h)
+        tables[h].add(t)
+    n = 0
+    for path, shown, t, h in studies:
+        merged, split = len(headers[t]) > 1, len(tables[h]) > 1
+        if merged or split:
+            n += 1
+            if len(examples) < 5:
+                examples.append(
+                    f"{path}: study table {shown!r} " + (
+                        f"spans {len(headers[t])} (0020,000D) studies" if merged else
+                        f"shares its (0020,000D) study with {len(tables[h]) - 1} other "
+                        "table study(ies)"))
+    return n
 
 
 #: Box coordinates may exceed the image by this much (pixels; annotation tools round).

@@ -478,6 +478,36 @@ def test_generic_table_wins_over_the_header_and_counts_conflicts(cohort, tmp_pat
     assert _config_summary(out)["labels"]["conflicts"]["laterality"] == 2
 
 
+def test_study_conflicts_count_grouping_not_identifiers(cohort, tmp_path):
+    """Table study ids live in another namespace than (0020,000D) (accession numbers, case
+    ids): only images the table groups differently are counted, not every image."""
+    files = sorted((cohort / "Benign").rglob("*.dcm"))
+    patients = sorted({f.parent for f in files})
+    assert len({pydicom.dcmread(f, stop_before_pixels=True).StudyInstanceUID
+                for f in files}) == len(patients)  # the cohort: one study per patient
+
+    def run(name, study_of):
+        with open(tmp_path / f"{name}.csv", "w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(["path", "study", "pathology"])
+            w.writerows([f.relative_to(cohort / "Benign").as_posix(), study_of(f), "benign"]
+                        for f in files)
+        summary = build_shards([str(cohort / "Benign")], tmp_path / name,
+                               _cfg(f"csv:{tmp_path / name}.csv", folds=0), SALT)
+        return summary["labels"]["conflicts"]["study"]
+
+    per_patient = {p: n for n, p in enumerate(patients)}
+    assert run("same", lambda f: f"ACC{per_patient[f.parent]:04d}") == 0
+    n0 = sum(f.parent == patients[0] for f in files)
+    n1 = sum(f.parent == patients[1] for f in files)
+    # the first two patients' studies merged into one table study
+    assert run("merged", lambda f: "ACC" if f.parent in patients[:2]
+               else f"ACC{per_patient[f.parent]:04d}") == n0 + n1
+    # the first patient's study split by side
+    assert run("split", lambda f: f"ACC{per_patient[f.parent]:04d}" + (
+        f.stem[0] if f.parent == patients[0] else "")) == n0
+
+
 def test_unstratified_fold_split_is_reported(cohort, tmp_path):
     """Five benign patients and one malignant one cannot be stratified into 4 folds: the
     split is made unstratified and says so (summary, config.json)."""
