@@ -226,18 +226,22 @@ def regroup_folds(examples: Sequence[Example], plan: PlanReport, by: str
     """Examples with ``fold`` = the index of their group under ``by`` (:data:`SPLIT_BY`;
     groups sorted by name), for leave-one-vendor-out (or -energy-out) evaluation; ``plan``
     gains ``split_by`` and ``fold_names`` (index -> group) and counts the examples without
-    a group as excluded (``no_vendor`` / ``no_energy``). 'fold' returns them unchanged."""
+    a group (no manufacturer; energy ``unknown``) as excluded (``no_vendor`` /
+    ``no_energy``). 'fold' returns them unchanged."""
     if by not in SPLIT_BY:
         raise ValueError(f"split_by must be one of {', '.join(SPLIT_BY)}, got {by!r}")
     plan.split_by = by
     column = SPLIT_BY[by]
     if column is None:
         return list(examples)
-    names = sorted({str(getattr(e, column)) for e in examples
-                    if getattr(e, column) not in (None, "")})
+
+    def group(e: Example) -> str | None:  # mammoprep writes '' / 'unknown' for none
+        v = getattr(e, column)
+        return None if v in (None, "") or (by == "energy" and v == "unknown") else str(v)
+
+    names = sorted({g for g in map(group, examples) if g is not None})
     index = {n: i for i, n in enumerate(names)}
-    kept = [replace(e, fold=index[str(getattr(e, column))]) for e in examples
-            if getattr(e, column) not in (None, "")]
+    kept = [replace(e, fold=index[group(e)]) for e in examples if group(e) is not None]
     if len(kept) < len(examples):
         plan.excluded[f"no_{by}"] = len(examples) - len(kept)
         plan.examples = len(kept)

@@ -113,6 +113,10 @@ def test_leave_one_vendor_out_folds(train_shards):
                    for e in sp.train + sp.val)
         if moved in test_patients:  # the moved patient's other-vendor image is unused
             assert moved not in {e.patient for e in sp.train + sp.val}
+    ex[0] = replace(ex[0], energy="unknown")  # mammoprep's word for no energy class
+    by_energy = regroup_folds(ex, plan, "energy")
+    assert set(plan.fold_names.values()) <= {"high", "low"} and "no_energy" in plan.excluded
+    assert len(by_energy) == len(ex) - plan.excluded["no_energy"]
     with pytest.raises(ValueError, match="split_by"):
         regroup_folds(ex, plan, "site")
     assert regroup_folds(ex, plan, "fold") == ex
