@@ -749,6 +749,9 @@ def test_embed_tables_per_breast_labels(tmp_path):
     # C-view and the spot magnification are named but skipped, whatever folder they are in
     assert table.auxiliary_stems == {"1.2.3.4", "1.2.4.1"}
     assert table.is_auxiliary("/elsewhere/1.2.3.4.dcm")
+    # files named by their UID without an extension, as PACS exports write them
+    assert table.lookup(Path("/export/1.2.3.1")).view == "CC"
+    assert table.is_auxiliary("/export/1.2.3.4")
     assert not table.is_auxiliary("/elsewhere/1.2.3.3.dcm")
     assert table.lookup(Path("1.2.3.4.dcm")) is None
     assert any("1 C-view, 1 spot/magnification" in w for w in table.warnings)

@@ -138,7 +138,9 @@ class LabelTable:
 
     def is_auxiliary(self, path: str | Path) -> bool:
         """True for a file the source names but that is not to be stored (skipped)."""
-        if self.auxiliary_stems and Path(path).stem in self.auxiliary_stems:
+        p = Path(path)
+        if self.auxiliary_stems and (p.stem in self.auxiliary_stems
+                                     or p.name in self.auxiliary_stems):
             return True
         return bool(self.auxiliary) and str(Path(path).resolve()) in self.auxiliary
 
@@ -150,7 +152,9 @@ class LabelTable:
         tail = f"{p.parent.name}/{p.stem}"
         if tail in self.by_tail:
             return tail
-        return p.stem if p.stem in self.by_stem else None
+        # the name itself too: a file named by its SOP Instance UID without an extension
+        # (PACS exports) has a "stem" that drops the UID's last component
+        return next((n for n in (p.stem, p.name) if n in self.by_stem), None)
 
     def lookup(self, path: str | Path) -> LabelRow | None:
         key = self.match_key(path)
