@@ -141,7 +141,6 @@ def plan_samples(scanned: list[dict[str, Any]], labels, salt: bytes,
 
     Returns (samples sorted by key, rejects, label keys that matched no image).
     """
-    from .identity import pseudonym
     from .labels import LabelRow
 
     rejects: list[dict[str, str]] = []
@@ -164,8 +163,6 @@ def plan_samples(scanned: list[dict[str, Any]], labels, salt: bytes,
         lab = lab or LabelRow()
         check_boxes(lab, meta, path)
         header_view = (meta.get("view") or "").upper() or None
-        if lab.study and meta.get("study_hash"):
-            studies.append((path, lab.study, pseudonym(lab.study, salt), meta["study_hash"]))
         for name, table_v, header_v in (("laterality", lab.laterality, meta.get("laterality")),
                                         ("view", lab.view, header_view)):
             if table_v and header_v and table_v != header_v:
@@ -174,6 +171,8 @@ def plan_samples(scanned: list[dict[str, Any]], labels, salt: bytes,
                     examples.append(f"{path}: {name} table {table_v!r}, header {header_v!r}")
         who = image_identity(lab, meta, salt)
         lat, view, patient, study = who["laterality"], who["view"], who["patient"], who["study"]
+        if lab.study and meta.get("study_hash"):  # ``study`` is then the table's, pseudonymised
+            studies.append((path, lab.study, study, meta["study_hash"]))
         if lat not in ("L", "R"):
             rejects.append(_reject(path, "no_laterality", f"{path}: laterality is "
                                    f"{lat!r} in (0020,0062)/(0020,0060) and the labels; "

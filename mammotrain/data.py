@@ -239,9 +239,10 @@ def regroup_folds(examples: Sequence[Example], plan: PlanReport, by: str
         v = getattr(e, column)
         return None if v in (None, "") or (by == "energy" and v == "unknown") else str(v)
 
-    names = sorted({g for g in map(group, examples) if g is not None})
+    groups = [group(e) for e in examples]
+    names = sorted({g for g in groups if g is not None})
     index = {n: i for i, n in enumerate(names)}
-    kept = [replace(e, fold=index[group(e)]) for e in examples if group(e) is not None]
+    kept = [replace(e, fold=index[g]) for e, g in zip(examples, groups) if g is not None]
     if len(kept) < len(examples):
         plan.excluded[f"no_{by}"] = len(examples) - len(kept)
         plan.examples = len(kept)

@@ -436,14 +436,20 @@ def _cell(v: float | None) -> Any:
     return round(100 * v, 2) if v is not None and math.isfinite(v) else "undefined"
 
 
+def _fold_groups(plan: dict) -> dict[int, str]:
+    """Test fold -> its group (vendor, energy) of a run split by group; {} otherwise."""
+    return {int(k): v for k, v in (plan.get("fold_names") or {}).items()}
+
+
+def _listed(names: dict[int, str]) -> str:
+    """``'fold 0 = A, fold 1 = B'``."""
+    return ", ".join(f"fold {k} = {v}" for k, v in sorted(names.items()))
+
+
 def _split_note(plan: dict) -> str:
     """``'; leave one vendor out (fold 0 = A, ...)'`` for a run split by group, else ''."""
-    names = plan.get("fold_names") or {}
-    if not names:
-        return ""
-    return (f"; leave one {plan.get('split_by')} out ("
-            + ", ".join(f"fold {k} = {v}" for k, v in sorted(names.items(), key=lambda kv:
-                                                                int(kv[0]))) + ")")
+    names = _fold_groups(plan)
+    return f"; leave one {plan.get('split_by')} out ({_listed(names)})" if names else ""
 
 
 def write_run_report(out: str | Path) -> dict[str, Any]:
@@ -458,7 +464,7 @@ def write_run_report(out: str | Path) -> dict[str, Any]:
     reasons = fold_reasons(run)
     pooled = pooled_metrics(run, seed=int(cfg.get("seed", 0)))
     texts, no_val = selection_notes(run)
-    names = {int(k): v for k, v in (run["plan"].get("fold_names") or {}).items()}
+    names = _fold_groups(run["plan"])
     split_by = run["plan"].get("split_by") or "fold"
     per_fold = [{"fold": f["fold"],
                  **({f"test {split_by}": names.get(int(f["fold"]), "")} if names else {}),
@@ -489,8 +495,7 @@ def write_run_report(out: str | Path) -> dict[str, Any]:
     if names:
         md += [f"**Leave one {split_by} out:** each test fold holds every example of one "
                f"{split_by}; its model was trained and selected on the other "
-               f"{split_by} groups' patients only ("
-               + ", ".join(f"fold {k} = {v}" for k, v in sorted(names.items())) + ").", ""]
+               f"{split_by} groups' patients only ({_listed(names)}).", ""]
     if no_val:
         md += [f"**Warning:** fold {', '.join(map(str, no_val))} had no validation patients: "
                "the last epoch was evaluated, not an epoch selected on validation.", ""]

@@ -592,7 +592,7 @@ def test_csv_decoded_while_streamed_falls_back_on_a_late_byte(tmp_path, encoding
     """The table is decoded while it is read: a Windows-1252 byte far beyond the first
     buffer (here in the last row) still makes the whole table Windows-1252, and only the
     asked-for columns (any case) are kept."""
-    from mammoprep.labels._common import read_table
+    from mammoprep.labels._common import read_table, table_columns
 
     p = tmp_path / "wide.csv"
     rows = "".join(f"P{i},{i}.dcm,x{i},2\n" for i in range(20000))
@@ -602,6 +602,7 @@ def test_csv_decoded_while_streamed_falls_back_on_a_late_byte(tmp_path, encoding
     assert len(got) == 20001 and got[0] == {"Patient": "P0", "PATH": "0.dcm"}
     assert got[-1] == {"Patient": "M\u00fcller\u00ff", "PATH": "z.dcm"}
     assert read_table(p)[-1]["other"] == "y"
+    assert table_columns(p) == ["Patient", "PATH", "other", "birads"]  # the header alone
 
 
 def test_partly_filled_patient_column_is_an_error(tmp_path):

@@ -70,7 +70,7 @@ def load_labels(spec: str, roots: Sequence[str | Path] = ()) -> LabelTable:
     roots: the folders given to ``shard`` (relative image paths in some sources, e.g.
     CBIS-DDSM's, are resolved against them)."""
     kind, path = parse_spec(spec)
-    first = path.split(",")[0] if kind in ("cbis-ddsm", "embed") else path
+    first = path.split(",")[0] if ADAPTERS[kind].several else path
     if not first or not Path(first).exists():
         raise LabelError(first or None, "label source not found", tag="--labels", value=spec,
                          hint=f"{ADAPTERS[kind].usage}: check the path")

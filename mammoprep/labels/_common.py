@@ -142,7 +142,7 @@ class LabelTable:
         if self.auxiliary_stems and (p.stem in self.auxiliary_stems
                                      or p.name in self.auxiliary_stems):
             return True
-        return bool(self.auxiliary) and str(Path(path).resolve()) in self.auxiliary
+        return bool(self.auxiliary) and str(p.resolve()) in self.auxiliary
 
     def match_key(self, path: str | Path) -> str | None:
         p = Path(path)
@@ -339,24 +339,44 @@ def text_encodings(head: bytes) -> tuple[str, ...]:
     return ("utf-8-sig", "cp1252", "latin-1")
 
 
-def _csv_rows(path: Path, want: set[str] | None) -> list[dict[str, Any]]:
-    """A CSV's rows, decoded while streamed (the file is never held whole, nor twice)."""
+def _csv_rows(path: Path, want: set[str] | None, header_only: bool = False
+              ) -> list[dict[str, Any]]:
+    """A CSV's rows, decoded while streamed (the file is never held whole, nor twice);
+    ``header_only``: no rows, only the header as one ``{name: None}`` row."""
     with open(path, "rb") as fh:
         encodings = text_encodings(fh.read(4))
     for n, enc in enumerate(encodings):
         try:
             with open(path, encoding=enc, newline="") as fh:
-                if want is None:
+                if want is None and not header_only:
                     return list(csv.DictReader(fh))
                 reader = csv.reader(fh)
                 header = next(reader, [])
-                keep = [(i, h) for i, h in enumerate(header) if h.strip().lower() in want]
+                keep = [(i, h) for i, h in enumerate(header)
+                        if want is None or h.strip().lower() in want]
+                if header_only:
+                    return [{h: None for _, h in keep}]
                 return [{h: (row[i] if i < len(row) else None) for i, h in keep}
                         for row in reader]
         except UnicodeDecodeError:
             if n == len(encodings) - 1:
                 raise
     raise AssertionError("unreachable")
+
+
+def table_columns(path: Path) -> list[str]:
+    """The header of a CSV or Parquet label table, as written, without reading its rows."""
+    try:
+        if path.suffix.lower() == ".parquet":
+            import pyarrow.parquet as pq
+
+            return list(pq.read_schema(path).names)
+        return list(_csv_rows(path, None, header_only=True)[0])
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise LabelError(path, f"cannot read the label table ({exc})") from None
+    except Exception as exc:  # noqa: BLE001 - pyarrow raises many types
+        raise LabelError(path, f"cannot read the label table ({type(exc).__name__}: {exc})",
+                         hint="give a CSV or Parquet file") from None
 
 
 def read_table(path: Path, columns: Sequence[str] | None = None) -> list[dict[str, Any]]:
@@ -418,6 +438,7 @@ class Adapter:
 
     load: ``(path_text, roots) -> LabelTable``; path_text is what follows ``KIND:``, roots
     the shard inputs (folders relative paths in the source may be resolved against).
+    several: path_text may be a comma-separated list of paths (the first must exist).
     """
 
     kind: str
@@ -425,3 +446,4 @@ class Adapter:
     load: Callable[[str, Sequence[Path]], LabelTable]
     rules: TaskRules
     summary: str
+    several: bool = False

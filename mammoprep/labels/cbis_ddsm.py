@@ -238,4 +238,5 @@ def _share_boxes_between_copies(table: LabelTable, images: dict[str, list[dict[s
 
 
 ADAPTER = Adapter("cbis-ddsm", "cbis-ddsm:CSV[,CSV...]", load, RULES,
-                  "CBIS-DDSM mass/calc description tables; image file path relative to IN")
+                  "CBIS-DDSM mass/calc description tables; image file path relative to IN",
+                  several=True)

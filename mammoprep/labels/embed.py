@@ -39,7 +39,7 @@ from typing import Any, Sequence
 
 from ._common import (Adapter, LabelError, LabelRow, LabelTable, TaskRules, is_missing,
                       normalise_columns, parse_density, parse_laterality,
-                      parse_text, parse_view, read_table, require_columns)
+                      parse_text, parse_view, read_table, require_columns, table_columns)
 
 RULES = TaskRules(
     "embed", "any", True,
@@ -91,8 +91,8 @@ def _tables(path_text: str) -> tuple[Path, Path]:
         if not p.is_file():
             raise LabelError(p, "EMBED table not found", tag="--labels", value=path_text,
                              hint="check the path")
-    is_meta = ["anon_dicom_path" in normalise_columns(
-        (read_table(p, ["anon_dicom_path"])[:1] or [{}])[0]) for p in parts]
+    is_meta = ["anon_dicom_path" in (c.strip().lower() for c in table_columns(p))
+               for p in parts]
     if is_meta.count(True) != 1:
         raise LabelError(path_text, "cannot tell the metadata table (rows with "
                          "anon_dicom_path) from the clinical one", tag="header row",
@@ -267,4 +267,5 @@ def load(path_text: str, roots: Sequence[Path] = ()) -> LabelTable:
 
 
 ADAPTER = Adapter("embed", "embed:DIR", load, RULES,
-                  "EMBED Open Data metadata + clinical tables; images matched by SOP UID")
+                  "EMBED Open Data metadata + clinical tables; images matched by SOP UID",
+                  several=True)
