@@ -122,7 +122,7 @@ def image_identity(lab, meta: dict[str, Any], salt: bytes) -> dict[str, str | No
 
 
 def plan_samples(scanned: list[dict[str, Any]], labels, salt: bytes,
-                 conflicts: dict[str, Any] | None = None
+                 conflicts: dict[str, Any] | None = None, skipped: Counter | None = None
                  ) -> tuple[list[dict[str, Any]], list[dict[str, str]], list[str]]:
     """Group scanned images into samples (one breast of one study, CC and/or MLO).
 
@@ -135,6 +135,9 @@ def plan_samples(scanned: list[dict[str, Any]], labels, salt: bytes,
     (0020,000D) (a table study spanning several header studies, or a header study split
     across table studies: the identifiers themselves live in different namespaces, e.g.
     EMBED's accession numbers); plus ``examples`` (a few ``path: ...`` lines).
+    ``skipped`` (optional, filled in): images of a view shards do not store (AT, ML, LM,
+    XCCL, ...) per view; they are left out without being rejects. An image without any view
+    is a reject (``view_not_stored``).
 
     Labels are per image: each view holds ``labels`` (raw pathology / BI-RADS / density) and
     ``tasks`` (class index per task under the label source's rules, None = excluded).
@@ -178,8 +181,12 @@ def plan_samples(scanned: list[dict[str, Any]], labels, salt: bytes,
                                    f"{lat!r} in (0020,0062)/(0020,0060) and the labels; "
                                    "need L or R", "plan"))
             continue
-        if view not in STORED_VIEWS:
-            rejects.append(_reject(path, "view_not_stored", f"{path}: view {view or 'absent'!r}"
+        if view and view not in STORED_VIEWS:  # a view we do not store: not a failure
+            if skipped is not None:
+                skipped[view] += 1
+            continue
+        if not view:
+            rejects.append(_reject(path, "view_not_stored", f"{path}: view 'absent'"
                                    " in (0018,5101)/View Code Sequence and the labels; shards "
                                    "store CC and MLO (a label table can give the view)",
                                    "plan"))
@@ -194,7 +201,8 @@ def plan_samples(scanned: list[dict[str, Any]], labels, salt: bytes,
                                 "laterality": lat, "views": {}, "labels": None})
         tasks = labels.tasks(lab) if labels is not None else {t: None for t in LABEL_TASKS}
         claims[(key, view.lower())].append({"path": path, "meta": meta, "boxes": lab.boxes,
-                                            "labels": lab.raw(), "tasks": tasks})
+                                            "labels": lab.raw(), "tasks": tasks,
+                                            "split": lab.split})
     for (key, v), entries in sorted(claims.items()):
         kept, dropped = pick_duplicate(entries, salt) if len(entries) > 1 else (entries[0], [])
         groups[key]["views"][v] = kept
@@ -206,6 +214,8 @@ def plan_samples(scanned: list[dict[str, Any]], labels, salt: bytes,
     samples = [groups[k] for k in sorted(groups)]
     for s in samples:
         s["labels"], s["tasks"] = merge_view_labels(s["views"])
+        splits = {v.get("split") for v in s["views"].values()} - {None}
+        s["split"] = splits.pop() if len(splits) == 1 else None
     unmatched_keys = unmatched(labels, matched) if labels is not None else []
     if conflicts is not None:
         counts["study"] = study_grouping_conflicts(studies, examples)
@@ -426,6 +436,8 @@ def _sample_entries(sample: dict[str, Any], prep, cfg: ShardConfig, salt: bytes,
             "inverted": m.get("inverted"),
             "presentation_intent": m.get("presentation_intent"),
             "labels": {"raw": item["labels"], **item["tasks"]},
+            "split": item.get("split"),
+            "mammogram_evidence": m.get("mammogram_evidence"),
         }
         rows.append({
             "key": key, "view": v, "laterality": sample["laterality"],
@@ -444,13 +456,14 @@ def _sample_entries(sample: dict[str, Any], prep, cfg: ShardConfig, salt: bytes,
             "breast_bbox": [int(x) for x in (bbox or [])], "decode_reduction": reduction,
             "harmonized": bool(m.get("harmonized")), "inverted": bool(m.get("inverted")),
             "sop_uid_hash": m.get("sop_uid_hash"), "fold": fold,
+            "split": item.get("split"), "mammogram_evidence": m.get("mammogram_evidence"),
         })
     if views_json:
         first = views_json[sorted(views_json)[0]]
         doc = {
             "schema": SCHEMA_VERSION, "key": key, "patient": sample["patient"],
             "study": sample["study"], "laterality": sample["laterality"],
-            "views": sorted(views_json), "fold": fold,
+            "views": sorted(views_json), "fold": fold, "split": sample.get("split"),
             "labels": {"raw": raw, **tasks},  # two-view labels; per view in images[v]
             "boxes": {v: d["boxes"] for v, d in views_json.items()},
             "transform": {v: d["transform"] for v, d in views_json.items()},
@@ -640,7 +653,7 @@ def manifest_schemas():
         ("breast_bbox", pa.list_(pa.int32())),
         ("decode_reduction", pa.int8()),
         ("harmonized", pa.bool_()), ("inverted", pa.bool_()), ("sop_uid_hash", pa.string()),
-        ("fold", pa.int8()),
+        ("fold", pa.int8()), ("split", pa.string()), ("mammogram_evidence", pa.string()),
     ])
     shards = pa.schema([("shard", pa.string()), ("samples", pa.int32()), ("images", pa.int32()),
                         ("bytes", pa.int64()), ("sha256", pa.string())])
@@ -687,11 +700,14 @@ def _worker_init() -> None:
 
 def build_shards(inputs: Iterable[str], out_dir: str | Path, cfg: ShardConfig, salt: bytes,
                  executor: Executor | None = None, progress=None, log=print,
-                 overwrite: bool = False, table=None) -> dict[str, Any]:
+                 overwrite: bool = False, table=None, strict_labels: bool = False
+                 ) -> dict[str, Any]:
     """Plan and write shards and manifests. Returns the summary (see write_manifests).
 
     ``table``: ``cfg.labels`` already loaded by the caller (with the input folders as
     roots), so that it is not read again (a CBIS-DDSM table opens every ROI mask).
+    ``strict_labels``: a label value no legend has stops the run before anything is written
+    (default: that value is dropped and counted, :attr:`mammoprep.labels.LabelTable.dropped`).
 
     ``progress(kind, n, total)`` is called as files are scanned and images are written.
     Holds ``OUT/.lock`` (a concurrent run on OUT gets FolderLockedError). Resumes what an
@@ -704,11 +720,11 @@ def build_shards(inputs: Iterable[str], out_dir: str | Path, cfg: ShardConfig, s
     out = Path(out_dir)
     with output_lock(out, "shard"):  # a second run on OUT stops here with a message
         return _build_locked(inputs, out, cfg, salt, executor, progress, log, overwrite,
-                             table)
+                             table, strict_labels)
 
 
 def _build_locked(inputs, out: Path, cfg: ShardConfig, salt: bytes, executor, progress, log,
-                  overwrite: bool, table=None) -> dict[str, Any]:
+                  overwrite: bool, table=None, strict_labels: bool = False) -> dict[str, Any]:
     from .dicomio import iter_dicom_paths
     from .labels import load_labels
 
@@ -718,7 +734,7 @@ def _build_locked(inputs, out: Path, cfg: ShardConfig, salt: bytes, executor, pr
     labels = None
     if cfg.labels:
         labels = table if table is not None else load_labels(
-            cfg.labels, roots=[p for p in inputs if Path(p).is_dir()])
+            cfg.labels, roots=[p for p in inputs if Path(p).is_dir()], strict=strict_labels)
     cfg = replace(cfg, reference_sha256=cfg.reference_sha256 or content_digest(
                       cfg.prep.reference),
                   labels_digest=cfg.labels_digest or labels_digest(labels, salt))
@@ -734,7 +750,9 @@ def _build_locked(inputs, out: Path, cfg: ShardConfig, salt: bytes, executor, pr
     scanned = scan(paths, salt, executor, (lambda n: progress("scan", n, len(paths)))
                    if progress else None)
     conflicts: dict[str, Any] = {}
-    samples, plan_rejects, unmatched_labels = plan_samples(scanned, labels, salt, conflicts)
+    skipped_views: Counter = Counter()
+    samples, plan_rejects, unmatched_labels = plan_samples(scanned, labels, salt, conflicts,
+                                                           skipped_views)
     warnings: list[str] = []
     folds = assign_folds(samples, cfg.folds, cfg.seed, warnings)
     for s in samples:
@@ -758,18 +776,22 @@ def _build_locked(inputs, out: Path, cfg: ShardConfig, salt: bytes, executor, pr
         if progress:
             progress("write", sum(len(s["views"]) for s in t.samples), total_images)
     extra = {"inputs": len(paths), "unmatched_labels": len(unmatched_labels),
-             "patients": len({s["patient"] for s in samples}), "folds": cfg.folds}
+             "patients": len({s["patient"] for s in samples}), "folds": cfg.folds,
+             "skipped_views": dict(sorted(skipped_views.items()))}
     report = None
     if labels is not None:
         examples = conflicts.pop("examples", [])
         report = {"source": labels.kind, "rules": labels.rules.description,
                   "conflicts": conflicts, "unmatched_rows": len(unmatched_labels),
-                  "source_warnings": len(labels.warnings), "skipped_files": len(auxiliary)}
+                  "source_warnings": len(labels.warnings), "skipped_files": len(auxiliary),
+                  "dropped_values": labels.dropped,
+                  "splits": dict(sorted(Counter(s["split"] or "none" for s in samples).items()))}
     summary = write_manifests(out, parts, plan_rejects, cfg, extra, report, warnings)
     remove_stale(out, {shard_name(t.index) for t in tasks})
     for w in summary["warnings"]:
         log(f"warning: {w}")
     summary["unmatched_labels"] = unmatched_labels
+    summary["skipped_views"] = extra["skipped_views"]
     if labels is not None:  # with paths and source ids: shown, not written to the manifests
         summary["label_details"] = {"conflict_examples": examples,
                                     "source_warnings": list(labels.warnings)}

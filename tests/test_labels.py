@@ -274,8 +274,15 @@ def test_rsna_bad_values(tmp_path, col, value, msg):
     _rsna_csv(csv_path, [tuple(row[k] for k in ("patient_id", "image_id", "laterality",
                                                  "view", "cancer", "BIRADS", "density"))])
     with pytest.raises(LabelError) as exc:
-        load_labels(f"rsna:{csv_path}")
+        load_labels(f"rsna:{csv_path}", strict=True)
     assert f"{csv_path}:2" in str(exc.value) and msg in str(exc.value)
+    # by default the one value is left out of its row, counted with the row named
+    table = load_labels(f"rsna:{csv_path}")
+    row = table.lookup(tmp_path / "1" / "2.dcm")
+    field = {"cancer": "pathology", "BIRADS": "birads"}.get(col, col)
+    assert getattr(row, field) is None and row.view == "CC"
+    assert table.dropped[col]["count"] == 1
+    assert "train.csv:2" in table.dropped[col]["examples"][0]
 
 
 def test_rsna_needs_its_columns(tmp_path):
@@ -535,9 +542,14 @@ def test_generic_csv_bad_values_name_file_row_and_column(tmp_path, field, value,
     p = _generic(tmp_path / "labels.csv", list(row), [["b.dcm", "", "", "", "", ""],
                                                       list(row.values())])
     with pytest.raises(LabelError) as exc:
-        load_labels(str(p))
+        load_labels(str(p), strict=True)
     assert f"{p}:3" in str(exc.value) and msg in str(exc.value)
     assert f"column {field}" in str(exc.value)
+    table = load_labels(str(p))  # default: that value of that row left out, counted
+    assert getattr(table.lookup(tmp_path / "a.dcm"), field) in (None, [])
+    assert table.dropped == {field: {"count": 1, "examples": [
+        table.dropped[field]["examples"][0]]}}
+    assert table.dropped[field]["examples"][0].startswith("labels.csv:3: ")
 
 
 def test_generic_csv_needs_path_and_one_row_per_image(tmp_path):

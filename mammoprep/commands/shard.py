@@ -42,6 +42,9 @@ from ..options import (bar_disabled, decoder_option, jobs_option, keep_suspect_o
 @click.option("--scheduler", default=None, metavar="ADDRESS",
               help="Run the shard tasks on a Dask distributed cluster at ADDRESS.")
 @click.option("--allow-rejects", is_flag=True, help="Exit 0 even if some inputs were rejected.")
+@click.option("--strict-labels", is_flag=True,
+              help="Stop on a label value that the source's legend does not have (default: "
+                   "that value of that row is left out, counted per column in the summary).")
 @click.option("--overwrite", is_flag=True,
               help="Replace shards and manifests in OUT made with other options, another "
                    "reference or label table (only this command's files are deleted).")
@@ -52,8 +55,8 @@ from ..options import (bar_disabled, decoder_option, jobs_option, keep_suspect_o
 @jobs_option
 @progress_option
 def shard_cmd(inputs, out, labels, ref, only_energy, energy_table, size, no_crop, decode_scale,
-              samples_per_shard, folds, seed, scheduler, allow_rejects, overwrite, voi,
-              keep_suspect, decoder, salt, jobs, progress):
+              samples_per_shard, folds, seed, scheduler, allow_rejects, strict_labels, overwrite,
+              voi, keep_suspect, decoder, salt, jobs, progress):
     """Write WebDataset shards and Parquet manifests from DICOM files or folders.
 
     One sample = one breast of one study: KEY.cc.png and KEY.mlo.png (16-bit, text removed,
@@ -62,15 +65,17 @@ def shard_cmd(inputs, out, labels, ref, only_energy, energy_table, size, no_crop
     shards.parquet, rejects.parquet and config.json. Every file is written atomically: a
     rerun after a crash or a full disk skips finished shards and gives identical bytes. OUT
     is locked (OUT/.lock) while a run writes to it; a folder made with other options, another
-    reference or label table is refused unless --overwrite. Exit 1 if anything was rejected
-    (see --allow-rejects).
+    reference or label table is refused unless --overwrite. Views other than CC and MLO
+    (AT, ML, LM, XCCL, ...) are skipped and counted, not rejected. Exit 1 if anything was
+    rejected (see --allow-rejects).
 
     \b
     Label sources: lumina:DIR, rsna:CSV, cbis-ddsm:CSV[,CSV...], vindr:DIR, embed:DIR,
     csv:FILE, parquet:FILE (each with its publisher's schema and task rules: README, "Label
     sources").
     Generic label table (csv:FILE / parquet:FILE), one row per image; column names in any
-    case; empty, '-', NA, N/A, null mean missing; other values are errors naming the row:
+    case; empty, '-', NA, N/A, null mean missing; another value is left out of its row and
+    counted per column in the summary (--strict-labels: an error naming the row):
       path        required  image file, relative to the table's folder or absolute
       patient     optional  patient id (pseudonymised); wins over (0010,0020); on
                             every row or none
@@ -127,7 +132,8 @@ def shard_cmd(inputs, out, labels, ref, only_energy, energy_table, size, no_crop
         with executor:
             summary = build_shards([str(p) for p in inputs], out, cfg, salt_b, executor,
                                    progress=on_progress, overwrite=overwrite,
-                                   log=lambda m: click.echo(m, err=True))
+                                   log=lambda m: click.echo(m, err=True),
+                                   strict_labels=strict_labels)
     except MammoprepError as err:
         raise click.ClickException(str(err))
     finally:
@@ -147,6 +153,9 @@ def shard_cmd(inputs, out, labels, ref, only_energy, energy_table, size, no_crop
     if summary["rejected"]:
         click.echo(f"rejects by reason: {json.dumps(summary['rejects_by_reason'])} "
                    f"(details: {out / 'rejects.parquet'})")
+    if summary.get("skipped_views"):
+        click.echo(f"skipped views shards do not store (CC and MLO are stored): "
+                   f"{json.dumps(summary['skipped_views'])}")
     if unmatched:
         click.echo(f"{len(unmatched)} label rows matched no image (e.g. {unmatched[0]})")
     _echo_labels(summary)
@@ -166,6 +175,12 @@ def _echo_labels(summary: dict) -> None:
         click.echo(f"table and header disagree (table used): {json.dumps(con)}")
         for line in summary["label_details"]["conflict_examples"]:
             click.echo(f"  {line}")
+    for column, d in sorted(rep.get("dropped_values", {}).items()):
+        click.echo(f"labels: {d['count']} value(s) of column {column} are not in the "
+                   f"{rep['source']} legend and were left out (e.g. {'; '.join(d['examples'])});"
+                   " --strict-labels stops instead")
+    if rep.get("splits") and set(rep["splits"]) != {"none"}:
+        click.echo(f"official split (samples): {json.dumps(rep['splits'])}")
     if rep.get("skipped_files"):
         click.echo(f"skipped {rep['skipped_files']} file(s) the label source names but does "
                    "not store (ROI masks, crops, C-views, ...)")

@@ -64,17 +64,21 @@ def parse_spec(spec: str) -> tuple[str, str]:
     return kind, path
 
 
-def load_labels(spec: str, roots: Sequence[str | Path] = ()) -> LabelTable:
+def load_labels(spec: str, roots: Sequence[str | Path] = (), strict: bool = False
+                ) -> LabelTable:
     """Parse ``KIND:PATH`` into a :class:`LabelTable` with the adapter's task rules.
 
     roots: the folders given to ``shard`` (relative image paths in some sources, e.g.
-    CBIS-DDSM's, are resolved against them)."""
+    CBIS-DDSM's, are resolved against them). strict: a value that no legend of the source
+    has stops the load (``--strict-labels``); by default it drops that value of that row,
+    counted in :attr:`LabelTable.dropped`. Structural problems (a missing table or column,
+    an unreadable file) always stop it."""
     kind, path = parse_spec(spec)
     first = path.split(",")[0] if ADAPTERS[kind].several else path
     if not first or not Path(first).exists():
         raise LabelError(first or None, "label source not found", tag="--labels", value=spec,
                          hint=f"{ADAPTERS[kind].usage}: check the path")
-    return ADAPTERS[kind].load(path, [Path(r) for r in roots])
+    return ADAPTERS[kind].load(path, [Path(r) for r in roots], strict=strict)
 
 
 __all__ = [

@@ -25,6 +25,9 @@ from ..errors import MammoprepError
 #: Task name -> number of classes (mammotrain's task registry must agree).
 TASKS = {"diagnosis": 2, "birads2": 2, "birads3": 3, "density": 4}
 
+#: How many examples of dropped values are kept per column.
+MAX_EXAMPLES = 3
+
 _MISSING = ("", "-", "nan", "none", "na", "n/a", "null")
 
 
@@ -41,6 +44,8 @@ class LabelRow:
     ``benign``/``malignant``; birads ``'0'``..``'6'``; density ``'A'``..``'D'`` (None =
     missing). ``boxes``: ``[[xmin, ymin, xmax, ymax], ...]`` float, original DICOM pixels,
     exclusive ends. ``source_row``: ``FILE:ROW`` the values came from (for messages).
+    ``split``: the publisher's official split of the image, ``train`` or ``test`` (None where
+    the source publishes none).
     """
 
     patient: str | None = None
@@ -52,6 +57,7 @@ class LabelRow:
     density: str | None = None
     boxes: list = field(default_factory=list)
     source_row: str = ""
+    split: str | None = None
 
     def raw(self) -> dict[str, str | None]:
         return {"pathology": self.pathology, "birads": self.birads, "density": self.density}
@@ -125,6 +131,11 @@ class LabelTable:
     without suffix, for sources whose paths are another machine's (EMBED's C-view and
     magnified views); ``shard`` skips both (:meth:`is_auxiliary`). warnings: structural
     problems the adapter worked around (reported by ``shard``).
+
+    strict: a value that no legend of the source has is an error (``--strict-labels``);
+    otherwise (the default) :meth:`value` drops that one value (the row keeps its others)
+    and counts it in ``dropped`` (column -> ``{"count": n, "examples": [...]}``, the
+    examples naming the table file, row and value, never an image path).
     """
 
     kind: str
@@ -135,6 +146,27 @@ class LabelTable:
     auxiliary: set[str] = field(default_factory=set)
     auxiliary_stems: set[str] = field(default_factory=set)
     warnings: list[str] = field(default_factory=list)
+    strict: bool = False
+    dropped: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def value(self, parser: Callable[..., Any], v: Any, where: str, column: str,
+              *args: Any) -> Any:
+        """``parser(v, where, column, *args)``; where it raises :class:`LabelError` (a value
+        no legend has) and the table is not strict: None, the value counted in ``dropped``."""
+        try:
+            return parser(v, where, column, *args)
+        except LabelError as err:
+            if self.strict:
+                raise
+            self.drop(column, where, v, err.problem)
+            return None
+
+    def drop(self, column: str, where: str, value: Any, why: str) -> None:
+        """Count one value left out of column ``column`` at ``where`` (``FILE:ROW``)."""
+        entry = self.dropped.setdefault(column, {"count": 0, "examples": []})
+        entry["count"] += 1
+        if len(entry["examples"]) < MAX_EXAMPLES:
+            entry["examples"].append(f"{Path(str(where)).name}: {str(value)[:40]!r} ({why})")
 
     def is_auxiliary(self, path: str | Path) -> bool:
         """True for a file the source names but that is not to be stored (skipped)."""
@@ -436,14 +468,15 @@ def require_columns(path: Path, rows: Sequence[dict[str, Any]], columns: Sequenc
 class Adapter:
     """One label source kind (``--labels KIND:PATH``).
 
-    load: ``(path_text, roots) -> LabelTable``; path_text is what follows ``KIND:``, roots
-    the shard inputs (folders relative paths in the source may be resolved against).
+    load: ``(path_text, roots, strict=False) -> LabelTable``; path_text is what follows
+    ``KIND:``, roots the shard inputs (folders relative paths in the source may be resolved
+    against), strict: refuse values no legend has (:attr:`LabelTable.strict`).
     several: path_text may be a comma-separated list of paths (the first must exist).
     """
 
     kind: str
     usage: str
-    load: Callable[[str, Sequence[Path]], LabelTable]
+    load: Callable[..., LabelTable]
     rules: TaskRules
     summary: str
     several: bool = False

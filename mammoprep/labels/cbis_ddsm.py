@@ -138,9 +138,9 @@ def _box(row: dict[str, Any], bases: Sequence[Path], image: Path, shape, warning
     return []
 
 
-def load(path_text: str, roots: Sequence[Path] = ()) -> LabelTable:
+def load(path_text: str, roots: Sequence[Path] = (), strict: bool = False) -> LabelTable:
     tables = _tables(path_text)
-    table = LabelTable("cbis-ddsm", RULES)
+    table = LabelTable("cbis-ddsm", RULES, strict=strict)
     images: dict[str, list[dict[str, Any]]] = {}
     shapes: dict[str, tuple[int, int] | None] = {}
     breasts: dict[tuple[str, str], list[dict[str, Any]]] = {}

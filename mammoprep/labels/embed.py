@@ -207,9 +207,9 @@ def _exam_labels(rows: list[dict[str, Any]], path: Path, table: LabelTable
     return exams
 
 
-def load(path_text: str, roots: Sequence[Path] = ()) -> LabelTable:
+def load(path_text: str, roots: Sequence[Path] = (), strict: bool = False) -> LabelTable:
     meta_path, clin_path = _tables(path_text)
-    table = LabelTable("embed", RULES)
+    table = LabelTable("embed", RULES, strict=strict)
     exams = _exam_labels(_rows(clin_path, CLINICAL_COLUMNS,
                                "EMBED's clinical table: empi_anon, acc_anon, side, asses, "
                                "tissueden, path_severity, bside, ...",

@@ -85,10 +85,10 @@ def _patient_labels(rows: list[dict[str, Any]], sheet: str
     return _SIDES[sides[0]], birads[0], density
 
 
-def load(path_text: str, roots: Sequence[Path] = ()) -> LabelTable:
+def load(path_text: str, roots: Sequence[Path] = (), strict: bool = False) -> LabelTable:
     """Read both sheets of a LUMINA folder -> one labelled row per image file found."""
     root = Path(path_text)
-    table = LabelTable("lumina", RULES)
+    table = LabelTable("lumina", RULES, strict=strict)
     for group, sheet, pathology in GROUPS:
         sheet_path = root / sheet
         if not sheet_path.exists():

@@ -3,8 +3,9 @@ label table, one row per image. The schema is :data:`COLUMNS` (README, ``shard -
 
 Column names are matched without regard to case or surrounding spaces; other columns are
 ignored. ``path`` is relative to the table's folder (then to the folders given to ``shard``)
-or absolute. Values are parsed strictly (:mod:`mammoprep.labels._common`): an unknown value
-is an error naming the file, the row and the column.
+or absolute. Values are parsed by :mod:`mammoprep.labels._common`: a value outside the
+schema is left out of that row (counted per column, with examples naming the row, in the
+shard summary), or with ``--strict-labels`` an error naming the file, the row and the column.
 
 Precedence: where the table gives laterality, view, patient or study, it wins over the DICOM
 header; ``shard`` counts and reports every image where the two disagree.
@@ -47,9 +48,10 @@ def describe() -> str:
     return "; ".join(f"{c} ({t}, {r}): {v}" for c, (t, v, r) in COLUMNS.items())
 
 
-def load(path_text: str, roots: Sequence[Path] = ()) -> LabelTable:
+def load(path_text: str, roots: Sequence[Path] = (), strict: bool = False) -> LabelTable:
     path = Path(path_text)
-    table = LabelTable("csv" if path.suffix.lower() != ".parquet" else "parquet", GENERIC_RULES)
+    table = LabelTable("csv" if path.suffix.lower() != ".parquet" else "parquet", GENERIC_RULES,
+                       strict=strict)
     rows = [normalise_columns(r) for r in read_table(path)]
     if rows and "path" not in rows[0]:
         raise LabelError(path, "the label table has no 'path' column", tag="header row",
@@ -72,12 +74,13 @@ def load(path_text: str, roots: Sequence[Path] = ()) -> LabelTable:
         table.by_path[key] = LabelRow(
             patient=parse_text(r.get("patient"), where, "patient"),
             study=parse_text(r.get("study"), where, "study"),
-            laterality=parse_laterality(r.get("laterality"), where, "laterality"),
-            view=parse_view(r.get("view"), where, "view"),
-            pathology=parse_pathology(r.get("pathology"), where, "pathology"),
-            birads=parse_birads(r.get("birads"), where, "birads"),
-            density=parse_density(r.get("density"), where, "density"),
-            boxes=parse_boxes(r.get("boxes"), where, "boxes"), source_row=where)
+            laterality=table.value(parse_laterality, r.get("laterality"), where, "laterality"),
+            view=table.value(parse_view, r.get("view"), where, "view"),
+            pathology=table.value(parse_pathology, r.get("pathology"), where, "pathology"),
+            birads=table.value(parse_birads, r.get("birads"), where, "birads"),
+            density=table.value(parse_density, r.get("density"), where, "density"),
+            boxes=table.value(parse_boxes, r.get("boxes"), where, "boxes") or [],
+            source_row=where)
     _all_or_none(path, table, "patient")
     return table
 

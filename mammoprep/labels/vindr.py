@@ -20,9 +20,9 @@ BREAST_COLUMNS = ("study_id", "image_id", "laterality", "view_position", "breast
                   "breast_density")
 
 
-def load(path_text: str, roots: Sequence[Path] = ()) -> LabelTable:
+def load(path_text: str, roots: Sequence[Path] = (), strict: bool = False) -> LabelTable:
     root = Path(path_text)
-    table = LabelTable("vindr", GENERIC_RULES)
+    table = LabelTable("vindr", GENERIC_RULES, strict=strict)
     breast = root / "breast-level_annotations.csv"
     finding = root / "finding_annotations.csv"
     for f in (breast, finding):
