@@ -156,6 +156,8 @@ def load(path_text: str, roots: Sequence[Path] = (), strict: bool = False,
     """Read both sheets of a LUMINA folder -> one labelled row per image file found.
 
     density: :data:`DENSITY_RULES` (``publisher``, the default, or ``per-view``)."""
+    if density not in DENSITY_RULES:
+        raise ValueError(f"density rule {density!r}: use one of {', '.join(DENSITY_RULES)}")
     root = Path(path_text)
     per_view = density == "per-view"
     table = LabelTable("lumina-per-view" if per_view else "lumina",
