@@ -522,8 +522,9 @@ def test_unstratified_fold_split_is_reported(cohort, tmp_path):
 
 
 def test_birads_values_in_sheet_are_parsed_strictly_end_to_end(cohort, tmp_path):
-    """A BI-RADS 7 written into a copy of the published sheet stops `shard` with a message
-    naming the sheet, row and column (exit 1, no traceback)."""
+    """A BI-RADS 7 written into a copy of the published sheet stops `shard --strict-labels`
+    with a message naming the sheet, row and column (exit 1, no traceback); without the
+    flag the value is left out and counted (tests/test_labels.py)."""
     import shutil
 
     from openpyxl import load_workbook
@@ -534,7 +535,8 @@ def test_birads_values_in_sheet_are_parsed_strictly_end_to_end(cohort, tmp_path)
     wb.active.cell(row=3, column=3, value=7)
     wb.save(src / "Malign_Cases.xlsx")
     r = CliRunner().invoke(main, ["shard", str(src), "-o", str(tmp_path / "o"), "--labels",
-                                  f"lumina:{src}", "-j", "1", "--salt", SALT.decode()])
+                                  f"lumina:{src}", "--strict-labels", "-j", "1", "--salt",
+                                  SALT.decode()])
     assert r.exit_code == 1 and "Malign_Cases.xlsx:3" in r.output
     assert "column BIRADS" in r.output and "Traceback" not in r.output
     assert parse_birads("4B") == "4"

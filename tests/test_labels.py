@@ -94,7 +94,8 @@ def test_task_rules(rules, args, expected):
 
 
 def test_every_registered_source_has_rules_and_usage():
-    assert set(ADAPTERS) == {"lumina", "rsna", "cbis-ddsm", "vindr", "embed", "csv", "parquet"}
+    assert set(ADAPTERS) == {"lumina", "lumina-per-view", "rsna", "cbis-ddsm", "vindr",
+                             "embed", "csv", "parquet"}
     for kind, a in ADAPTERS.items():
         assert a.usage.startswith(f"{kind}:") and a.rules.description
 
@@ -175,16 +176,55 @@ UNLABELLED = (None, None, None, None, None, None)
     ("Malign/M8/R_CC.dcm", ("malignant", None, "A", None, None, 0)),  # BI-RADS '-'
     ("Malign/M8/L_CC.dcm", UNLABELLED),       # not the patient's BI-RADS / density
     ("Malign/M9/L_MLO.dcm", ("malignant", "5", "B", 1, 1, 1)),     # MLO row first
-    ("Malign/M9/L_CC.dcm", ("malignant", "5", "C", 1, 1, 2)),
+    # both rows have a density (MLO 2, CC 3): the publisher's loader gives both views the
+    # MLO row's value
+    ("Malign/M9/L_CC.dcm", ("malignant", "5", "B", 1, 1, 1)),
     ("Malign/M9/R_MLO.dcm", UNLABELLED),
 ])
 def test_lumina_published_layout(lumina_dir, rel, expected):
     table = load_labels(f"lumina:{lumina_dir}")
     assert _row(table, lumina_dir / rel) == expected
     r = table.lookup(lumina_dir / rel)
+    # patient = class folder + ID (the IDs are numbered per folder)
     assert (r.laterality, r.view, r.patient) == (rel.split("/")[2][0],
-                                                 rel.split("_")[-1][:-4], rel.split("/")[1])
-    assert table.warnings == []
+                                                 rel.split("_")[-1][:-4],
+                                                 "/".join(rel.split("/")[:2]))
+    assert table.warnings == [] and table.dropped == {}
+
+
+@pytest.mark.parametrize("rel,density", [
+    ("Malign/M9/L_MLO.dcm", "B"), ("Malign/M9/L_CC.dcm", "C"),   # each view its own row
+    ("Benign/101/L_CC.dcm", "C"), ("Benign/102/R_CC.dcm", "B"), ("Benign/102/R_MLO.dcm", None),
+    ("Malign/M7/R_MLO.dcm", "D"), ("Malign/M7/R_CC.dcm", None),
+])
+def test_lumina_per_view_density_kind(lumina_dir, rel, density):
+    """``lumina-per-view:`` keeps each view's own row (the rule before issue 22)."""
+    table = load_labels(f"lumina-per-view:{lumina_dir}")
+    assert table.lookup(lumina_dir / rel).density == density
+    assert table.kind == "lumina-per-view" and "per view" in table.rules.description
+
+
+@pytest.mark.parametrize("mlo,cc,publisher,per_view", [
+    ("B", "C", ("B", "B"), ("B", "C")), (None, "C", (None, "C"), (None, "C")),
+    ("B", None, ("B", None), ("B", None)), (None, None, (None, None), (None, None)),
+    ("D", "D", ("D", "D"), ("D", "D")),
+])
+def test_lumina_view_density_rules(mlo, cc, publisher, per_view):
+    """(MLO image, CC image) from (MLO row, CC row), as the publisher's density loader."""
+    for rule, want in (("publisher", publisher), ("per-view", per_view)):
+        got = lumina.view_density(mlo, cc, rule)
+        assert (got["MLO"], got["CC"]) == want, rule
+
+
+def test_lumina_same_id_in_both_folders_is_two_patients(tmp_path):
+    """IDs are numbered per folder: Benign/8 and Malign/8 are two people."""
+    _lumina_tree(tmp_path, benign=[[8, "LEFT", 2, 1, "X"], [8, "LEFT", 2, 1, "X"]],
+                 malign=[[8, "RIGHT", 5, 3, "X"], [8, "RIGHT", 5, 3, "X"]])
+    table = load_labels(f"lumina:{tmp_path}")
+    b = table.lookup(tmp_path / "Benign/8/L_CC.dcm")
+    m = table.lookup(tmp_path / "Malign/8/R_CC.dcm")
+    assert (b.patient, b.pathology, m.patient, m.pathology) == ("Benign/8", "benign", "Malign/8",
+                                                                "malignant")
 
 
 def test_lumina_sheet_structure_problems_leave_the_patient_unlabelled(tmp_path):
@@ -209,9 +249,33 @@ def test_lumina_bad_cell_names_sheet_row_and_column(tmp_path, cell, column, valu
     _lumina_tree(tmp_path, benign=[["B1", "LEFT", 2, 1, "X"], ["B1", "LEFT", 2, 1, "X"]],
                  malign=rows)
     with pytest.raises(LabelError) as exc:
-        load_labels(f"lumina:{tmp_path}")
+        load_labels(f"lumina:{tmp_path}", strict=True)
     msg = str(exc.value)
     assert "Malign_Cases.xlsx:3" in msg and f"column {column}" in msg and str(value) in msg
+
+
+@pytest.mark.parametrize("cell,value,expected,warned", [
+    # a BIRADS outside the legend: the patient's BI-RADS is unknown, density and pathology stay
+    (2, 7, ("malignant", None, "A", None, None, 0), False),
+    (2, "=C3", ("malignant", None, "A", None, None, 0), False),
+    # a composition outside the legend counts as '-' (CC row): the MLO view only
+    (3, "E", ("malignant", "4", None, 1, 1, None), False),
+    # RIGHT_OR_LEFT outside the legend: no named breast, the patient is left unlabelled
+    (1, "BOTH", UNLABELLED, True),
+])
+def test_lumina_value_outside_the_legend_is_dropped_and_counted(tmp_path, cell, value,
+                                                                 expected, warned):
+    column = {1: "RIGHT_OR_LEFT", 2: "BIRADS", 3: "BREAST COMPOSITION"}[cell]
+    rows = [["M1", "LEFT", 4, 1, "X"], ["M1", "LEFT", 4, 1, "X"]]
+    rows[1][cell] = value
+    _lumina_tree(tmp_path, benign=[["B1", "LEFT", 2, 1, "X"], ["B1", "LEFT", 2, 1, "X"]],
+                 malign=rows)
+    table = load_labels(f"lumina:{tmp_path}")
+    assert _row(table, tmp_path / "Malign/M1/L_CC.dcm") == expected
+    assert table.dropped[column]["count"] == 1
+    assert "Malign_Cases.xlsx:3" in table.dropped[column]["examples"][0]
+    assert _row(table, tmp_path / "Benign/B1/L_CC.dcm")[:3] == ("benign", "2", "A")
+    assert bool(table.warnings) == warned
 
 
 def test_lumina_missing_sheet(tmp_path):
@@ -582,7 +646,104 @@ def test_vindr_adapter(tmp_path):
     assert (a.birads, a.density, a.laterality, a.view, a.boxes) == (
         "4", "C", "L", "CC", [[10, 20, 50, 80]])
     assert table.tasks(a) == {"diagnosis": None, "birads2": 1, "birads3": 1, "density": 2}
-    assert table.lookup(tmp_path / "img2.dicom").boxes == []
+    b = table.lookup(tmp_path / "img2.dicom")
+    assert b.boxes == []
+    # the publisher's split, training -> train; one study per patient
+    assert (a.split, b.split) == ("train", "test")
+    assert (a.patient, a.study) == ("s1", "s1")
+
+
+VINDR_FINDING = ["image_id", "study_id", "series_id", "laterality", "view_position", "height",
+                 "width", "breast_birads", "breast_density", "finding_categories",
+                 "finding_birads", "xmin", "ymin", "xmax", "ymax", "split"]
+
+
+def _vindr_finding(image: str, categories: str, box=("", "", "", ""), birads="BI-RADS 4"):
+    """One row of finding_annotations.csv in the publisher's columns."""
+    return [image, "s1", "x", "L", "CC", 3518, 2800, "BI-RADS 4", "DENSITY C", categories,
+            birads, *box, "training"]
+
+
+def _vindr_dir(root: Path, findings: list[list]) -> Path:
+    _generic(root / "breast-level_annotations.csv", VINDR_BREAST,
+             [["s1", "x", f"img{i}", "L", "CC", 3518, 2800, "BI-RADS 4", "DENSITY C",
+               "training"] for i in range(1, 8)])
+    _generic(root / "finding_annotations.csv", VINDR_FINDING, findings)
+    return root
+
+
+@pytest.mark.parametrize("categories,stored", [
+    ("['Mass']", True), ("['Suspicious Calcification']", True),
+    ("['Architectural Distortion']", True), ("['Asymmetry']", True),
+    ("['Focal Asymmetry']", True), ("['Focal Asymmetry', 'Mass']", True),
+    ("['Suspicious Calcification', 'Skin Thickening']", True),   # one lesion is enough
+    ("['Global Asymmetry']", False), ("['Suspicious Lymph Node']", False),
+    ("['Skin Thickening']", False), ("['Nipple Retraction']", False),
+    ("['Skin Retraction']", False), ("['Other']", False),
+])
+def test_vindr_boxes_only_for_lesion_categories(tmp_path, categories, stored):
+    _vindr_dir(tmp_path, [_vindr_finding("img1", categories, (10, 20, 50, 80)),
+                          _vindr_finding("img2", "['No Finding']", birads="")])
+    table = load_labels(f"vindr:{tmp_path}")
+    assert table.lookup(tmp_path / "img1.dicom").boxes == ([[10, 20, 50, 80]] if stored else [])
+    assert table.dropped == {}
+    if stored:
+        assert table.warnings == []
+    else:
+        name = categories.strip("[]'")
+        assert table.warnings == [
+            f"finding_annotations.csv: 1 finding box(es) not stored, their categories are not "
+            f"lesions to detect ({name} 1); lesion boxes stored: 0 (none)"]
+
+
+def test_vindr_category_counts_unknown_category_and_partial_box(tmp_path):
+    """Counts per category in a table warning; a category no legend has and a finding with
+    partial coordinates are dropped and counted (--strict-labels: an error)."""
+    _vindr_dir(tmp_path, [
+        _vindr_finding("img1", "['Mass']", (10, 20, 50, 80)),
+        _vindr_finding("img1", "['Suspicious Calcification', 'Mass']", (60, 20, 90, 80)),
+        _vindr_finding("img2", "['Global Asymmetry']", (10, 20, 50, 80)),
+        _vindr_finding("img2", "['Skin Thickening', 'Global Asymmetry']", (10, 20, 50, 80)),
+        _vindr_finding("img3", "['Calcified Vessel']", (10, 20, 50, 80)),
+        _vindr_finding("img4", "['Mass']", (10, 20, "", "")),
+        _vindr_finding("img5", "['No Finding']", birads=""),
+        _vindr_finding("img6", "Mass, Calcification", (10, 20, 50, 80))])
+    table = load_labels(f"vindr:{tmp_path}")
+    got = {i: table.lookup(tmp_path / f"img{i}.dicom").boxes for i in range(1, 7)}
+    assert got == {1: [[10, 20, 50, 80], [60, 20, 90, 80]], 2: [], 3: [], 4: [], 5: [], 6: []}
+    assert table.warnings == [
+        "finding_annotations.csv: 4 finding box(es) not stored, their categories are not "
+        "lesions to detect (Global Asymmetry 2, Skin Thickening 1, unknown category 2); "
+        "lesion boxes stored: 2 (Mass 2, Suspicious Calcification 1)"]
+    assert {k: v["count"] for k, v in table.dropped.items()} == {
+        "finding_categories": 2, "xmin/ymin/xmax/ymax": 1}
+    assert "finding_annotations.csv:6: 'Calcified Vessel'" in (
+        table.dropped["finding_categories"]["examples"][0])
+    with pytest.raises(LabelError) as exc:
+        load_labels(f"vindr:{tmp_path}", strict=True)
+    msg = str(exc.value)
+    assert "finding_annotations.csv:6" in msg and "column finding_categories" in msg
+    assert "Calcified Vessel" in msg
+
+
+def test_vindr_partial_coordinates_strict_names_row_and_columns(tmp_path):
+    _vindr_dir(tmp_path, [_vindr_finding("img1", "['Mass']", (10, 20, 50, ""))])
+    with pytest.raises(LabelError, match="partial coordinates") as exc:
+        load_labels(f"vindr:{tmp_path}", strict=True)
+    assert "finding_annotations.csv:2" in str(exc.value)
+    assert "column xmin/ymin/xmax/ymax" in str(exc.value)
+
+
+def test_vindr_split_outside_the_legend_is_dropped(tmp_path):
+    _generic(tmp_path / "breast-level_annotations.csv", VINDR_BREAST,
+             [["s1", "x", "img1", "L", "CC", 10, 10, "BI-RADS 1", "DENSITY A", "validation"],
+              ["s1", "x", "img2", "L", "MLO", 10, 10, "BI-RADS 1", "DENSITY A", "test"]])
+    _generic(tmp_path / "finding_annotations.csv", VINDR_FINDING, [])
+    table = load_labels(f"vindr:{tmp_path}")
+    assert [table.lookup(tmp_path / f"img{i}.dicom").split for i in (1, 2)] == [None, "test"]
+    assert table.dropped["split"]["count"] == 1
+    with pytest.raises(LabelError, match="column split"):
+        load_labels(f"vindr:{tmp_path}", strict=True)
 
 
 # ------------------------------------------------------------- hostile tables (issue 12)
@@ -653,12 +814,13 @@ def test_vindr_duplicate_rows_and_missing_image_id(tmp_path):
     _generic(tmp_path / "breast-level_annotations.csv", VINDR_BREAST,
              [["s1", "x", "img1", "L", "CC", 10, 10, "BI-RADS 1", "DENSITY A", "training"],
               ["s1", "x", "img1", "L", "CC", 10, 10, "BI-RADS 4", "DENSITY A", "training"]])
-    _generic(tmp_path / "finding_annotations.csv", ["study_id", "xmin", "ymin", "xmax", "ymax"],
-             [["s1", 1, 2, 3, 4]])
+    _generic(tmp_path / "finding_annotations.csv",
+             ["study_id", "finding_categories", "xmin", "ymin", "xmax", "ymax"],
+             [["s1", "['Mass']", 1, 2, 3, 4]])
     with pytest.raises(LabelError, match="column\\(s\\) image_id missing"):
         load_labels(f"vindr:{tmp_path}")
     _generic(tmp_path / "finding_annotations.csv",
-             ["study_id", "image_id", "xmin", "ymin", "xmax", "ymax"], [])
+             ["study_id", "image_id", "finding_categories", "xmin", "ymin", "xmax", "ymax"], [])
     with pytest.raises(LabelError, match="listed twice"):
         load_labels(f"vindr:{tmp_path}")
 
@@ -669,11 +831,15 @@ def test_vindr_bad_box_names_the_row_and_columns(tmp_path, coords, what):
     _generic(tmp_path / "breast-level_annotations.csv", VINDR_BREAST,
              [["s1", "x", "img1", "L", "CC", 10, 10, "BI-RADS 4", "DENSITY A", "training"]])
     _generic(tmp_path / "finding_annotations.csv",
-             ["study_id", "image_id", "xmin", "ymin", "xmax", "ymax"], [["s1", "img1", *coords]])
+             ["study_id", "image_id", "finding_categories", "xmin", "ymin", "xmax", "ymax"],
+             [["s1", "img1", "['Mass']", *coords]])
     with pytest.raises(LabelError, match=what) as exc:
-        load_labels(f"vindr:{tmp_path}")
+        load_labels(f"vindr:{tmp_path}", strict=True)
     assert "finding_annotations.csv:2" in str(exc.value)
     assert "xmin/ymin/xmax/ymax" in str(exc.value)
+    table = load_labels(f"vindr:{tmp_path}")   # by default: that box dropped, counted
+    assert table.lookup(tmp_path / "img1.dicom").boxes == []
+    assert table.dropped["xmin/ymin/xmax/ymax"]["count"] == 1
 
 
 # ------------------------------------------------------------------------------- EMBED

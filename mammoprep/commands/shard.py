@@ -18,8 +18,9 @@ from ..options import (bar_disabled, decoder_option, jobs_option, keep_suspect_o
 @click.option("-o", "--out", "out", required=True, type=click.Path(path_type=Path),
               help="Output folder for shards and manifests.")
 @click.option("--labels", default=None, metavar="KIND:PATH",
-              help="Label source: lumina:DIR, rsna:CSV, cbis-ddsm:CSV[,CSV...], vindr:DIR, "
-              "embed:DIR, csv:FILE or parquet:FILE (schema above).")
+              help="Label source: lumina:DIR, lumina-per-view:DIR, rsna:CSV, "
+              "cbis-ddsm:CSV[,CSV...], vindr:DIR, embed:DIR, csv:FILE or parquet:FILE "
+              "(schema above).")
 @click.option("--ref", "ref", default=None, metavar="REF",
               help="Harmonisation reference (.npz, DICOM folder or file). Omit for raw shards.")
 @click.option("--only-energy", type=click.Choice(["high", "low"]), default=None,
@@ -70,9 +71,9 @@ def shard_cmd(inputs, out, labels, ref, only_energy, energy_table, size, no_crop
     rejected (see --allow-rejects).
 
     \b
-    Label sources: lumina:DIR, rsna:CSV, cbis-ddsm:CSV[,CSV...], vindr:DIR, embed:DIR,
-    csv:FILE, parquet:FILE (each with its publisher's schema and task rules: README, "Label
-    sources").
+    Label sources: lumina:DIR, lumina-per-view:DIR, rsna:CSV, cbis-ddsm:CSV[,CSV...],
+    vindr:DIR, embed:DIR, csv:FILE, parquet:FILE (each with its publisher's schema and task
+    rules: README, "Label sources").
     Generic label table (csv:FILE / parquet:FILE), one row per image; column names in any
     case; empty, '-', NA, N/A, null mean missing; another value is left out of its row and
     counted per column in the summary (--strict-labels: an error naming the row):

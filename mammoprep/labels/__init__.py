@@ -3,7 +3,9 @@
 Each source kind is an adapter in its own module, registered in :data:`ADAPTERS`
 (``--labels KIND:PATH``):
 
-* ``lumina:DIR`` (:mod:`.lumina`) - the published LUMINA layout and sheets;
+* ``lumina:DIR`` (:mod:`.lumina`) - the published LUMINA layout and sheets, density as the
+  publisher's loader assigns it; ``lumina-per-view:DIR`` - the same, each view its own
+  density row;
 * ``rsna:CSV`` (:mod:`.rsna`) - RSNA screening ``train.csv``;
 * ``cbis-ddsm:CSV[,CSV...]`` (:mod:`.cbis_ddsm`) - CBIS-DDSM mass/calc description tables;
 * ``vindr:DIR`` (:mod:`.vindr`) - VinDr-Mammo annotations;
@@ -41,8 +43,8 @@ def register_adapter(adapter: Adapter) -> Adapter:
     return adapter
 
 
-for _a in (lumina.ADAPTER, rsna.ADAPTER, cbis_ddsm.ADAPTER, vindr.ADAPTER, embed.ADAPTER,
-           table.ADAPTER, table.PARQUET_ADAPTER):
+for _a in (lumina.ADAPTER, lumina.PER_VIEW_ADAPTER, rsna.ADAPTER, cbis_ddsm.ADAPTER,
+           vindr.ADAPTER, embed.ADAPTER, table.ADAPTER, table.PARQUET_ADAPTER):
     register_adapter(_a)
 
 
