@@ -70,6 +70,37 @@ def hflip(boxes, width: float) -> np.ndarray:
     return b
 
 
+#: ``LabelRow.boxes_frame`` of boxes drawn on the image mirrored to put the chest wall left.
+CHEST_WALL_LEFT = "chest_wall_left"
+
+
+def from_chest_wall_left(boxes, width: float, chest_wall: str | None) -> np.ndarray:
+    """``[N, 4]`` xyxy boxes drawn on the image after the publisher mirrored it so that the
+    chest wall is on the left (EMBED's ``ROI_coords``) -> boxes in the stored pixels of an
+    image ``width`` pixels wide whose chest wall is on side ``chest_wall`` ('left' |
+    'right'): mirrored for 'right', unchanged for 'left'."""
+    if chest_wall not in ("left", "right"):
+        raise ValueError(f"chest_wall must be 'left' or 'right', not {chest_wall!r}")
+    b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    return hflip(b, width) if chest_wall == "right" else b.copy()
+
+
+def label_boxes(boxes: list, frame: str | None, meta: dict, width: int, laterality: str
+                ) -> list:
+    """A view's label boxes (``LabelRow.boxes`` of frame ``LabelRow.boxes_frame``) in its
+    original stored pixels: unchanged, or for :data:`CHEST_WALL_LEFT` mirrored when this
+    image's chest wall is on the right (:func:`from_chest_wall_left`). The side is the one
+    text removal found in the pixels (``meta['chest_wall']``; ``meta['flipped']`` by
+    ``orient_left``: it was on the right), else the usual one of ``laterality`` (R: right).
+    width: original columns."""
+    if not boxes or frame != CHEST_WALL_LEFT:
+        return boxes
+    side = "right" if meta.get("flipped") else meta.get("chest_wall")
+    if side not in ("left", "right"):
+        side = "right" if laterality == "R" else "left"
+    return from_chest_wall_left(boxes, width, side).tolist()
+
+
 def scale(boxes, sx: float, sy: float, dx: float = 0.0, dy: float = 0.0) -> np.ndarray:
     """``x * sx + dx``, ``y * sy + dy`` for ``[N, 4]`` xyxy boxes (resize and letterbox)."""
     b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4).copy()

@@ -201,6 +201,7 @@ def plan_samples(scanned: list[dict[str, Any]], labels, salt: bytes,
                                 "laterality": lat, "views": {}, "labels": None})
         tasks = labels.tasks(lab) if labels is not None else {t: None for t in LABEL_TASKS}
         claims[(key, view.lower())].append({"path": path, "meta": meta, "boxes": lab.boxes,
+                                            "boxes_frame": lab.boxes_frame,
                                             "labels": lab.raw(), "tasks": tasks,
                                             "split": lab.split})
     for (key, v), entries in sorted(claims.items()):
@@ -398,6 +399,7 @@ def value_bits(meta: dict[str, Any]) -> int | None:
 def _sample_entries(sample: dict[str, Any], prep, cfg: ShardConfig, salt: bytes, fold: int | None
                     ) -> tuple[dict[str, bytes], list[dict], list[dict]]:
     """Preprocess the views of one sample -> (tar entries, image rows, rejects)."""
+    from .boxes import label_boxes
     from .pipeline import crop_and_resize, original_bbox, preprocess, stored_pixel_spacing
     from .foreground import qc_fields
     from .png import encode_png16
@@ -422,10 +424,12 @@ def _sample_entries(sample: dict[str, Any], prep, cfg: ShardConfig, salt: bytes,
         m = rec.meta
         bbox = original_bbox(m)  # original pixel units, also after a reduced decode
         reduction = int(m.get("decode_reduction") or 0)
-        boxes = t.apply(item["boxes"]).round(2).tolist() if item["boxes"] else []
+        original_boxes = label_boxes(item["boxes"], item.get("boxes_frame"), m,
+                                     t.original_size[1], sample["laterality"])
+        boxes = t.apply(original_boxes).round(2).tolist() if original_boxes else []
         entries[f"{key}.{v}.png"] = encode_png16(rec.pixels, cfg.png_level)
         views_json[v] = {
-            "boxes": boxes, "boxes_original": item["boxes"], "transform": t.to_dict(),
+            "boxes": boxes, "boxes_original": original_boxes, "transform": t.to_dict(),
             "sop_uid_hash": m.get("sop_uid_hash"), "manufacturer": m.get("manufacturer"),
             "model": m.get("model"), "energy": m.get("energy"),
             "harmonized": m.get("harmonized"), "bits": m.get("bits_stored"),
@@ -444,7 +448,7 @@ def _sample_entries(sample: dict[str, Any], prep, cfg: ShardConfig, salt: bytes,
             "patient": sample["patient"], "study": sample["study"],
             **item["labels"],  # per image: raw values and task labels of this view
             **{f"label_{k}": val for k, val in item["tasks"].items()},
-            "boxes": boxes, "boxes_original": [list(map(float, b)) for b in item["boxes"]],
+            "boxes": boxes, "boxes_original": [list(map(float, b)) for b in original_boxes],
             "manufacturer": m.get("manufacturer"), "model": m.get("model"), "kvp": m.get("kvp"),
             "energy": m.get("energy"), "bits_stored": m.get("bits_stored"),
             "value_bits": value_bits(m),

@@ -389,7 +389,11 @@ def embed_archive(cohort, tmp_path_factory) -> tuple[Path, Path, dict, dict]:
         dst.parent.mkdir(parents=True, exist_ok=True)
         ds.save_as(dst)
         boxes = json.loads(s["boxes"])
-        rois = str([[[b[1], b[0], b[3], b[2]] for b in boxes]]) if boxes else ""
+        # ROI_coords are drawn on the publisher's PNG, mirrored to put the chest wall on
+        # the left: synth's right breasts have theirs on the right
+        drawn = [[ds.Columns - b[2], b[1], ds.Columns - b[0], b[3]] if s["laterality"] == "R"
+                 else b for b in boxes]
+        rois = str([[[b[1], b[0], b[3], b[2]] for b in drawn]]) if boxes else ""
         meta.append(embed_meta_row(empi, acc, uid, s["laterality"], s["view"], rois=rois))
         if (empi, acc) not in breasts:  # one clinical row per breast (= exam here)
             birads = letters.get(s["birads"], "")

@@ -956,22 +956,50 @@ def test_embed_reduced_tables_explicit_files_and_density_disagreement(tmp_path):
 
 
 @pytest.mark.parametrize("where, value, column", [
-    ("clin", "X", "asses"), ("clin", "7", "path_severity"), ("clin", "Q", "side"),
+    ("clin", "Z", "asses"), ("clin", "7", "path_severity"), ("clin", "Q", "side"),
+    ("clin", "Q", "bside"), ("clin", "9", "tissueden"),
     ("meta", "tomo", "FinalImageType"), ("meta", "2", "spot_mag"),
+    ("meta", "Q", "ImageLateralityFinal"), ("meta", "C C", "ViewPosition"),
     ("meta", "[[1, 2, 3]]", "ROI_coords"), ("meta", "[[5, 5, 1, 1]]", "ROI_coords"),
 ])
 def test_embed_bad_values_name_the_file_row_and_column(tmp_path, where, value, column):
     meta = [embed_meta_row(31, 941, "8.1", "L", "CC"), embed_meta_row(31, 941, "8.2", "L", "MLO")]
-    clin = [embed_clin_row(31, 941, "L", "N", "2"), embed_clin_row(31, 941, "L", "N", "2")]
+    clin = [embed_clin_row(31, 941, "L", "N", "2"),
+            embed_clin_row(31, 941, "L", "N", "2", sev="4")]
     rows, header = (clin, EMBED_CLIN_COLUMNS) if where == "clin" else (meta,
                                                                         EMBED_META_COLUMNS)
     rows[1][header.index(column)] = value
     meta_csv, clin_csv = write_embed_tables(tmp_path, meta, clin)
-    with pytest.raises(LabelError) as e:
-        load_labels(f"embed:{tmp_path}")
+    with pytest.raises(LabelError) as e:  # --strict-labels: the load stops
+        load_labels(f"embed:{tmp_path}", strict=True)
     msg = str(e.value)
     assert f"{clin_csv if where == 'clin' else meta_csv}:3" in msg, msg
     assert column in msg and value in msg
+    # default: that one value is left out and counted, naming the table row
+    table = load_labels(f"embed:{tmp_path}")
+    assert table.dropped[column]["count"] == 1, table.dropped
+    assert f"{(clin_csv if where == 'clin' else meta_csv).name}:3" in \
+        table.dropped[column]["examples"][0]
+    assert table.lookup(Path("8.1.dcm")).view == "CC"  # the other rows keep their labels
+
+
+def test_embed_legend_values_no_assessment_and_unknown_sides(tmp_path):
+    """asses X ("No Assessment" in the publisher's legend) is a value: no BI-RADS; a finding
+    whose side is not in the legend reaches no breast (neither both nor one)."""
+    meta = [embed_meta_row(51, 961, "6.1", "L", "CC"), embed_meta_row(51, 961, "6.2", "R", "CC"),
+            embed_meta_row(52, 962, "6.3", "L", "CC"), embed_meta_row(52, 962, "6.4", "R", "CC")]
+    clin = [embed_clin_row(51, 961, "L", "X", "2"), embed_clin_row(51, 961, "R", "B", "2"),
+            embed_clin_row(52, 962, "Q", "M", "3", sev="0"),
+            embed_clin_row(52, 962, "L", "N", "3", bside="Z", sev="0")]
+    write_embed_tables(tmp_path, meta, clin)
+    table = load_labels(f"embed:{tmp_path}", strict=False)
+    got = {u: (r.birads, r.pathology, r.density) for u in ("6.1", "6.2", "6.3", "6.4")
+           for r in [table.lookup(Path(f"{u}.dcm"))]}
+    assert got == {"6.1": (None, None, "B"), "6.2": ("2", None, "B"),
+                   "6.3": ("1", None, "C"), "6.4": (None, None, "C")}
+    assert set(table.dropped) == {"side", "bside"} and "asses" not in table.dropped
+    with pytest.raises(LabelError, match="column side"):
+        load_labels(f"embed:{tmp_path}", strict=True)
 
 
 def test_embed_structural_errors(tmp_path):

@@ -45,7 +45,11 @@ class LabelRow:
     missing). ``boxes``: ``[[xmin, ymin, xmax, ymax], ...]`` float, original DICOM pixels,
     exclusive ends. ``source_row``: ``FILE:ROW`` the values came from (for messages).
     ``split``: the publisher's official split of the image, ``train`` or ``test`` (None where
-    the source publishes none).
+    the source publishes none). ``boxes_frame``: None when ``boxes`` are in the stored DICOM
+    pixels; ``'chest_wall_left'`` when they are in the image mirrored, where its chest wall
+    is on the right, to put the chest wall on the left (EMBED's ``ROI_coords``): ``shard``
+    maps them to the stored pixels once the image is read
+    (:func:`mammoprep.boxes.from_chest_wall_left`).
     """
 
     patient: str | None = None
@@ -58,6 +62,7 @@ class LabelRow:
     boxes: list = field(default_factory=list)
     source_row: str = ""
     split: str | None = None
+    boxes_frame: str | None = None
 
     def raw(self) -> dict[str, str | None]:
         return {"pathology": self.pathology, "birads": self.birads, "density": self.density}

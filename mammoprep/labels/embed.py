@@ -9,17 +9,24 @@ order: a table with ``anon_dicom_path`` is the metadata). Images are
 the publisher's server, so a file is matched by its name (the SOP Instance UID).
 
 Per image (metadata): patient ``empi_anon``, study ``acc_anon``, laterality
-``ImageLateralityFinal``, view ``ViewPosition``, boxes from ``ROI_coords`` (``DCM_ROI_coords``
-where a table has it): nested lists of ``[ymin, xmin, ymax, xmax]``, written here as ``[xmin,
-ymin, xmax, ymax]``. Only 2-D full-field mammograms are stored: a row whose
-``FinalImageType`` is ``cview`` (synthesised from tomosynthesis), ``3D`` or a screensave
-(``ROI_SSC``/``ROI_SS``), or whose ``spot_mag`` is 1 (spot compression or magnification),
-names a file that ``shard`` skips (counted, with a warning).
+``ImageLateralityFinal``, view ``ViewPosition``, boxes: nested lists of ``[ymin, xmin, ymax,
+xmax]``, written here as ``[xmin, ymin, xmax, ymax]``. ``DCM_ROI_coords`` (datathon tables)
+are in the DICOM's stored pixels and used as they are. ``ROI_coords`` (the Open Data
+tables) and ``PNG_ROI_coords`` are in the publisher's PNG frame, where every image whose
+chest wall is on the right was mirrored to put it on the left (EMBED_Open_Data:
+``resources/datathon_notebooks/NUS_roi_reference.ipynb`` says so of ``PNG_ROI_coords``;
+``resources/notebooks/Sample_Notebook.ipynb`` mirrors the DICOM before drawing
+``ROI_coords``; ``resources/notebooks/DCM_to_PNG.ipynb`` holds the flip): ``shard``
+mirrors them back on images whose chest wall it finds on the right
+(:data:`mammoprep.boxes.CHEST_WALL_LEFT`). Only 2-D full-field mammograms are stored: a
+row whose ``FinalImageType`` is ``cview`` (synthesised from tomosynthesis), ``3D`` or a
+screensave (``ROI_SSC``/``ROI_SS``), or whose ``spot_mag`` is 1 (spot compression or
+magnification), names a file that ``shard`` skips (counted, with a warning).
 
 Per breast (clinical rows of the exam, ``empi_anon`` + ``acc_anon``): a finding whose ``side``
 is ``L`` or ``R`` is that breast's, ``B`` or empty both breasts' (the publisher's merge rule).
-* BI-RADS (``asses``: A=0, N=1, B=2, P=3, S=4, M=5, K=6): the breast's most concerning
-  finding in the ACR order 1 < 2 < 3 < 6 < 0 < 4 < 5;
+* BI-RADS (``asses``: A=0, N=1, B=2, P=3, S=4, M=5, K=6, X = no assessment: none): the
+  breast's most concerning finding in the ACR order 1 < 2 < 3 < 6 < 0 < 4 < 5;
 * pathology (``path_severity``, on the side of ``bside`` where given): 0 invasive and 1
   non-invasive cancer are malignant, 2 high-risk, 3 borderline, 4 benign and 5 normal tissue
   benign, 6 (a non-breast cancer) no breast label; malignant if any result is; images of
@@ -28,6 +35,12 @@ is ``L`` or ``R`` is that breast's, ``B`` or empty both breasts' (the publisher'
   exam without density (warned).
 Diagnosis takes the pathology whatever the BI-RADS (a screening recall, BI-RADS 0, with a
 proven cancer is a positive); BI-RADS 1-6 feed the BI-RADS tasks.
+
+A value outside these legends (the publisher's ``AWS_Open_Data_Clinical_Legend.csv`` and
+data descriptor) leaves that one value out, counted per column (``LabelTable.dropped``;
+``--strict-labels``: an error): a finding whose ``side`` (``bside``) is unknown reaches no
+breast (its pathology none), a file whose ``FinalImageType`` is unknown is skipped, an
+unknown ``spot_mag`` is taken as a full-field view. A missing table or column stops.
 """
 
 from __future__ import annotations
@@ -37,6 +50,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Sequence
 
+from ..boxes import CHEST_WALL_LEFT
 from ._common import (Adapter, LabelError, LabelRow, LabelTable, TaskRules, is_missing,
                       normalise_columns, parse_density, parse_laterality,
                       parse_text, parse_view, read_table, require_columns, table_columns)
@@ -53,8 +67,13 @@ CLINICAL_COLUMNS = ("empi_anon", "acc_anon", "side", "asses")
 NAMES = {"metadata": ("EMBED_OpenData_metadata.csv", "EMBED_OpenData_metadata_reduced.csv"),
          "clinical": ("EMBED_OpenData_clinical.csv", "EMBED_OpenData_clinical_reduced.csv")}
 
-#: ``asses`` letter -> BI-RADS category.
-ASSESSMENT = {"A": "0", "N": "1", "B": "2", "P": "3", "S": "4", "M": "5", "K": "6"}
+#: ``asses`` letter -> BI-RADS category (X: "No Assessment" in the publisher's legend).
+ASSESSMENT = {"A": "0", "N": "1", "B": "2", "P": "3", "S": "4", "M": "5", "K": "6", "X": None}
+#: ``side`` / ``bside`` -> the breasts a finding / a pathology result is about.
+SIDES = {"L": ("L",), "R": ("R",), "B": ("L", "R")}
+#: Box columns in the order they are used -> ``LabelRow.boxes_frame``.
+ROI_COLUMNS = {"DCM_ROI_coords": None, "ROI_coords": CHEST_WALL_LEFT,
+               "PNG_ROI_coords": CHEST_WALL_LEFT}
 #: BI-RADS categories from least to most concerning (ACR's overall-assessment order).
 CONCERN = ("1", "2", "3", "6", "0", "4", "5")
 #: ``FinalImageType`` (lower case, without ``-``/``_``/spaces) -> what ``shard`` does.
@@ -131,17 +150,26 @@ def _code(v: Any, where: str, column: str, allowed: dict[str, Any], hint: str,
     return allowed[key]
 
 
-def _sides(v: Any, where: str, column: str) -> tuple[str, ...]:
-    """``L`` -> (L,), ``R`` -> (R,), ``B`` or missing -> both."""
-    return _code(v, where, column, {"L": ("L",), "R": ("R",), "B": ("L", "R")},
-                 "EMBED codes a side as L, R or B (bilateral)") or ("L", "R")
+def _sides(table: LabelTable, v: Any, where: str, column: str) -> tuple[str, ...]:
+    """``L`` -> (L,), ``R`` -> (R,), ``B`` or missing -> both (the publisher's merge rule);
+    a value not in the legend -> () (dropped, counted)."""
+    if is_missing(v):
+        return ("L", "R")
+    return table.value(_code, v, where, column, SIDES,
+                       "EMBED codes a side as L, R or B (bilateral)") or ()
 
 
-def _severity(v: Any, where: str) -> str | None:
-    return _code(v, where, "path_severity",
+def _severity(v: Any, where: str, column: str = "path_severity") -> str | None:
+    return _code(v, where, column,
                  {"0": "malignant", "1": "malignant", "2": "benign", "3": "benign",
                   "4": "benign", "5": "benign", "6": None},
                  "path_severity is 0-6 (0-1 cancer, 2-5 benign, 6 non-breast cancer)")
+
+
+def _density(v: Any, where: str, column: str = "tissueden") -> str | None:
+    """``tissueden`` 1-4 -> A-D; 5 (a male breast: no ACR density) or missing -> None."""
+    dens = _text(v, where, column)
+    return None if dens in (None, "5") else parse_density(dens, where, column)
 
 
 def parse_rois(v: Any, where: str, column: str) -> list:
@@ -168,6 +196,25 @@ def parse_rois(v: Any, where: str, column: str) -> list:
     return [[b[1], b[0], b[3], b[2]] for b in yx]
 
 
+def _add_finding(exam: dict[str, Any], r: dict[str, Any], where: str, table: LabelTable
+                 ) -> None:
+    """One clinical row's BI-RADS and pathology into ``exam`` ('L' / 'R' -> labels)."""
+    birads = table.value(_code, r.get("asses"), where, "asses", ASSESSMENT,
+                         "EMBED codes BI-RADS as A (0), N (1), B (2), P (3), S (4), M (5), "
+                         "K (6) or X (no assessment)")
+    sides = _sides(table, r.get("side"), where, "side")
+    for s in sides if birads is not None else ():
+        old = exam[s].get("birads")
+        if old is None or CONCERN.index(birads) > CONCERN.index(old):
+            exam[s]["birads"] = birads
+    result = table.value(_severity, r.get("path_severity"), where, "path_severity")
+    bside = r.get("bside")
+    for s in (_sides(table, bside, where, "bside") if not is_missing(bside) else sides
+              ) if result is not None else ():
+        if exam[s].get("pathology") != "malignant":
+            exam[s]["pathology"] = result
+
+
 def _exam_labels(rows: list[dict[str, Any]], path: Path, table: LabelTable
                  ) -> dict[tuple[str, str], dict[str, Any]]:
     """(empi_anon, acc_anon) -> {'L': {birads, pathology}, 'R': ..., 'density': ...}."""
@@ -179,24 +226,14 @@ def _exam_labels(rows: list[dict[str, Any]], path: Path, table: LabelTable
                _text(r["acc_anon"], where, "acc_anon"))
         if None in key:
             raise LabelError(where, "empi_anon and acc_anon are required",
-                             tag="column empi_anon/acc_anon", value=key)
+                             tag="column empi_anon/acc_anon", value=key,
+                             hint="every row of EMBED's clinical table names its patient and "
+                                  "exam; fix or delete the row")
         exam = exams.setdefault(key, {"L": {}, "R": {}})
-        birads = _code(r.get("asses"), where, "asses", ASSESSMENT,
-                       "EMBED codes BI-RADS as A (0), N (1), B (2), P (3), S (4), M (5), K (6)")
-        sides = _sides(r.get("side"), where, "side")
-        for s in sides if birads is not None else ():
-            old = exam[s].get("birads")
-            if old is None or CONCERN.index(birads) > CONCERN.index(old):
-                exam[s]["birads"] = birads
-        result = _severity(r.get("path_severity"), where)
-        bside = r.get("bside")
-        for s in (_sides(bside, where, "bside") if not is_missing(bside) else sides
-                  ) if result is not None else ():
-            if exam[s].get("pathology") != "malignant":
-                exam[s]["pathology"] = result
-        dens = _text(r.get("tissueden"), where, "tissueden")
-        if dens is not None and dens != "5":  # 5: a male breast, no ACR density
-            densities.setdefault(key, set()).add(parse_density(dens, where, "tissueden"))
+        _add_finding(exam, r, where, table)
+        dens = table.value(_density, r.get("tissueden"), where, "tissueden")
+        if dens is not None:
+            densities.setdefault(key, set()).add(dens)
     disagree = [k for k, d in densities.items() if len(d) > 1]
     for key, d in densities.items():
         exams[key]["density"] = next(iter(d)) if len(d) == 1 else None
@@ -205,6 +242,41 @@ def _exam_labels(rows: list[dict[str, Any]], path: Path, table: LabelTable
             f"EMBED: {len(disagree)} exam(s) with findings that disagree on tissueden, left "
             f"without density (first: acc_anon {disagree[0][1]})")
     return exams
+
+
+def _image_kind(r: dict[str, Any], where: str, table: LabelTable) -> str | None:
+    """None for a 2-D full-field mammogram (stored), else why ``shard`` skips the file."""
+    v = r["finalimagetype"]
+    kind = table.value(_code, v, where, "FinalImageType",
+                       {k.upper(): t or "2D" for k, t in IMAGE_TYPES.items()},
+                       "EMBED's FinalImageType is 2D, cview, 3D, ROI_SSC or ROI_SS",
+                       True)
+    if kind is None:
+        return "no FinalImageType" if is_missing(v) else "unknown FinalImageType"
+    special = table.value(_code, r.get("spot_mag"), where, "spot_mag",
+                          {"0": False, "1": True},
+                          "spot_mag is 1 (spot compression or magnification) or empty/0")
+    if kind == "2D":
+        return "spot/magnification" if special else None
+    return kind
+
+
+def _image_row(r: dict[str, Any], where: str, table: LabelTable, exams: dict,
+               roi_column: str) -> LabelRow:
+    """The labels of one stored image (a metadata row)."""
+    patient = _text(r["empi_anon"], where, "empi_anon")
+    study = _text(r["acc_anon"], where, "acc_anon")
+    lat = table.value(parse_laterality, r["imagelateralityfinal"], where,
+                      "ImageLateralityFinal")
+    exam = exams.get((patient, study))
+    breast = exam.get(lat, {}) if exam is not None and lat else {}
+    return LabelRow(
+        patient=patient, study=study, laterality=lat,
+        view=table.value(parse_view, r["viewposition"], where, "ViewPosition"),
+        pathology=breast.get("pathology"), birads=breast.get("birads"),
+        density=exam.get("density") if exam is not None else None,
+        boxes=table.value(parse_rois, r.get(roi_column.lower()), where, roi_column) or [],
+        boxes_frame=ROI_COLUMNS[roi_column], source_row=where)
 
 
 def load(path_text: str, roots: Sequence[Path] = (), strict: bool = False) -> LabelTable:
@@ -217,8 +289,8 @@ def load(path_text: str, roots: Sequence[Path] = (), strict: bool = False) -> La
     rows = _rows(meta_path, METADATA_COLUMNS,
                  "EMBED's metadata table: empi_anon, acc_anon, anon_dicom_path, "
                  "ImageLateralityFinal, ViewPosition, FinalImageType, spot_mag, ROI_coords, ...",
-                 ("spot_mag", "roi_coords", "dcm_roi_coords"))
-    roi_column = "DCM_ROI_coords" if rows and "dcm_roi_coords" in rows[0] else "ROI_coords"
+                 ("spot_mag", *(c.lower() for c in ROI_COLUMNS)))
+    roi_column = next((c for c in ROI_COLUMNS if rows and c.lower() in rows[0]), "ROI_coords")
     skipped: Counter = Counter()
     without_exam = 0
     seen: dict[str, str] = {}
@@ -227,35 +299,20 @@ def load(path_text: str, roots: Sequence[Path] = (), strict: bool = False) -> La
         name = parse_text(r["anon_dicom_path"], where, "anon_dicom_path")
         if name is None:
             raise LabelError(where, "anon_dicom_path is required", tag="column anon_dicom_path",
-                             value=r["anon_dicom_path"])
+                             value=r["anon_dicom_path"], hint="every row of EMBED's metadata "
+                             "table names its file; fix or delete the row")
         stem = Path(name.replace("\\", "/").rsplit("/", 1)[-1]).stem
         if stem in seen:
             raise LabelError(where, f"this image is listed twice (also at {seen[stem]})",
                              tag="column anon_dicom_path", value=name, hint="one row per file")
         seen[stem] = where
-        kind = _code(r["finalimagetype"], where, "FinalImageType",
-                     {k.upper(): v or "2D" for k, v in IMAGE_TYPES.items()},
-                     "EMBED's FinalImageType is 2D, cview, 3D, ROI_SSC or ROI_SS", squeeze=True)
-        special = _code(r.get("spot_mag"), where, "spot_mag", {"0": False, "1": True},
-                        "spot_mag is 1 (spot compression or magnification) or empty/0")
-        if kind != "2D" or special:
-            reason = "spot/magnification" if kind == "2D" else kind or "no FinalImageType"
+        reason = _image_kind(r, where, table)
+        if reason is not None:
             skipped[reason] += 1
             table.auxiliary_stems.add(stem)
             continue
-        patient = _text(r["empi_anon"], where, "empi_anon")
-        study = _text(r["acc_anon"], where, "acc_anon")
-        lat = parse_laterality(r["imagelateralityfinal"], where, "ImageLateralityFinal")
-        exam = exams.get((patient, study))
-        if exam is None:
-            without_exam += 1
-        breast = exam.get(lat, {}) if exam is not None and lat else {}
-        table.by_stem[stem] = LabelRow(
-            patient=patient, study=study, laterality=lat,
-            view=parse_view(r["viewposition"], where, "ViewPosition"),
-            pathology=breast.get("pathology"), birads=breast.get("birads"),
-            density=exam.get("density") if exam is not None else None,
-            boxes=parse_rois(r.get(roi_column.lower()), where, roi_column), source_row=where)
+        row = table.by_stem[stem] = _image_row(r, where, table, exams, roi_column)
+        without_exam += (row.patient, row.study) not in exams
     if skipped:
         table.warnings.append(
             "EMBED: files that are not 2-D full-field mammograms are skipped: " + ", ".join(

@@ -28,6 +28,7 @@ Other columns (age, biopsy, invasive, implant, machine, difficult negative) are 
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Sequence
 
@@ -46,7 +47,7 @@ COLUMNS = ("patient_id", "image_id", "laterality", "view", "cancer")
 def _cancer(v, where: str, column: str = "cancer") -> str | None:
     if is_missing(v):
         return None
-    s = parse_text(v, where, "cancer")
+    s = re.sub(r"^([01])\.0*$", r"\1", parse_text(v, where, "cancer"))  # 1.0: re-saved
     if s not in ("0", "1"):
         raise LabelError(where, "cancer is not 0 or 1", tag="column cancer", value=v,
                          hint="RSNA's cancer column is 0 (no cancer) or 1 (cancer)")
