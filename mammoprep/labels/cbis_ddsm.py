@@ -20,7 +20,7 @@ and ``ROI mask file path`` (found the same way) are skipped by ``shard`` (not ma
 Values: cells are stripped (the published crop paths end in a line break); a value no legend
 has drops that value only, counted in :attr:`LabelTable.dropped` (``--strict-labels``:
 an error); a row without patient_id, side or image path is left out, counted; ``breast
-density`` 0 (in the calcification tables, per third-party audits) is no density, counted,
+density`` 0 (in the calcification tables, per third-party audits) is no density (one warning per table),
 never an error. Split: ``*_train_set.csv`` -> ``train``, ``*_test_set.csv`` -> ``test`` (else
 ``Training`` / ``Test`` in the case folder).
 
@@ -104,13 +104,16 @@ def _clean(row: dict[str, Any]) -> dict[str, Any]:
     return {k: (v.strip() if isinstance(v, str) else v) for k, v in row.items()}
 
 
+def _density_zero(v: Any) -> bool:
+    """``breast density`` 0: in the calcification tables per third-party audits (e.g.
+    P_01743, RIGHT CC and MLO); no density, never an error (not even when strict)."""
+    return not is_missing(v) and _integer(v) == 0
+
+
 def _density(table: LabelTable, v: Any, where: str, column: str | None) -> str | None:
-    """``breast density`` 1-4 -> A-D; 0 (third-party audits of the calc table, e.g. P_01743)
-    is no density: that image has none, counted in ``table.dropped`` even when strict."""
-    if column is None:
-        return None
-    if not is_missing(v) and _integer(v) == 0:
-        table.drop(column, where, v, "0: no density (a known CBIS-DDSM audit quirk)")
+    """``breast density`` 1-4 -> A-D; 0 -> None (:func:`_density_zero`, counted by
+    :func:`_read_rows`); any other value through ``table.value``."""
+    if column is None or _density_zero(v):
         return None
     return table.value(parse_density, v, where, column)
 
@@ -146,11 +149,19 @@ def _read_rows(path: Path, table: LabelTable, roots: Sequence[Path]) -> list[dic
                     "..., assessment, pathology, ..., image file path, ...")
     dcol = next((c for c in DENSITY_COLUMNS if rows and c in rows[0]), None)
     bases = [*(Path(r) for r in roots if Path(r).is_dir()), path.parent]
-    out = []
+    out, zeros = [], []
     for i, r in enumerate(rows, start=2):
-        rec = _parse_row(_clean(r), f"{path}:{i}", dcol, table, path)
+        r = _clean(r)
+        if dcol and _density_zero(r.get(dcol)):
+            zeros.append(str(i))
+        rec = _parse_row(r, f"{path}:{i}", dcol, table, path)
         if rec is not None:
             out.append({**rec, "_bases": bases})
+    if zeros:
+        table.warnings.append(
+            f"{path.name}: {len(zeros)} row(s) with {dcol} 0 (row(s) {', '.join(zeros[:5])}"
+            f"{', ...' if len(zeros) > 5 else ''}; a known quirk of the published tables, "
+            "reported by third-party audits): their images have no density label")
     return out
 
 
@@ -278,5 +289,6 @@ def _share_boxes_between_copies(table: LabelTable, images: dict[str, list[dict[s
 
 
 ADAPTER = Adapter("cbis-ddsm", "cbis-ddsm:CSV[,CSV...]", load, RULES,
-                  "CBIS-DDSM mass/calc description tables; image file path relative to IN",
+                  "CBIS-DDSM mass/calc description tables; files found under IN by header "
+                  "(any layout)",
                   several=True)
