@@ -400,6 +400,10 @@ def test_cbis_ddsm_tables_and_roi_masks(tmp_path):
     assert str((root / mask_cc).resolve()) in table.auxiliary
     assert str((root / crop_mlo).resolve()) in table.auxiliary
     assert str((root / img_cc).resolve()) not in table.auxiliary
+    # P_00002's ROI files are absent: one warning for all such rows, naming the first
+    (note,) = [w for w in table.warnings if "no ROI file" in w]
+    assert note.startswith("1 abnormalities of images found have no ROI file") and (
+        f"{calc}:3" in note)
     # the same tables from their folder
     both = load_labels(f"cbis-ddsm:{tmp_path}", roots=[root])
     assert both.lookup(root / img_cc).boxes == cc.boxes

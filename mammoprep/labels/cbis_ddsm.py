@@ -20,9 +20,9 @@ and ``ROI mask file path`` (found the same way) are skipped by ``shard`` (not ma
 Values: cells are stripped (the published crop paths end in a line break); a value no legend
 has drops that value only, counted in :attr:`LabelTable.dropped` (``--strict-labels``:
 an error); a row without patient_id, side or image path is left out, counted; ``breast
-density`` 0 (in the calcification tables, per third-party audits) is no density (one warning per table),
-never an error. Split: ``*_train_set.csv`` -> ``train``, ``*_test_set.csv`` -> ``test`` (else
-``Training`` / ``Test`` in the case folder).
+density`` 0 (in the calcification tables, per third-party audits) is no density (a warning
+per table), never an error. Split: ``*_train_set.csv`` -> ``train``, ``*_test_set.csv`` ->
+``test`` (else ``Training`` / ``Test`` in the case folder).
 
 Semantics (:data:`RULES`), per breast (patient_id + side, both views):
 
@@ -199,7 +199,9 @@ def _per_breast(recs: list[dict[str, Any]]) -> dict[tuple[str, str], tuple]:
 
 
 def _image_row(image: str, recs: list[dict[str, Any]], breast: tuple, index: HeaderIndex,
-               table: LabelTable, cache: dict) -> LabelRow:
+               table: LabelTable, cache: dict, no_roi: list[str]) -> LabelRow:
+    """The labels of one full mammogram; boxes from its rows' ROI masks. ``no_roi``
+    (filled in): rows of a found image whose ROI files were found neither way."""
     first = recs[0]
     densities = {x["_density"] for x in recs}
     if len(densities) > 1:
@@ -216,10 +218,8 @@ def _image_row(image: str, recs: list[dict[str, Any]], breast: tuple, index: Hea
             table.warnings.append(f"{x['_where']}: no box for {Path(image).name}: no binary "
                                   "mask of the image's size among its ROI files: "
                                   + "; ".join(why))
-        elif not x["_roi"] and Path(image).exists() and _names_roi(x):
-            table.warnings.append(f"{x['_where']}: no box for {Path(image).name}: no ROI file "
-                                  "found, by header ((0010,0020), (0020,000D), (0020,000E) of "
-                                  "its ROI paths) or by path; add the ROI series to IN")
+        elif not x["_roi"] and shape is not None and _names_roi(x):
+            no_roi.append(x["_where"])
     return LabelRow(
         patient=first["_patient"], study=first["_patient"], laterality=first["_lat"],
         view=first["_view"], pathology=breast[0], birads=breast[1],
@@ -242,10 +242,16 @@ def load(path_text: str, roots: Sequence[Path] = (), strict: bool = False) -> La
         table.auxiliary.discard(f)  # a full mammogram is never skipped
     per_breast = _per_breast(recs)
     cache: dict = {}
+    no_roi: list[str] = []
     for image, rs in images.items():
-        table.by_path[image] = _image_row(image, rs, per_breast[(rs[0]["_patient"],
-                                                                 rs[0]["_lat"])],
-                                          index, table, cache)
+        breast = per_breast[(rs[0]["_patient"], rs[0]["_lat"])]
+        table.by_path[image] = _image_row(image, rs, breast, index, table, cache, no_roi)
+    if no_roi:
+        table.warnings.append(
+            f"{len(no_roi)} abnormalities of images found have no ROI file under IN, neither by "
+            "header ((0010,0020) Patient ID, (0020,000D), (0020,000E) of the ROI paths) nor by "
+            f"relative path (e.g. {no_roi[0]}): no box for them; add the ROI mask series to "
+            "IN for boxes")
     _share_boxes_between_copies(table, images, {i: index.shape(Path(i)) if Path(i).exists()
                                                 else None for i in images})
     return table
