@@ -370,8 +370,9 @@ CALC_COLUMNS = ["patient_id", "breast density", "left or right breast", "image v
                 "cropped image file path", "ROI mask file path"]
 
 
-def write_dicom(path: Path, pixels: np.ndarray) -> None:
-    """A minimal uncompressed DICOM (as CBIS-DDSM's masks and crops are)."""
+def write_dicom(path: Path, pixels: np.ndarray, **header) -> None:
+    """A minimal uncompressed DICOM (as CBIS-DDSM's masks and crops are); ``header``:
+    further elements by keyword (``PatientID=...``)."""
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
@@ -388,6 +389,8 @@ def write_dicom(path: Path, pixels: np.ndarray) -> None:
     bits = 8 if pixels.dtype == np.uint8 else 16
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = bits, bits, bits - 1, 0
     ds.PixelData = pixels.tobytes()
+    for keyword, value in header.items():
+        setattr(ds, keyword, value)
     path.parent.mkdir(parents=True, exist_ok=True)
     ds.save_as(path, enforce_file_format=True)
 
@@ -400,10 +403,14 @@ def cbis_paths(case: str, n: int) -> tuple[str, str, str]:
             f"{case}_1/{uid}.{n}3/{uid}.{n}4/000001.dcm")
 
 
-def write_cbis_tables(folder: Path, mass_rows: list, calc_rows: list) -> tuple[Path, Path]:
-    """The mass and calcification training tables, with the publisher's header rows."""
-    return write_csvs({folder / "mass_case_description_train_set.csv": (MASS_COLUMNS, mass_rows),
-                       folder / "calc_case_description_train_set.csv": (CALC_COLUMNS, calc_rows)})
+def write_cbis_tables(folder: Path, mass_rows: list, calc_rows: list, split: str = "train"
+                      ) -> tuple[Path, Path]:
+    """The mass and calcification tables of one split (``train``/``test``), named and headed
+    as published."""
+    return write_csvs({folder / f"mass_case_description_{split}_set.csv": (MASS_COLUMNS,
+                                                                           mass_rows),
+                       folder / f"calc_case_description_{split}_set.csv": (CALC_COLUMNS,
+                                                                           calc_rows)})
 
 
 def write_csvs(tables: dict[Path, tuple[list, list]]) -> tuple[Path, ...]:
@@ -457,6 +464,10 @@ def test_cbis_ddsm_tables_and_roi_masks(tmp_path):
     assert str((root / mask_cc).resolve()) in table.auxiliary
     assert str((root / crop_mlo).resolve()) in table.auxiliary
     assert str((root / img_cc).resolve()) not in table.auxiliary
+    # P_00002's ROI files are absent: one warning for all such rows, naming the first
+    (note,) = [w for w in table.warnings if "no ROI file" in w]
+    assert note.startswith("1 abnormalities of images found have no ROI file") and (
+        f"{calc}:3" in note)
     # the same tables from their folder
     both = load_labels(f"cbis-ddsm:{tmp_path}", roots=[root])
     assert both.lookup(root / img_cc).boxes == cc.boxes
@@ -526,7 +537,8 @@ def test_cbis_ddsm_mask_of_another_size_gives_no_box_and_a_warning(tmp_path):
     write_dicom(tmp_path / mask, m)
     table = _one_mass_case(tmp_path, "P_00003", img, crop, mask)
     assert table.lookup(tmp_path / img).boxes == []
-    assert len(table.warnings) == 1 and "mask is 40x40, image 50x50" in table.warnings[0]
+    # a file of another size than its image is a crop, never a mask (whatever its column)
+    assert len(table.warnings) == 1 and "40x40, image 50x50: a crop" in table.warnings[0]
 
 
 def test_cbis_ddsm_fifo_at_the_mask_path_is_a_warning_not_a_hang(tmp_path):
@@ -551,8 +563,71 @@ def test_cbis_ddsm_bad_pathology(tmp_path):
         w.writerow(["P_1", 2, "LEFT", "CC", 1, "calcification", "", "", 3, "UNSURE", 2, "a.dcm",
                     "", ""])
     with pytest.raises(LabelError) as exc:
-        load_labels(f"cbis-ddsm:{t}")
+        load_labels(f"cbis-ddsm:{t}", strict=True)
     assert f"{t}:2" in str(exc.value) and "column pathology" in str(exc.value)
+    table = load_labels(f"cbis-ddsm:{t}")  # default: that value left out, counted
+    row = table.lookup(tmp_path / "a.dcm")
+    assert (row.pathology, row.birads, row.density) == (None, "3", "B")
+    assert table.dropped["pathology"]["count"] == 1
+    assert table.dropped["pathology"]["examples"][0].startswith(
+        "calc_case_description_train_set.csv:2: 'UNSURE'")
+
+
+def test_cbis_ddsm_legend_quirks_drop_a_value_or_a_row_not_the_load(tmp_path):
+    """breast density 0 (audits of the calc table) is no density, counted, even with
+    --strict-labels; an unknown value drops that value; a row without patient_id, side or
+    image path is left out, counted; cells are stripped; the split is the table's."""
+    uid = "1.3.6.1.4.1.9590.100.1.2"
+    img = [f"Calc-Test_P_0174{n}_RIGHT_CC/{uid}.{n}1/{uid}.{n}2/000000.dcm" for n in range(5)]
+    _, calc = write_cbis_tables(tmp_path, [], [
+        ["P_01743", 0, "RIGHT", "CC", 1, "calcification", "", "", 4, "BENIGN", 3, img[0], "",
+         ""],
+        [" P_01744 ", " 2\n", "RIGHT ", " MLO", 1, "calcification", "", "", "4\n", "MALIGNANT",
+         3, f" {img[1]}\n", "", ""],
+        ["P_01745", 2, "RIGHT", "CC", 1, "calcification", "", "", 4, "UNSURE", 3, img[2], "",
+         ""],
+        ["", 2, "RIGHT", "CC", 1, "calcification", "", "", 4, "BENIGN", 3, img[3], "", ""],
+        ["P_01747", 2, "MIDDLE", "CC", 1, "calcification", "", "", 4, "BENIGN", 3, img[4], "",
+         ""]], split="test")
+    table = load_labels(f"cbis-ddsm:{calc}", roots=[tmp_path])
+    rows = [table.lookup(tmp_path / p) for p in img]
+    assert (rows[0].density, rows[0].birads, rows[0].split) == (None, "4", "test")
+    assert (rows[1].patient, rows[1].laterality, rows[1].view, rows[1].density,
+            rows[1].birads, rows[1].pathology) == ("P_01744", "R", "MLO", "B", "4", "malignant")
+    assert (rows[2].pathology, rows[2].density) == (None, "B")
+    assert rows[3] is None and rows[4] is None  # rows left out
+    assert {k: v["count"] for k, v in table.dropped.items()} == {
+        "pathology": 1, "left or right breast": 1, cbis_ddsm.REQUIRED: 2}
+    assert table.dropped[cbis_ddsm.REQUIRED]["examples"][0].startswith(
+        "calc_case_description_test_set.csv:5: ")
+    assert table.warnings == ["calc_case_description_test_set.csv: 1 row(s) with breast "
+                              "density 0 (row(s) 2; a known quirk of the published tables, "
+                              "reported by third-party audits): their images have no density "
+                              "label"]
+    with pytest.raises(LabelError, match="column pathology"):
+        load_labels(f"cbis-ddsm:{calc}", roots=[tmp_path], strict=True)
+
+
+def test_cbis_ddsm_density_zero_is_no_error_when_strict(tmp_path):
+    _, calc = write_cbis_tables(tmp_path, [], [
+        ["P_01743", 0, "RIGHT", "CC", 1, "calcification", "", "", 4, "BENIGN", 3,
+         "Calc-Training_P_01743_RIGHT_CC/1.2.1/1.2.2/000000.dcm", "", ""]])
+    table = load_labels(f"cbis-ddsm:{calc}", strict=True)
+    (row,) = table.by_path.values()
+    assert (row.density, row.split) == (None, "train")
+    assert table.dropped == {} and "1 row(s) with breast density 0" in table.warnings[0]
+
+
+def test_cbis_ddsm_split_from_the_case_folder_when_the_table_name_has_none(tmp_path):
+    t = tmp_path / "my_masses.csv"
+    write_csvs({t: (MASS_COLUMNS, [
+        ["P_1", 2, "LEFT", "CC", 1, "mass", "", "", 4, "BENIGN", 3,
+         "Mass-Training_P_1_LEFT_CC/1.2.1/1.2.2/000000.dcm", "", ""],
+        ["P_2", 2, "LEFT", "CC", 1, "mass", "", "", 4, "BENIGN", 3,
+         "Mass-Test_P_2_LEFT_CC/1.2.3/1.2.4/000000.dcm", "", ""]])})
+    table = load_labels(f"cbis-ddsm:{t}")
+    assert sorted((r.patient, r.split) for r in table.by_path.values()) == [
+        ("P_1", "train"), ("P_2", "test")]
 
 
 # ----------------------------------------------------------------------- generic table
