@@ -20,7 +20,8 @@ Steps, for ``pixels: uint16 [rows, cols]`` in MONOCHROME2 polarity:
    means, and threshold the blocks.
 3. **Clean up**: open with a ``(2r+1)^2`` square (breaks thin bridges such as film borders
    or a label touching the skin), keep the largest component, give back what the opening
-   shaved off within ``r`` blocks of it, keep the largest component again, fill holes.
+   shaved off within ``r`` blocks of it, keep the largest component again, cut film-base
+   strips along the chest wall (:mod:`.chestwall`), fill holes.
 4. **Full resolution**: blocks well inside the breast keep every pixel (dark fat is never
    removed); blocks on the breast's edge keep pixels ``> threshold``; all others become 0.
 
@@ -35,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from . import kernels
+from . import chestwall, kernels
 from .errors import MammoprepError
 from .record import Record
 
@@ -340,7 +341,8 @@ def qc_verdict(measures: dict) -> tuple[str, str]:
     """``('ok' | 'suspect', reason)`` from the block-level measures of a mask:
     ``bright_removed`` (fraction of the above-threshold area outside the kept region),
     ``far_touch`` (:func:`far_touch`), ``above`` (fraction of the kept region above the
-    threshold) and ``breast_fraction``. The rules are the module's ``QC_*`` constants."""
+    threshold), ``breast_fraction`` and ``wall_strip`` (:func:`chestwall.strip_doubt`). The
+    rules are the module's ``QC_*`` constants."""
     reasons = []
     if measures["bright_removed"] > QC_MAX_BRIGHT_REMOVED:
         reasons.append(f"{measures['bright_removed']:.0%} of the bright area removed")
@@ -350,6 +352,9 @@ def qc_verdict(measures: dict) -> tuple[str, str]:
     if measures["above"] < QC_MIN_ABOVE:
         reasons.append(f"only {measures['above']:.0%} of the kept region is above the "
                        "background threshold")
+    doubt = chestwall.strip_doubt(measures.get("wall_strip", 1.0))
+    if doubt:
+        reasons.append(doubt)
     bf = measures["breast_fraction"]
     if bf < QC_MIN_BREAST_FRACTION:
         reasons.append(f"kept region covers only {bf:.1%} of the image")
@@ -394,6 +399,8 @@ def _plan(pixels: np.ndarray) -> _Plan:
     if size < MIN_BREAST_FRACTION * R * C:
         raise NoBreastError(None, "no plausible breast: the largest bright region covers "
                             f"{size / (R * C):.2%} of the image (threshold {th.threshold})")
+    region, film_base, wall_strip = chestwall.cut_film_base(small, region, side)
+    fg &= ~film_base  # film base at the chest wall is background, not bright area removed
     filled = kernels.fill_holes(region)
     inner = kernels.erode_square(filled, 1, True)
     edge = kernels.dilate_square(filled, 1)
@@ -405,6 +412,7 @@ def _plan(pixels: np.ndarray) -> _Plan:
         "far_touch": far_touch(filled, side),
         "above": float((filled & fg).sum() / n_filled) if n_filled else 0.0,
         "breast_fraction": n_filled / (R * C),
+        "wall_strip": wall_strip,
     }
     return _Plan(codes, f, th, side, measures, sample)
 

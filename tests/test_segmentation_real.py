@@ -183,3 +183,45 @@ def test_synthetic_failure_modes(case):
         assert info["background_level"] > 0.05 * (2 ** 12 - 1)
     far = ~ndi.binary_dilation(im.foreground, iterations=12)
     assert (clean[far] > 0).mean() < 0.002
+
+
+# --- scanned film (CBIS-DDSM): film-base strips along the chest wall (chestwall.py) -----
+
+FILM = (REPO.parent / "shared" / "testdata" / "film").resolve()
+
+
+@pytest.fixture(scope="module", params=["CC", "MLO"])
+def film(request):
+    """``(view, pixels, clean, info)`` of a CBIS-DDSM film (4432x2864 CC, 4464x2848 MLO,
+    chest wall on the left; SOURCES.tsv beside them)."""
+    p = FILM / f"Mass-Test_P_00173_LEFT_{request.param}.dcm"
+    if not p.exists():
+        pytest.skip(f"real test data not found: {p}")
+    px = read_dicom(p).pixels
+    clean, info = remove_burned_in(px)
+    return request.param, px, clean, info
+
+
+#: Rows (stored pixels) of the film-base strips, measured on the masks before the fix: the
+#: CC's strips ran along the wall over rows 0-712 and 3872-4432 (columns 0-735), the
+#: MLO's over rows 3792-4464 (columns 0-647); the breast meets the wall between rows
+#: ~720 and ~3900 (CC) and from row 0 (pectoral muscle) to ~3900 (MLO). Margins >= 110 rows.
+FILM_BACKGROUND_ROWS = {"CC": [(0, 600), (4000, None)], "MLO": [(4020, None)]}
+
+
+def test_film_base_at_the_chest_wall_is_background(film):
+    view, px, clean, info = film
+    for r0, r1 in FILM_BACKGROUND_ROWS[view]:
+        assert not clean[r0:r1].any(), f"{view}: film base kept in rows {r0}:{r1}"
+    assert info["qc"] == "ok", info["qc_reason"]
+    assert info["qc_measures"]["wall_strip"] < 0.5
+
+
+def test_film_breast_kept(film):
+    view, px, clean, info = film
+    assert (clean[1800:2600, :800] > 0).all()  # the breast's centre, next to the wall
+    bright = np.zeros(px.shape, bool)
+    bright[:, :1600] = px[:, :1600] > 15000  # tissue (the scanner label lies further right)
+    assert (clean[bright] > 0).mean() > 0.995
+    if view == "MLO":
+        assert (clean[:300, :200] > 0).all()  # the pectoral muscle at the top stays
