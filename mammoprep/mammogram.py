@@ -10,7 +10,7 @@ capture nobody vouches for), and accepts a radiograph that carries some breast e
 rule that applies decides (README, "What counts as a mammogram"):
 
 ===  =============================================================  ===  ========================
-\#   header (``meta`` keys)                                          is   evidence string
+n    header (``meta`` keys)                                          is   evidence string
 ===  =============================================================  ===  ========================
 1    Modality ``MG``                                                 yes  ``modality MG``
 2    SOP class in :data:`MAMMOGRAPHY_SOP_CLASSES`                    yes  ``sop class mammography``

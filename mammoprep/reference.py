@@ -79,9 +79,9 @@ def _image_histogram(path: Path, energy: str | None, table, salt: bytes, decoder
     if energy:
         got = energy_class(header.get("manufacturer", ""), header.get("model", ""), table,
                            path=path)
-        if got != energy:
+        if got != energy:  # unknown for want of a Manufacturer (not a table's own say)?
             return ("no_manufacturer" if got == "unknown" and not header.get("manufacturer")
-                    else "other_energy")
+                    and table.image_energy(path) is None else "other_energy")
     first = seen.get(header.get("sop_uid_hash") or "")
     if first is not None:
         raise DuplicateImageError(path, f"the same image was already pooled (from {first})",
