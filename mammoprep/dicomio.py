@@ -431,22 +431,27 @@ def _spacing(ds) -> list[float] | None:
 
 
 def header_meta(ds, ts: str, salt: bytes) -> dict[str, Any]:
-    """Identity-free metadata of a data set (see :data:`mammoprep.record.META_FIELDS`).
+    """Identity-free metadata of a data set (see :data:`mammoprep.record.META_FIELDS`),
+    with ``mammogram`` / ``mammogram_evidence``: whether the header alone shows a mammogram
+    and which evidence decided (:func:`mammoprep.mammogram.mammogram_evidence`).
 
     Names, birth dates and accession numbers are never read; the Patient ID and Study
     Instance UID only enter through a salted hash.
     """
     from pydicom.uid import UID
 
+    from .mammogram import mammogram_evidence
+
     def intval(key):
         n = _num(ds, key)
         return None if n is None else int(n)
 
-    return {
+    meta = {
         "manufacturer": _text(ds, "Manufacturer"),
         "model": _text(ds, "ManufacturerModelName"),
         "modality": _text(ds, "Modality"),
         "sop_class_uid": sop_class_uid(ds),
+        "body_part": _text(ds, "BodyPartExamined").upper() or None,
         "kvp": _num(ds, "KVP"),
         "anode_target": _text(ds, "AnodeTargetMaterial") or None,
         "filter_material": _text(ds, "FilterMaterial") or None,
@@ -468,6 +473,8 @@ def header_meta(ds, ts: str, salt: bytes) -> dict[str, Any]:
         "patient_hash": pseudonym(ds.get("PatientID"), salt),
         "study_hash": pseudonym(ds.get("StudyInstanceUID"), salt),
     }
+    meta["mammogram"], meta["mammogram_evidence"] = mammogram_evidence(meta)
+    return meta
 
 
 def sop_class_uid(ds) -> str:

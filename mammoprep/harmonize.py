@@ -35,7 +35,7 @@ DEFAULT_BITS = 12
 _FORMAT = 1
 _KEYS = ("format", "hist", "bits", "image_hashes", "count")
 #: Optional per-image keys (added later; older files without them still load).
-_IMAGE_KEYS = ("image_bits", "image_vendors")
+_IMAGE_KEYS = ("image_bits", "image_vendors", "image_evidence")
 
 
 class PixelRangeError(MammoprepError):
@@ -157,6 +157,10 @@ class Reference:
             (empty when unknown, e.g. a reference saved by an older version).
         image_vendors: manufacturer of each contributing image ('' if absent; empty when
             unknown).
+        image_evidence: why each contributing image counted as a mammogram, e.g.
+            ``'modality MG'``, ``'dx + image laterality'``
+            (:func:`mammoprep.mammogram.mammogram_evidence`; empty when unknown, e.g. a
+            reference saved by an older version). :meth:`evidence_counts` sums them.
     """
 
     hist: np.ndarray
@@ -165,14 +169,17 @@ class Reference:
     count: int = 0
     image_bits: tuple[int, ...] = field(default_factory=tuple)
     image_vendors: tuple[str, ...] = field(default_factory=tuple)
+    image_evidence: tuple[str, ...] = field(default_factory=tuple)
 
     def __post_init__(self) -> None:
         problem = _reference_problem(self.hist, self.bits, self.image_hashes, self.count) \
-            or _per_image_problem(self.image_bits, self.image_vendors, self.count)
+            or _per_image_problem(self.image_bits, self.image_vendors, self.count,
+                                  self.image_evidence)
         if problem:
             raise ReferenceError_(None, problem)
         object.__setattr__(self, "image_bits", tuple(int(b) for b in self.image_bits))
         object.__setattr__(self, "image_vendors", tuple(str(v) for v in self.image_vendors))
+        object.__setattr__(self, "image_evidence", tuple(str(v) for v in self.image_evidence))
         hist = np.array(self.hist, dtype=np.int64)
         hist.flags.writeable = False
         object.__setattr__(self, "hist", hist)
@@ -184,14 +191,15 @@ class Reference:
     def from_histograms(cls, histograms: Iterable[np.ndarray], bits: int = DEFAULT_BITS,
                         image_hashes: Sequence[str] | None = None,
                         image_bits: Sequence[int] = (),
-                        image_vendors: Sequence[str] = ()) -> "Reference":
+                        image_vendors: Sequence[str] = (),
+                        image_evidence: Sequence[str] = ()) -> "Reference":
         """Pool per-image foreground histograms (each ``int [levels]``, bin 0 ignored).
 
         Histograms must already be at depth ``bits`` (see :func:`rescale_histogram` for
         images of other depths). A histogram longer than ``2^bits`` is accepted only if it
         has no counts above ``2^bits - 1``. ``image_hashes`` defaults to one placeholder per
-        histogram (``"hist-<i>"``); ``image_bits`` / ``image_vendors``: one entry per
-        histogram, or empty."""
+        histogram (``"hist-<i>"``); ``image_bits`` / ``image_vendors`` / ``image_evidence``:
+        one entry per histogram, or empty."""
         bits = _check_bits(bits)
         n = 1 << bits
         pooled = np.zeros(n, np.int64)
@@ -214,7 +222,8 @@ class Reference:
             tuple(f"hist-{i}" for i in range(k))
         if len(hashes) != k:
             raise ReferenceError_(None, f"{len(hashes)} image hashes for {k} histograms")
-        return cls(pooled, bits, hashes, k, tuple(image_bits), tuple(image_vendors))
+        return cls(pooled, bits, hashes, k, tuple(image_bits), tuple(image_vendors),
+                   tuple(image_evidence))
 
     @classmethod
     def from_images(cls, images: Iterable[np.ndarray], bits: int = DEFAULT_BITS,
@@ -238,6 +247,14 @@ class Reference:
         c.flags.writeable = False
         return c
 
+    def evidence_counts(self) -> dict[str, int]:
+        """Contributing images per mammogram evidence (:attr:`image_evidence`), sorted;
+        empty when not recorded."""
+        counts: dict[str, int] = {}
+        for e in self.image_evidence:
+            counts[e] = counts.get(e, 0) + 1
+        return dict(sorted(counts.items()))
+
     @property
     def digest(self) -> str:
         """sha256 (16 hex) of the bit depth and the histogram: identifies the reference."""
@@ -247,7 +264,7 @@ class Reference:
 
     def save(self, path: str | Path) -> Path:
         """Write ``path`` (.npz; keys format, hist, bits, image_hashes, count, and per
-        contributing image image_bits (int64) and image_vendors (str))."""
+        contributing image image_bits (int64), image_vendors and image_evidence (str))."""
         path = Path(path)
 
         def strings(items):
@@ -259,7 +276,8 @@ class Reference:
             fh, format=np.int64(_FORMAT), hist=self.hist.astype("<i8"),
             bits=np.int64(self.bits), image_hashes=strings(self.image_hashes),
             count=np.int64(self.count), image_bits=np.array(self.image_bits, dtype="<i8"),
-            image_vendors=strings(self.image_vendors)))
+            image_vendors=strings(self.image_vendors),
+            image_evidence=strings(self.image_evidence)))
         return path
 
     @classmethod
@@ -298,17 +316,20 @@ class Reference:
         bits, count = int(arrays["bits"]), int(arrays["count"])
         image_bits = extra.get("image_bits", np.zeros(0, np.int64))
         vendors = extra.get("image_vendors", np.zeros(0, "<U1"))
+        evidence = extra.get("image_evidence", np.zeros(0, "<U1"))
         if image_bits.ndim != 1 or (image_bits.size
                                     and not np.issubdtype(image_bits.dtype, np.integer)):
             raise ReferenceError_(path, "'image_bits' must be a 1-D array of integers")
-        if vendors.ndim != 1 or (vendors.size and vendors.dtype.kind != "U"):
-            raise ReferenceError_(path, "'image_vendors' must be a 1-D array of strings")
+        for key, a in (("image_vendors", vendors), ("image_evidence", evidence)):
+            if a.ndim != 1 or (a.size and a.dtype.kind != "U"):
+                raise ReferenceError_(path, f"'{key}' must be a 1-D array of strings")
         problem = _reference_problem(hist, bits, tuple(hashes.tolist()), count) \
-            or _per_image_problem(image_bits.tolist(), vendors.tolist(), count)
+            or _per_image_problem(image_bits.tolist(), vendors.tolist(), count,
+                                  evidence.tolist())
         if problem:
             raise ReferenceError_(path, problem)
         return cls(hist, bits, tuple(hashes.tolist()), count, tuple(image_bits.tolist()),
-                   tuple(vendors.tolist()))
+                   tuple(vendors.tolist()), tuple(evidence.tolist()))
 
 
 def _reference_problem(hist, bits, hashes, count) -> str | None:
@@ -333,9 +354,10 @@ def _reference_problem(hist, bits, hashes, count) -> str | None:
     return None
 
 
-def _per_image_problem(image_bits, image_vendors, count) -> str | None:
+def _per_image_problem(image_bits, image_vendors, count, image_evidence=()) -> str | None:
     """What is wrong with the optional per-image fields, or None (empty = unknown)."""
-    for name, items in (("image_bits", image_bits), ("image_vendors", image_vendors)):
+    for name, items in (("image_bits", image_bits), ("image_vendors", image_vendors),
+                        ("image_evidence", image_evidence)):
         if len(items) and len(items) != int(count):
             return f"{name} has {len(items)} entries for {count} images"
     if any(not 1 <= int(b) <= 16 for b in image_bits):

@@ -29,6 +29,14 @@ keep_suspect_option = click.option(
     help="Keep images whose breast segmentation fails the quality gate (flagged qc=suspect) "
          "instead of leaving them out with reason segmentation_suspect.")
 
+#: --help of every command's --energy-table (reference, harmonize, shard).
+ENERGY_TABLE_HELP = (
+    "Your own energy-class CSV (default: manifests/energy_classes.csv): manufacturer/model "
+    "regular expressions (columns manufacturer,model,energy), or one row per image file "
+    "for archives without (0008,0070) Manufacturer (columns image,energy; image = file name "
+    "without .dcm, or PARENT/NAME such as RSNA's patient_id/image_id; files it does not "
+    "name are classified by the shipped table). README, 'Energy classes'.")
+
 jobs_option = click.option(
     "-j", "--jobs", type=click.IntRange(min=0), default=0, show_default=True,
     help="Worker processes (0 = all cores).")

@@ -122,7 +122,7 @@ class Prepared:
             from .reference import load_reference
 
             self.reference = load_reference(cfg.reference, keep_suspect=cfg.keep_suspect,
-                                            salt=salt)
+                                            salt=salt, energy_table=cfg.energy_table)
 
 
 _PREPARED: dict[tuple, Prepared] = {}
@@ -193,12 +193,12 @@ def preprocess(path: str | Path, prep: Prepared, salt: bytes | str | None = None
     if again:
         rec = read_clean(again)
     energy = energy_class(rec.meta.get("manufacturer", ""), rec.meta.get("model", ""),
-                          prep.table)
+                          prep.table, path=path)
     rec = rec.evolve(energy=energy)
     if cfg.orient_left:
         rec = orient_left(rec)
     harmonise = prep.reference is not None and should_harmonize(rec.meta, cfg.only_energy,
-                                                                prep.table)
+                                                                prep.table, path)
     if harmonise:
         from .harmonize import harmonize
 

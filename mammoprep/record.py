@@ -24,6 +24,11 @@ META_FIELDS: dict[str, str] = {
     "model": "(0008,1090) Manufacturer's Model Name, '' if absent",
     "modality": "(0008,0060) Modality",
     "sop_class_uid": "(0008,0016) SOP Class UID, else (0002,0002) Media Storage SOP Class UID; ''",
+    "body_part": "(0018,0015) Body Part Examined, upper case; None if absent",
+    "mammogram": "True if the header alone shows a mammogram (mammoprep.mammogram rules)",
+    "mammogram_evidence": "which evidence decided `mammogram`, e.g. 'modality MG', 'sop class "
+                          "mammography', 'dx + image laterality', 'body part BREAST', "
+                          "'cr + body part CHEST' (table: mammoprep/mammogram.py)",
     "kvp": "(0018,0060) KVP, kV",
     "anode_target": "(0018,1191) Anode Target Material",
     "filter_material": "(0018,7050) Filter Material",

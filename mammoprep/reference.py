@@ -17,34 +17,26 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from .errors import MammoprepError, NotMammogramError, ReferenceError_, UnexpectedError
-
-#: SOP Class UIDs of mammography images: (0008,0016) SOP Class UID, or (0002,0002) Media
-#: Storage SOP Class UID in files whose data set lacks it.
-MAMMOGRAPHY_SOP_CLASSES: dict[str, str] = {
-    "1.2.840.10008.5.1.4.1.1.1.2": "Digital Mammography X-Ray Image Storage - For Presentation",
-    "1.2.840.10008.5.1.4.1.1.1.2.1": "Digital Mammography X-Ray Image Storage - For Processing",
-    "1.2.840.10008.5.1.4.1.1.13.1.3": "Breast Tomosynthesis Image Storage",
-    "1.2.840.10008.5.1.4.1.1.13.1.4": "Breast Projection X-Ray Image Storage - For Presentation",
-    "1.2.840.10008.5.1.4.1.1.13.1.5": "Breast Projection X-Ray Image Storage - For Processing",
-}
+from .errors import (MammoprepError, NotMammogramError, ReferenceError_,  # noqa: F401
+                     UnexpectedError, display_path)
+from .mammogram import MAMMOGRAPHY_SOP_CLASSES  # noqa: F401 - re-exported (older imports)
+from .mammogram import mammogram_evidence, not_mammogram_error
 
 
-def is_mammogram(meta: Mapping[str, Any]) -> bool:
-    """True if the header says mammogram: (0008,0060) Modality ``MG``, or a SOP Class UID in
-    :data:`MAMMOGRAPHY_SOP_CLASSES` (``meta['sop_class_uid']``)."""
-    modality = str(meta.get("modality") or "").strip().upper()
-    return modality == "MG" or str(meta.get("sop_class_uid") or "") in MAMMOGRAPHY_SOP_CLASSES
+def is_mammogram(meta: Mapping[str, Any], named_by_table: bool = False) -> bool:
+    """True if the header's evidence says mammogram
+    (:func:`mammoprep.mammogram.mammogram_evidence`: Modality ``MG``, a mammography SOP
+    class, or a radiograph with laterality, a breast view or Body Part BREAST and nothing
+    that says otherwise)."""
+    return mammogram_evidence(meta, named_by_table)[0]
 
 
 def check_mammogram(meta: Mapping[str, Any], path: str | Path | None = None) -> None:
-    """Raise :class:`NotMammogramError` naming both tags unless :func:`is_mammogram`."""
-    if not is_mammogram(meta):
-        raise NotMammogramError(
-            path, "not a mammogram, left out of the reference",
-            tag="(0008,0060) Modality / (0008,0016) SOP Class UID",
-            value=f"{meta.get('modality') or 'absent'} / {meta.get('sop_class_uid') or 'absent'}",
-            hint="a reference pools mammograms only (Modality MG or a mammography SOP class)")
+    """Raise :class:`NotMammogramError` naming the tag and value that decided unless
+    :func:`is_mammogram`."""
+    err = not_mammogram_error(meta, path, "the reference")
+    if err is not None:
+        raise err
 
 
 class DuplicateImageError(MammoprepError):
@@ -60,6 +52,7 @@ class _Contribution:
     image_hash: str
     bits: int
     vendor: str
+    evidence: str  # why it counts as a mammogram (:func:`mammogram_evidence`)
 
 
 def _with_path(err: MammoprepError, path: Path) -> MammoprepError:
@@ -71,9 +64,11 @@ def _with_path(err: MammoprepError, path: Path) -> MammoprepError:
 
 def _image_histogram(path: Path, energy: str | None, table, salt: bytes, decoder,
                      keep_suspect: bool, seen: dict[str, Path]):
-    """(contribution, foreground histogram at the image's own depth), or None when the
-    image is of another energy class. Raises typed errors (not a mammogram, unreadable,
-    an image already pooled from the file ``seen[hash]``, segmentation suspect, ...)."""
+    """(contribution, foreground histogram at the image's own depth), or, when the image is
+    of another energy class, ``'no_manufacturer'`` (its class is unknown and it has no
+    (0008,0070) Manufacturer) or ``'other_energy'``. Raises typed errors (not a mammogram,
+    unreadable, an image already pooled from the file ``seen[hash]``, segmentation
+    suspect, ...)."""
     from .dicomio import read_dicom, read_header
     from .energy import energy_class
     from .foreground import remove_text
@@ -81,9 +76,12 @@ def _image_histogram(path: Path, energy: str | None, table, salt: bytes, decoder
 
     header = read_header(path, salt=salt)  # cheap: decide before decoding
     check_mammogram(header, path)
-    if energy and energy_class(header.get("manufacturer", ""), header.get("model", ""),
-                               table) != energy:
-        return None
+    if energy:
+        got = energy_class(header.get("manufacturer", ""), header.get("model", ""), table,
+                           path=path)
+        if got != energy:  # unknown for want of a Manufacturer (not a table's own say)?
+            return ("no_manufacturer" if got == "unknown" and not header.get("manufacturer")
+                    and table.image_energy(path) is None else "other_energy")
     first = seen.get(header.get("sop_uid_hash") or "")
     if first is not None:
         raise DuplicateImageError(path, f"the same image was already pooled (from {first})",
@@ -93,7 +91,8 @@ def _image_histogram(path: Path, energy: str | None, table, salt: bytes, decoder
     rec = remove_text(read_dicom(path, salt=salt, decoder=decoder), keep_suspect=keep_suspect)
     bits = int(rec.meta.get("value_bits") or rec.meta["bits_stored"])  # not harmonised
     hist = foreground_histogram(rec.pixels, bits)
-    return _Contribution(rec.meta["sop_uid_hash"], bits, rec.meta.get("manufacturer", "")), hist
+    return _Contribution(rec.meta["sop_uid_hash"], bits, rec.meta.get("manufacturer", ""),
+                         mammogram_evidence(header)[1]), hist
 
 
 def build_reference(inputs: Iterable[str | Path], *, energy: str | None = "low",
@@ -118,17 +117,19 @@ def build_reference(inputs: Iterable[str | Path], *, energy: str | None = "low",
         wrapped as :class:`~mammoprep.errors.UnexpectedError` naming the file).
 
     Returns (reference, report): report has ``used``, ``bits``, ``depths`` (images per
-    source depth), ``other_energy``, ``failed`` (all other rejects) and ``rejects``
-    (count per reason: ``other_energy``, ``not_mammogram``, ``segmentation_suspect``,
-    ``duplicate`` (the same SOP Instance UID pooled once only), ...).
-    Raises :class:`~mammoprep.errors.ReferenceError_` when no image can be used.
+    source depth), ``evidence`` (images per mammogram evidence, e.g. ``{'modality MG': 3,
+    'dx + image laterality': 4}``), ``other_energy``, ``no_manufacturer`` (of those: files
+    of unknown energy class without (0008,0070) Manufacturer), ``failed`` (all other
+    rejects) and ``rejects`` (count per reason: ``other_energy``, ``not_mammogram``,
+    ``segmentation_suspect``, ``duplicate`` (the same SOP Instance UID pooled once
+    only), ...). The reference records each image's evidence (``image_evidence``).
+    Raises :class:`~mammoprep.errors.ReferenceError_` when no image can be used (naming the
+    files without Manufacturer, if any, and the two ways on).
     """
     import numpy as np
 
     from .dicomio import iter_dicom_paths
     from .energy import load_energy_table
-    from .harmonize import Reference, rescale_histogram
-
     from .identity import resolve_salt
 
     table = load_energy_table(energy_table)
@@ -136,6 +137,7 @@ def build_reference(inputs: Iterable[str | Path], *, energy: str | None = "low",
     used: list[_Contribution] = []
     pooled: dict[int, np.ndarray] = {}  # source depth -> summed histogram at that depth
     rejects: dict[str, int] = {}
+    unknown: list[Path] = []  # files of unknown energy class without a Manufacturer
     seen: dict[str, Path] = {}  # image hash -> the file it was pooled from
     for path in iter_dicom_paths(inputs):
         path = Path(path)
@@ -145,8 +147,10 @@ def build_reference(inputs: Iterable[str | Path], *, energy: str | None = "low",
             got = _with_path(err, path)
         except Exception as exc:  # noqa: BLE001 - one bad file must not end the batch
             got = UnexpectedError.wrap(path, exc, "reference building")
-        if got is None:
+        if isinstance(got, str):  # another (or unknown) energy class
             rejects["other_energy"] = rejects.get("other_energy", 0) + 1
+            if got == "no_manufacturer":
+                unknown.append(path)
         elif isinstance(got, MammoprepError):
             rejects[got.kind] = rejects.get(got.kind, 0) + 1
             if on_error:
@@ -163,34 +167,69 @@ def build_reference(inputs: Iterable[str | Path], *, energy: str | None = "low",
         if progress:
             progress(1)
     if not used:
-        raise ReferenceError_(None, f"no {'%s-energy ' % energy if energy else ''}mammogram "
-                              "could be used for the reference", tag="inputs",
-                              value=[str(p) for p in inputs],
-                              hint="pass low-energy mammograms (see manifests/energy_classes.csv)"
-                                   " or --energy any; left out: "
-                                   + (", ".join(f"{k} {v}" for k, v in sorted(rejects.items()))
-                                      or "nothing"))
+        raise _nothing_used(energy, inputs, rejects, unknown)
+    return _pool(used, pooled, bits, rejects, unknown)
+
+
+def unknown_energy_note(count: int, example: str | Path | None = None) -> str:
+    """'N file(s) have no (0008,0070) Manufacturer, so their energy class is unknown' and
+    the two ways on (pool whatever the energy, or an energy table mapping what the archive
+    has)."""
+    eg = f" (e.g. {display_path(example)})" if example is not None else ""
+    return (f"{count} file(s) have no (0008,0070) Manufacturer, so their energy class is "
+            f"unknown{eg}: pool them whatever their energy class with --energy any, or pass "
+            "--energy-table with a CSV that maps what the archive does have (columns image,"
+            "energy: one row per file, e.g. built from RSNA train.csv's machine_id; README, "
+            "'Energy classes')")
+
+
+def _nothing_used(energy: str | None, inputs, rejects: dict[str, int],
+                  unknown: list[Path]) -> ReferenceError_:
+    """The error when no image could be pooled: what was left out, and why."""
+    left = ", ".join(f"{k} {v}" for k, v in sorted(rejects.items())) or "nothing"
+    what = f"no {'%s-energy ' % energy if energy else ''}mammogram could be used for the " \
+           "reference"
+    if unknown:
+        return ReferenceError_(None, what, tag="(0008,0070) Manufacturer",
+                               value=f"absent in {len(unknown)} file(s)",
+                               hint=unknown_energy_note(len(unknown), unknown[0])
+                               + f"; left out: {left}")
+    return ReferenceError_(None, what, tag="inputs", value=[str(p) for p in inputs],
+                           hint="pass low-energy mammograms (see manifests/energy_classes.csv)"
+                                f" or --energy any; left out: {left}")
+
+
+def _pool(used: list[_Contribution], pooled: dict, bits: int | None, rejects: dict[str, int],
+          unknown: list[Path]):
+    """(reference, report) of :func:`build_reference` from the pooled per-depth histograms."""
+    from .harmonize import Reference, rescale_histogram
+
     b = bits or max(item.bits for item in used)
     unit = max(0, b - min(pooled))  # every pixel weighs 2^unit so that spreading is exact
     hist = sum(rescale_histogram(h, k, b, unit) for k, h in sorted(pooled.items()))
     used.sort(key=lambda item: item.image_hash)
     ref = Reference(hist, b, tuple(i.image_hash for i in used), len(used),
-                    tuple(i.bits for i in used), tuple(i.vendor for i in used))
+                    tuple(i.bits for i in used), tuple(i.vendor for i in used),
+                    tuple(i.evidence for i in used))
     depths: dict[int, int] = {}
     for item in used:
         depths[item.bits] = depths.get(item.bits, 0) + 1
     report = {"used": len(used), "bits": b, "depths": dict(sorted(depths.items())),
+              "evidence": ref.evidence_counts(),
               "other_energy": rejects.get("other_energy", 0),
+              "no_manufacturer": len(unknown),
+              "no_manufacturer_example": str(unknown[0]) if unknown else None,
               "failed": sum(v for k, v in rejects.items() if k != "other_energy"),
               "rejects": dict(sorted(rejects.items()))}
     return ref, report
 
 
 def load_reference(spec: str | Path, keep_suspect: bool = False,
-                   salt: bytes | str | None = None):
-    """A reference from a saved ``.npz``, a DICOM folder (low-energy mammograms pooled) or a
-    single DICOM mammogram (used whatever its energy class). ``salt``: the run's
-    pseudonymisation salt (see :func:`build_reference`)."""
+                   salt: bytes | str | None = None, energy_table: str | None = None):
+    """A reference from a saved ``.npz``, a DICOM folder (low-energy mammograms pooled, their
+    class from ``energy_table``, default the shipped one) or a single DICOM mammogram (used
+    whatever its energy class). ``salt``: the run's pseudonymisation salt (see
+    :func:`build_reference`)."""
     from .harmonize import Reference
 
     path = Path(spec)
@@ -200,6 +239,6 @@ def load_reference(spec: str | Path, keep_suspect: bool = False,
     if path.suffix.lower() == ".npz":
         return Reference.load(path)
     ref, _ = build_reference([path], energy="low" if path.is_dir() else None,
-                             keep_suspect=keep_suspect, salt=salt,
+                             energy_table=energy_table, keep_suspect=keep_suspect, salt=salt,
                              on_error=lambda e: print(f"reference: skipped {e}", file=sys.stderr))
     return ref

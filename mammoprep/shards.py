@@ -68,12 +68,20 @@ class ShardConfig:
 # ---------------------------------------------------------------------------- planning
 
 def _scan_one(args: tuple[str, bytes]) -> dict[str, Any]:
-    """Header-only read of one file -> {'path', 'meta'} or {'path', 'error'}."""
+    """Header-only read of one file -> {'path', 'meta'} or {'path', 'error'}. A header that
+    shows something other than a mammogram (a CR chest, a CT: steps 3-6 of
+    :mod:`mammoprep.mammogram`, which no label table overrides) is a ``not_mammogram``
+    error; a header without breast evidence is left to the label table (planning)."""
     from .dicomio import read_header
+    from .mammogram import not_mammogram_error
 
     path, salt = args
     try:
-        return {"path": path, "meta": read_header(path, salt=salt)}
+        meta = read_header(path, salt=salt)
+        other = not_mammogram_error(meta, path, "the shards", named_by_table=True)
+        if other is not None:
+            raise other
+        return {"path": path, "meta": meta}
     except MammoprepError as err:
         return {"path": path, "error": err.as_dict()}
     except Exception as exc:  # noqa: BLE001 - one bad header must not end the scan

@@ -110,7 +110,7 @@ def scan_sources(inputs: Sequence[str], salt: bytes, labels=None, energy_table=N
             "key": (f"{study}_{lat}" if study and lat in ("L", "R")
                     else f"image-{len(sources):06d}"),
             "manufacturer": meta.get("manufacturer"),
-            "energy": energy_class(meta.get("manufacturer"), meta.get("model"), table),
+            "energy": energy_class(meta.get("manufacturer"), meta.get("model"), table, path),
             "labels": {k: getattr(lab, k, None) for k in ("pathology", "birads", "density")},
             # class per task under the source's own rules (e.g. LUMINA: named breasts only)
             "tasks": (labels.tasks(lab) if lab is not None and hasattr(labels, "tasks")

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import click
 
-from ..options import (bar_disabled, decoder_option, keep_suspect_option, progress_bar,
-                       salt_option)
+from ..options import (ENERGY_TABLE_HELP, bar_disabled, decoder_option, keep_suspect_option,
+                       progress_bar, salt_option)
 
 _ENERGY = click.Choice(["low", "high", "any"])
 
@@ -53,30 +53,35 @@ def _reasons(counts: dict[str, int]) -> str:
 @click.option("-o", "--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Reference file to write (.npz).")
 @click.option("--energy", type=_ENERGY, default="low", show_default=True,
-              help="Pool only images of this energy class (from metadata), or any.")
+              help="Pool only images of this energy class (from metadata: Manufacturer / "
+                   "Model Name, or --energy-table), or any. Files without (0008,0070) "
+                   "Manufacturer are of unknown class: counted, with the two ways on.")
 @click.option("--bits", type=click.IntRange(1, 16), default=None,
               help="Reference bit depth; each image's histogram is rescaled from its own depth "
                    "to it (default: the largest bit depth of the images used).")
 @click.option("--energy-table", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="Your own vendor/model -> energy CSV (default: manifests/energy_classes.csv).")
+              help=ENERGY_TABLE_HELP)
 @keep_suspect_option
 @decoder_option
 @salt_option
 def reference_cmd(inputs, out, energy, bits, energy_table, keep_suspect, decoder, salt):
     """Pool the foreground histograms of low-energy mammograms into a reference (.npz).
 
-    Only mammograms are pooled (Modality MG or a mammography SOP Class UID); anything else
-    is left out and counted. Images go through the same decoding and burned-in text removal
+    Only mammograms are pooled: Modality MG, a mammography SOP Class UID, or a radiograph
+    with Image Laterality, a breast view or Body Part BREAST and nothing that says otherwise
+    (a CR chest, a CT, ... are left out and counted; README, "What counts as a mammogram").
+    Images go through the same decoding and burned-in text removal
     as at harmonisation time; each histogram is rescaled from the image's bit depth to the
     reference depth before pooling. A file that cannot be used is reported with its reason
     and the reference is written from the rest. The file stores the pooled histogram, its
-    bit depth, and the hash, bit depth and vendor of each contributing image.
+    bit depth, and the hash, bit depth, vendor and mammogram evidence of each contributing
+    image.
     """
     from tqdm import tqdm
 
     from ..dicomio import iter_dicom_paths
     from ..errors import MammoprepError
-    from ..reference import build_reference
+    from ..reference import build_reference, unknown_energy_note
 
     files = list(iter_dicom_paths(inputs))
     with tqdm(total=len(files), desc="reference", unit="file", file=sys.stderr,
@@ -102,6 +107,10 @@ def reference_cmd(inputs, out, energy, bits, energy_table, keep_suspect, decoder
     click.echo(f"reference {out}: {report['used']} images ({depths}) pooled at "
                f"{report['bits']}-bit; {sum(report['rejects'].values())} left out: "
                f"{_reasons(report['rejects'])}")
+    click.echo(f"mammograms by evidence: {_reasons(report['evidence'])}")
+    if report["no_manufacturer"]:
+        click.echo("note: " + unknown_energy_note(report["no_manufacturer"],
+                                                  report["no_manufacturer_example"]), err=True)
 
 
 #: zlib/libdeflate level of `harmonize --format png`, chosen by measurement (benchmarks/
@@ -428,7 +437,7 @@ def _collisions(jobs: list[tuple]) -> list[tuple[str, str, str]]:
               help="Harmonise only this energy class; the others are written with text "
                    "removed but not matched. Default: all.")
 @click.option("--energy-table", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="Your own vendor/model -> energy CSV (default: manifests/energy_classes.csv).")
+              help=ENERGY_TABLE_HELP)
 @click.option("--orient-left", is_flag=True,
               help="Flip images so the chest wall is on the left (recorded).")
 @click.option("--voi", is_flag=True, help="Apply the VOI LUT/window first (default: no).")
@@ -508,7 +517,8 @@ def _harmonize(inputs, ref, out, fmt, only_energy, energy_table, orient_left, vo
     ref_path = Path(ref)
     if ref_path.suffix.lower() != ".npz":  # build once here, not in every worker
         try:
-            built = load_reference(ref_path, keep_suspect=keep_suspect, salt=salt)
+            built = load_reference(ref_path, keep_suspect=keep_suspect, salt=salt,
+                                   energy_table=energy_table)
         except MammoprepError as err:
             raise click.ClickException(str(err))
         out.mkdir(parents=True, exist_ok=True)
@@ -579,8 +589,10 @@ def _harmonize(inputs, ref, out, fmt, only_energy, energy_table, orient_left, vo
                + f"), {len(failed)} failed"
                + (f" ({_reasons(reasons)})" if failed else ""))
     if energies.get("unknown"):
-        click.echo(f"note: {energies['unknown']} image(s) of unknown energy class (vendor not in "
-                   "the energy table); pass --energy-table to classify them", err=True)
+        click.echo(f"note: {energies['unknown']} image(s) of unknown energy class (no "
+                   "(0008,0070) Manufacturer, or a vendor not in the energy table); pass "
+                   "--energy-table (manufacturer/model rules, or one row per image file) "
+                   "to classify them", err=True)
     sys.exit(1 if failed else 0)
 
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import click
 
-from ..options import (bar_disabled, decoder_option, jobs_option, keep_suspect_option,
-                       progress_option, salt_option)
+from ..options import (ENERGY_TABLE_HELP, bar_disabled, decoder_option, jobs_option,
+                       keep_suspect_option, progress_option, salt_option)
 
 
 @click.command("shard")
@@ -26,7 +26,7 @@ from ..options import (bar_disabled, decoder_option, jobs_option, keep_suspect_o
 @click.option("--only-energy", type=click.Choice(["high", "low"]), default=None,
               help="Harmonise only images of this energy class (default: all).")
 @click.option("--energy-table", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="Your own vendor/model -> energy CSV (default: manifests/energy_classes.csv).")
+              help=ENERGY_TABLE_HELP)
 @click.option("--size", type=click.IntRange(min=16), default=1024, show_default=True,
               help="Longer side of stored images, pixels (aspect ratio kept).")
 @click.option("--no-crop", is_flag=True, help="Keep the full field instead of the breast box.")
