@@ -180,7 +180,8 @@ def training_options(shards: bool = True):
                      show_default=True, help="--schedule step: decay factor."),
         click.option("--folds", type=FoldsType(), default=None,
                      help="Test folds to run, e.g. 0,1 [default: all in the manifest; with "
-                          "--split-by vendor or energy: every group]."),
+                          "--split-by vendor or energy: every group; with --split official: "
+                          "0, the official test part]."),
         click.option("--split-by", type=click.Choice(["fold", "vendor", "energy"]),
                      default="fold", show_default=True,
                      help="What a test fold is: fold (the manifest's patient-level folds), "
@@ -189,6 +190,16 @@ def training_options(shards: bool = True):
                           "model is trained and selected on the other groups' patients, "
                           "never on a patient of the test group). The log, split.json and "
                           "the report name each fold's group."),
+        click.option("--split", type=click.Choice(["kfold", "official"]), default="kfold",
+                     show_default=True,
+                     help="kfold: the folds of --split-by. official: the publisher's "
+                          "train/test split (manifest column split: CBIS-DDSM, VinDr, a "
+                          "csv: table's split column): trained on the train part (validation: "
+                          "--val-fraction of its patients), tested once on the test part "
+                          "(fold 0); examples without a split are excluded (no_split); a "
+                          "patient in both parts keeps its test examples and loses its "
+                          "training ones (train_of_test_patient). Not with --split-by "
+                          "vendor or energy."),
         click.option("--val-fraction", type=click.FloatRange(0, 1, max_open=True),
                      default=DEFAULTS["val_fraction"], show_default=True,
                      help="Share of the training folds' patients held out for model selection."),
@@ -300,6 +311,10 @@ def _config(kw: dict, **extra):
     from .train import TrainConfig
 
     kw = dict(kw, **extra)
+    if kw.get("split") == "official" and kw.get("split_by", "fold") != "fold":
+        raise click.BadParameter(f"--split official is its own test set; it does not combine "
+                                 f"with --split-by {kw['split_by']} (leave one group out)",
+                                 param_hint="--split")
     kw["in_chans"] = int(kw["in_chans"])
     kw.pop("resume", None)
     if kw.get("flip_p") is None:

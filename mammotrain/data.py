@@ -46,6 +46,7 @@ from mammoprep import boxes as box_ops
 from mammoprep.png import decode_png16  # re-exported: the 16-bit-safe shard PNG decoder
 
 from .augment import Augment, apply_view
+from .splits import SPLITS, official_folds, split_text
 from .tasks import TaskSpec
 
 VIEWS = ("cc", "mlo")
@@ -106,7 +107,8 @@ class Example:
     """One example: a breast (two-view, ``views = ('cc', 'mlo')``) or one image
     (single-view, ``views = ('cc',)`` or ``('mlo',)``). ``uid`` is the key (two-view) or
     ``KEY.VIEW`` (single-view). ``sop_uid_hashes``: the manifest's ``sop_uid_hash`` of each
-    view (same order as ``views``), to find the source files."""
+    view (same order as ``views``), to find the source files. ``split``: the publisher's
+    official split ('train' / 'test' / None; two-view: where both views agree)."""
 
     uid: str
     key: str
@@ -118,6 +120,7 @@ class Example:
     energy: str | None = None
     manufacturer: str | None = None
     sop_uid_hashes: tuple[str | None, ...] = ()
+    split: str | None = None
 
 
 @dataclass
@@ -129,6 +132,8 @@ class PlanReport:
     or only MLO), ``no_fold`` (no fold assigned), ``label_conflict`` (CC and MLO rows disagree),
     ``one_view_labelled`` (two-view: only one view has a label, e.g. a LUMINA density given
     for one view; that image is used in single-view mode only).
+    split: 'kfold' or 'official' (:func:`mammotrain.splits.official_folds`, which also counts
+    ``no_split`` / ``train_of_test_patient`` and the ``patients_in_both`` parts).
     """
 
     task: str
@@ -141,6 +146,8 @@ class PlanReport:
     class_counts: dict[int, int] = field(default_factory=dict)
     split_by: str = "fold"
     fold_names: dict[int, str] = field(default_factory=dict)
+    split: str = "kfold"
+    patients_in_both: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -150,17 +157,21 @@ class PlanReport:
 
     def describe(self) -> str:
         ex = ", ".join(f"{k} {v}" for k, v in sorted(self.excluded.items()) if v) or "none"
+        official = split_text(self.to_dict())
         return (f"{self.task} {self.views}-view: {self.examples} {self.unit}s of "
                 f"{self.candidates} ({self.images} images); excluded: {ex}; classes "
-                f"{dict(sorted(self.class_counts.items()))}")
+                f"{dict(sorted(self.class_counts.items()))}"
+                + (f"; {official}" if official else ""))
 
 
 def plan_examples(rows: Sequence[dict[str, Any]], task: TaskSpec, views: int,
-                  unlabeled: bool = False) -> tuple[list[Example], PlanReport]:
+                  unlabeled: bool = False, need_fold: bool = True
+                  ) -> tuple[list[Example], PlanReport]:
     """Manifest rows -> examples of ``task`` in ``views``-view mode (1 or 2), sorted by uid.
 
     unlabeled: keep examples without a label (label -1) or fold (inference on new images:
-    ``mammotrain predict``) instead of excluding them."""
+    ``mammotrain predict``) instead of excluding them. need_fold False: keep examples
+    without a fold (``--split official`` does not use the folds)."""
     if views not in (1, 2):
         raise ValueError(f"views must be 1 or 2, got {views!r}")
     by_key: dict[str, dict[str, dict]] = defaultdict(dict)
@@ -170,10 +181,12 @@ def plan_examples(rows: Sequence[dict[str, Any]], task: TaskSpec, views: int,
     out: list[Example] = []
 
     def make(uid, key, vs, label, r):
+        splits = {by_key[key][v].get("split") for v in vs} - {None}
         return Example(uid, key, vs, label, r["patient"],
                        None if r.get("fold") is None else int(r["fold"]), r["shard"],
                        r.get("energy"), r.get("manufacturer"),
-                       tuple(by_key[key][v].get("sop_uid_hash") for v in vs))
+                       tuple(by_key[key][v].get("sop_uid_hash") for v in vs),
+                       splits.pop() if len(splits) == 1 else None)
 
     for key in sorted(by_key):
         per_view = by_key[key]
@@ -185,7 +198,7 @@ def plan_examples(rows: Sequence[dict[str, Any]], task: TaskSpec, views: int,
                     out.append(make(f"{key}.{v}", key, (v,), -1 if label is None else label, r))
                 elif label is None:
                     excluded["label_null"] += 1
-                elif r.get("fold") is None:
+                elif need_fold and r.get("fold") is None:
                     excluded["no_fold"] += 1
                 else:
                     out.append(make(f"{key}.{v}", key, (v,), label, r))
@@ -205,7 +218,7 @@ def plan_examples(rows: Sequence[dict[str, Any]], task: TaskSpec, views: int,
             excluded["label_conflict"] += 1
         elif not all(v in per_view for v in VIEWS):
             excluded["one_view"] += 1
-        elif first.get("fold") is None:
+        elif need_fold and first.get("fold") is None:
             excluded["no_fold"] += 1
         else:
             out.append(make(key, key, VIEWS, labels[VIEWS[0]], first))
@@ -221,16 +234,23 @@ def plan_examples(rows: Sequence[dict[str, Any]], task: TaskSpec, views: int,
 SPLIT_BY = {"fold": None, "vendor": "manufacturer", "energy": "energy"}
 
 
-def regroup_folds(examples: Sequence[Example], plan: PlanReport, by: str
-                  ) -> list[Example]:
+def regroup_folds(examples: Sequence[Example], plan: PlanReport, by: str,
+                  split: str = "kfold") -> list[Example]:
     """Examples with ``fold`` = the index of their group under ``by`` (:data:`SPLIT_BY`;
     groups sorted by name), for leave-one-vendor-out (or -energy-out) evaluation; ``plan``
     gains ``split_by`` and ``fold_names`` (index -> group) and counts the examples without
     a group (no manufacturer; energy ``unknown``) as excluded (``no_vendor`` /
-    ``no_energy``). 'fold' returns them unchanged."""
+    ``no_energy``). 'fold' returns them unchanged. ``split`` 'official' (with ``by``
+    'fold' only): the publisher's train/test split as one test fold
+    (:func:`mammotrain.splits.official_folds`)."""
     if by not in SPLIT_BY:
         raise ValueError(f"split_by must be one of {', '.join(SPLIT_BY)}, got {by!r}")
+    if split not in SPLITS or (split == "official" and by != "fold"):
+        raise ValueError(f"split must be one of {', '.join(SPLITS)} (official with "
+                         f"split_by 'fold' only), got split {split!r}, split_by {by!r}")
     plan.split_by = by
+    if split == "official":
+        return official_folds(examples, plan)
     column = SPLIT_BY[by]
     if column is None:
         return list(examples)

@@ -33,6 +33,7 @@ from .jsonio import json_safe
 from .metrics import (METRICS, binary_operating_metrics, bootstrap_ci, classification_metrics,
                       delong_test, macro_roc, mean_std, paired_bootstrap, per_breast,
                       probabilistic_f1, undefined_reason)
+from .splits import split_text
 from .tasks import get_task
 
 GRID = np.linspace(0.0, 1.0, 201)
@@ -416,7 +417,9 @@ def summary_line(summary: dict[str, Any]) -> str:
         folds = f"undefined in {len(auc['undefined_folds'])} of {auc['folds']} folds " \
                 f"(fold {', '.join(map(str, auc['undefined_folds']))})"
     elif auc.get("mean") is not None and auc.get("folds") == 1:
-        folds = f"{100 * auc['mean']:.2f} on 1 fold (no spread)"
+        where = ("the official test part (--split official)"
+                 if summary.get("split") == "official" else "1 fold (no spread)")
+        folds = f"{100 * auc['mean']:.2f} on {where}"
     elif auc.get("mean") is not None:
         folds = f"{100 * auc['mean']:.2f} ± {100 * auc['std']:.2f} over {auc['folds']} folds"
     else:
@@ -447,9 +450,28 @@ def _listed(names: dict[int, str]) -> str:
 
 
 def _split_note(plan: dict) -> str:
-    """``'; leave one vendor out (fold 0 = A, ...)'`` for a run split by group, else ''."""
+    """``'; leave one vendor out (fold 0 = A, ...)'`` for a run split by group,
+    ``'; official split: ...'`` for ``--split official``, else ''."""
+    official = split_text(plan)
+    if official:
+        return f"; {official}"
     names = _fold_groups(plan)
     return f"; leave one {plan.get('split_by')} out ({_listed(names)})" if names else ""
+
+
+def _split_paragraph(plan: dict) -> list[str]:
+    """summary.md's lines on what the test folds were: the official split, one left-out
+    group per fold, or none (patient-level k-fold)."""
+    names, split_by = _fold_groups(plan), plan.get("split_by") or "fold"
+    if split_text(plan):
+        return [f"**Official split** (`--split official`): {split_text(plan, False)}; "
+                "validation patients come from the train part only; fold "
+                f"{', '.join(map(str, names))} = the test part (no patient-level k-fold).", ""]
+    if names:
+        return [f"**Leave one {split_by} out:** each test fold holds every example of one "
+                f"{split_by}; its model was trained and selected on the other "
+                f"{split_by} groups' patients only ({_listed(names)}).", ""]
+    return []
 
 
 def write_run_report(out: str | Path) -> dict[str, Any]:
@@ -466,8 +488,9 @@ def write_run_report(out: str | Path) -> dict[str, Any]:
     texts, no_val = selection_notes(run)
     names = _fold_groups(run["plan"])
     split_by = run["plan"].get("split_by") or "fold"
+    group_column = "test split" if split_text(run["plan"]) else f"test {split_by}"
     per_fold = [{"fold": f["fold"],
-                 **({f"test {split_by}": names.get(int(f["fold"]), "")} if names else {}),
+                 **({group_column: names.get(int(f["fold"]), "")} if names else {}),
                  "n_test": f.get("n_test"), "selected epoch": f.get("selected_epoch"),
                  **{task.metric_label(m): _cell(f.get(m)) for m in task.metrics},
                  "note": reasons.get(int(f["fold"]), "")} for f in run["folds"]]
@@ -492,10 +515,7 @@ def write_run_report(out: str | Path) -> dict[str, Any]:
           f"{cfg['epochs']} epochs, batch {cfg['batch_size']}, lr {cfg['lr']:g} "
           f"({cfg.get('schedule') or 'step'} schedule), seed {cfg['seed']}; "
           f"{len(run['folds'])} test folds. Model selection: {'; '.join(texts)}.", ""]
-    if names:
-        md += [f"**Leave one {split_by} out:** each test fold holds every example of one "
-               f"{split_by}; its model was trained and selected on the other "
-               f"{split_by} groups' patients only ({_listed(names)}).", ""]
+    md += _split_paragraph(run["plan"])
     if no_val:
         md += [f"**Warning:** fold {', '.join(map(str, no_val))} had no validation patients: "
                "the last epoch was evaluated, not an epoch selected on validation.", ""]
@@ -541,7 +561,7 @@ def write_run_report(out: str | Path) -> dict[str, Any]:
     (out / "summary.md").write_text("\n".join(md) + "\n")
     summary = {"title": run_title(cfg), "config": cfg, "folds": len(run["folds"]),
                "summary": {m: s[m].to_dict() for m in task.metrics},
-               "split_by": split_by,
+               "split_by": split_by, "split": run["plan"].get("split") or "kfold",
                "per_fold": [{"fold": f["fold"], "test_group": names.get(int(f["fold"])),
                              "selected_epoch": f.get("selected_epoch"),
                              "selection": f.get("selection"),

@@ -45,6 +45,7 @@ from .jsonio import dumps as strict_dumps
 from .jsonio import write_json
 from .metrics import classification_metrics
 from .models import build_model, check_backbone_name, count_parameters
+from .splits import OFFICIAL_TEST_FOLD, SPLITS
 from .tasks import TaskSpec, get_task
 
 TRANSFORMER_PREFIXES = ("swin", "vit", "eva", "deit", "beit", "cait", "mambaout")
@@ -109,6 +110,9 @@ class TrainConfig:
     split_by: what a test fold is (:data:`mammotrain.data.SPLIT_BY`): 'fold' (the manifest's
         patient-level folds), 'vendor' or 'energy' (leave one manufacturer / energy class
         out: fold K is the K-th group in sorted order, trained on the others' patients).
+    split: 'kfold' (folds as ``split_by`` says) or 'official' (the publisher's train/test
+        split, :mod:`mammotrain.splits`: one test fold 0 = the test part; with split_by
+        'fold' only).
     val_fraction: share of the training folds' patients held out for model selection.
     select: model selection on the validation split: 'auc' (highest AUC, ties: lowest loss),
         'loss' (lowest loss) or 'last' (last epoch). Without validation patients the last
@@ -148,6 +152,7 @@ class TrainConfig:
     schedule: str | None = None
     folds: tuple[int, ...] | None = None
     split_by: str = "fold"
+    split: str = "kfold"
     val_fraction: float = 0.2
     workers: int = 2
     device: str = "auto"
@@ -225,6 +230,9 @@ class TrainConfig:
                    ", ".join(INTERPOLATIONS + ("timm",))),
                   (0 <= self.val_fraction < 1, "val_fraction", "in [0, 1)"),
                   (self.split_by in SPLIT_BY, "split_by", ", ".join(SPLIT_BY)),
+                  (self.split in SPLITS, "split", ", ".join(SPLITS)),
+                  (self.split == "kfold" or self.split_by == "fold", "split_by",
+                   "'fold' with split 'official' (one or the other)"),
                   (bool(self.shards), "shards", "a shard folder")]
         for ok, name, what in checks:
             if not ok:
@@ -438,9 +446,14 @@ def prepare(cfg: TrainConfig) -> tuple[list[dict], list[Example], Any, list[int]
     """Manifest rows, the task's examples, the plan report and the folds to run."""
     task = get_task(cfg.task)
     rows = read_manifest(cfg.shards)
-    examples, plan = plan_examples(rows, task, cfg.views)
-    examples = regroup_folds(examples, plan, cfg.split_by)
-    if cfg.split_by == "fold":
+    examples, plan = plan_examples(rows, task, cfg.views, need_fold=cfg.split == "kfold")
+    try:
+        examples = regroup_folds(examples, plan, cfg.split_by, cfg.split)
+    except ValueError as exc:  # official: no split, or an empty part
+        raise ValueError(f"{cfg.shards}/images.parquet: {exc}") from None
+    if cfg.split == "official":
+        available = [OFFICIAL_TEST_FOLD]
+    elif cfg.split_by == "fold":
         available = folds_in(rows)
         if not available:
             raise ValueError(f"{cfg.shards}/images.parquet: no fold assigned; shard with "
@@ -668,9 +681,10 @@ def train_fold(cfg: TrainConfig, test_fold: int, *, resume: bool = False,
                 p.unlink()
         group = plan.fold_names.get(test_fold)
         _write_json(out / "split.json", {"test_fold": test_fold, "split_by": plan.split_by,
-                                         "test_group": group, **{
+                                         "split": plan.split, "test_group": group, **{
             k: [e.uid for e in getattr(split, k)] for k in ("train", "val", "test")}})
-        log(split.describe() + (f" [test: {plan.split_by} {group}]" if group else ""))
+        what = "official split" if plan.split == "official" else plan.split_by
+        log(split.describe() + (f" [test: {what} {group}]" if group else ""))
     dist.barrier()
 
     stream = ShardStream(cfg.shards, split.train, cfg.preprocess(), train=True, seed=cfg.seed,

@@ -87,6 +87,8 @@ def shard_cmd(inputs, out, labels, ref, only_energy, energy_table, size, no_crop
       birads      optional  0-6; 4A/4B/4C = 4; 'BI-RADS 4'
       density     optional  A-D; 1-4 = A-D; 'DENSITY C'
       boxes       optional  JSON [[xmin, ymin, xmax, ymax], ...] in original pixels
+      split       optional  train (or training), test: your official split
+                            (manifest column split; mammotrain --split official)
     The table wins over the header; every disagreement is counted in the summary. Rules:
     diagnosis from pathology (BI-RADS 0 excluded), BI-RADS tasks 1-6, density A-D. The other
     sources have their own rules (README, "Label sources").

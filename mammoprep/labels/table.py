@@ -21,9 +21,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-from ._common import (GENERIC_RULES, Adapter, LabelError, LabelRow, LabelTable, normalise_columns,
-                      parse_birads, parse_boxes, parse_density, parse_laterality,
-                      parse_pathology, parse_text, parse_view, read_table)
+from ._common import (GENERIC_RULES, Adapter, LabelError, LabelRow, LabelTable, is_missing,
+                      normalise_columns, parse_birads, parse_boxes, parse_density,
+                      parse_laterality, parse_pathology, parse_text, parse_view, read_table)
 
 #: column -> (type, accepted values, required?)
 COLUMNS: dict[str, tuple[str, str, str]] = {
@@ -39,6 +39,8 @@ COLUMNS: dict[str, tuple[str, str, str]] = {
     "density": ("text/int", "A-D, 1-4 (= A-D), 'DENSITY C'", "optional"),
     "boxes": ("JSON text / list", "[[xmin, ymin, xmax, ymax], ...] in original pixels",
               "optional"),
+    "split": ("text", "train, training, test (any case): your official split, for "
+              "mammotrain --split official", "optional"),
 }
 MISSING_VALUES = "empty, '-', NA, N/A, null, NaN (any case)"
 
@@ -46,6 +48,21 @@ MISSING_VALUES = "empty, '-', NA, N/A, null, NaN (any case)"
 def describe() -> str:
     """The schema as plain text lines (for ``--help`` and messages)."""
     return "; ".join(f"{c} ({t}, {r}): {v}" for c, (t, v, r) in COLUMNS.items())
+
+
+#: accepted ``split`` values -> the manifest's ``split`` (``train`` / ``test``)
+SPLIT_VALUES = {"train": "train", "training": "train", "test": "test"}
+
+
+def parse_split(v, where: str = "", column: str = "split") -> str | None:
+    """``train`` / ``test`` from the :data:`SPLIT_VALUES` (any case); None when missing."""
+    if is_missing(v):
+        return None
+    s = str(v).strip().lower()
+    if s not in SPLIT_VALUES:
+        raise LabelError(where, "not an official split", tag=f"column {column}", value=v,
+                         hint="use train (or training) or test; leave it empty for none")
+    return SPLIT_VALUES[s]
 
 
 def load(path_text: str, roots: Sequence[Path] = (), strict: bool = False) -> LabelTable:
@@ -80,6 +97,7 @@ def load(path_text: str, roots: Sequence[Path] = (), strict: bool = False) -> La
             birads=table.value(parse_birads, r.get("birads"), where, "birads"),
             density=table.value(parse_density, r.get("density"), where, "density"),
             boxes=table.value(parse_boxes, r.get("boxes"), where, "boxes") or [],
+            split=table.value(parse_split, r.get("split"), where, "split"),
             source_row=where)
     _all_or_none(path, table, "patient")
     return table
