@@ -169,7 +169,8 @@ def plan_samples(scanned: list[dict[str, Any]], labels, salt: bytes,
             continue
         meta = item["meta"]
         lab = labels.lookup(Path(path)) if labels is not None else None
-        if lab is not None:
+        named = lab is not None
+        if named:
             matched.add(labels.match_key(Path(path)))
         lab = lab or LabelRow()
         check_boxes(lab, meta, path)
@@ -211,7 +212,8 @@ def plan_samples(scanned: list[dict[str, Any]], labels, salt: bytes,
         claims[(key, view.lower())].append({"path": path, "meta": meta, "boxes": lab.boxes,
                                             "boxes_frame": lab.boxes_frame,
                                             "labels": lab.raw(), "tasks": tasks,
-                                            "split": lab.split})
+                                            "split": lab.split,
+                                            "evidence": _evidence(meta, named)})
     for (key, v), entries in sorted(claims.items()):
         kept, dropped = pick_duplicate(entries, salt) if len(entries) > 1 else (entries[0], [])
         groups[key]["views"][v] = kept
@@ -230,6 +232,16 @@ def plan_samples(scanned: list[dict[str, Any]], labels, salt: bytes,
         counts["study"] = study_grouping_conflicts(studies, examples)
         conflicts.update({f: counts.get(f, 0) for f in OVERRIDDEN}, examples=examples)
     return samples, rejects, unmatched_keys
+
+
+def _evidence(meta: dict[str, Any], named_by_table: bool) -> str | None:
+    """What makes a stored file a mammogram: the header's evidence where it has some, else
+    the label table that names it (:func:`mammoprep.mammogram.mammogram_evidence`)."""
+    if meta.get("mammogram") or not named_by_table:
+        return meta.get("mammogram_evidence")
+    from .mammogram import mammogram_evidence
+
+    return mammogram_evidence(meta, named_by_table=True)[1]
 
 
 def study_grouping_conflicts(studies: list[tuple[str, str, str, str]],
@@ -449,7 +461,7 @@ def _sample_entries(sample: dict[str, Any], prep, cfg: ShardConfig, salt: bytes,
             "presentation_intent": m.get("presentation_intent"),
             "labels": {"raw": item["labels"], **item["tasks"]},
             "split": item.get("split"),
-            "mammogram_evidence": m.get("mammogram_evidence"),
+            "mammogram_evidence": item.get("evidence"),
         }
         rows.append({
             "key": key, "view": v, "laterality": sample["laterality"],
@@ -468,7 +480,7 @@ def _sample_entries(sample: dict[str, Any], prep, cfg: ShardConfig, salt: bytes,
             "breast_bbox": [int(x) for x in (bbox or [])], "decode_reduction": reduction,
             "harmonized": bool(m.get("harmonized")), "inverted": bool(m.get("inverted")),
             "sop_uid_hash": m.get("sop_uid_hash"), "fold": fold,
-            "split": item.get("split"), "mammogram_evidence": m.get("mammogram_evidence"),
+            "split": item.get("split"), "mammogram_evidence": item.get("evidence"),
         })
     if views_json:
         first = views_json[sorted(views_json)[0]]

@@ -133,6 +133,8 @@ def test_rsna_download_shards_with_skipped_views_and_a_dropped_value(rsna_downlo
         got = rows[h]
         assert (got["laterality"], got["view"], got["pathology"], got["birads"],
                 got["density"]) == (lat, view, pathology, birads, density)
+        # no Modality: a DX SOP class with Image Laterality is what makes it a mammogram
+        assert got["mammogram_evidence"] == "dx + image laterality"
     for patient in {str(p) for p, *_ in RSNA_ROWS}:  # no patient identifier in the output
         assert patient not in r.output and patient not in json.dumps(summary)
 

@@ -247,6 +247,27 @@ def test_shard_leaves_out_a_chest_even_when_the_table_names_it(rsna, others, tmp
     assert len(images) == len(RSNA) and {x["energy"] for x in images} == {"low"}
 
 
+def test_manifest_names_the_label_table_when_the_header_has_no_evidence(rsna, tmp_path):
+    """An RSNA-like file without (0020,0062) has no mammogram evidence of its own; the
+    label table naming it (with laterality and view) is what images.parquet records."""
+    import pyarrow.parquet as pq
+
+    root = tmp_path / "in"
+    patient, image, lat = RSNA[0]
+    src = next(rsna.glob(f"{patient}/{image}.dcm"))
+    _rehead(src, root / "bare.dcm", ImageLaterality=None)
+    assert read_header(root / "bare.dcm")["mammogram"] is False
+    (root / "labels.csv").write_text(f"path,patient,laterality,view\nbare.dcm,{patient},"
+                                     f"{lat},CC\n")
+    out = tmp_path / "shards"
+    r = CliRunner().invoke(main, ["shard", str(root), "-o", str(out), "--labels",
+                                  f"csv:{root / 'labels.csv'}", "--size", "64", "--folds",
+                                  "0", "--keep-suspect", "-j", "1"])
+    assert r.exit_code == 0, r.output
+    rows = pq.read_table(out / "images.parquet").to_pylist()
+    assert [x["mammogram_evidence"] for x in rows] == ["label table"]
+
+
 # --------------------------------------------------------------------------- energy tables
 
 def test_image_keys():
