@@ -173,7 +173,7 @@ def plan_samples(scanned: list[dict[str, Any]], labels, salt: bytes,
         if named:
             matched.add(labels.match_key(Path(path)))
         lab = lab or LabelRow()
-        check_boxes(lab, meta, path)
+        boxes = check_boxes(lab, meta, path, labels)
         header_view = (meta.get("view") or "").upper() or None
         for name, table_v, header_v in (("laterality", lab.laterality, meta.get("laterality")),
                                         ("view", lab.view, header_view)):
@@ -209,7 +209,7 @@ def plan_samples(scanned: list[dict[str, Any]], labels, salt: bytes,
         groups.setdefault(key, {"key": key, "patient": patient, "study": study,
                                 "laterality": lat, "views": {}, "labels": None})
         tasks = labels.tasks(lab) if labels is not None else {t: None for t in LABEL_TASKS}
-        claims[(key, view.lower())].append({"path": path, "meta": meta, "boxes": lab.boxes,
+        claims[(key, view.lower())].append({"path": path, "meta": meta, "boxes": boxes,
                                             "boxes_frame": lab.boxes_frame,
                                             "labels": lab.raw(), "tasks": tasks,
                                             "split": lab.split,
@@ -273,25 +273,33 @@ def study_grouping_conflicts(studies: list[tuple[str, str, str, str]],
 BOX_TOLERANCE = 1.0
 
 
-def check_boxes(lab, meta: dict[str, Any], path: str) -> None:
-    """Raise LabelError (naming the label row, the box and the image size) when a box
-    of ``lab`` is not inside the image the header describes ((0028,0010) Rows x (0028,0011)
-    Columns, original pixels, :data:`BOX_TOLERANCE`): a box outside used to be clipped to
-    an empty [0, 0, 0, 0]."""
+def check_boxes(lab, meta: dict[str, Any], path: str, table=None) -> list:
+    """The boxes of ``lab`` that lie inside the image the header describes ((0028,0010)
+    Rows x (0028,0011) Columns, original pixels, :data:`BOX_TOLERANCE`); a box outside
+    (it used to be clipped to an empty [0, 0, 0, 0]) is left out and counted in
+    ``table.dropped`` (column ``boxes``), or, without a table or with a strict one
+    (``--strict-labels``), a LabelError naming the label row, the box and the image size."""
     from .labels import LabelError
 
     rows, cols = meta.get("rows"), meta.get("columns")
     if not lab.boxes or not rows or not cols:
-        return
+        return lab.boxes
     t = BOX_TOLERANCE
+    kept = []
     for b in lab.boxes:
         x0, y0, x1, y1 = b
         if x0 < -t or y0 < -t or x1 > cols + t or y1 > rows + t:
+            if table is not None and not table.strict:
+                table.drop("boxes", lab.source_row or "?", b,
+                           f"outside the {cols}x{rows} image")
+                continue
             raise LabelError(lab.source_row or path, "a box lies outside its image",
                              tag="column boxes", value=b,
                              hint=f"{display_path(path)} is {cols} pixels wide and {rows} "
                                   "high ((0028,0011) Columns, (0028,0010) Rows); boxes are "
                                   "[xmin, ymin, xmax, ymax] in its original pixels")
+        kept.append(b)
+    return kept
 
 
 def pick_duplicate(entries: list[dict[str, Any]], salt: bytes

@@ -338,23 +338,37 @@ def test_kill_9_of_harmonize_leaves_no_corrupt_file_under_a_final_name(tmp_path,
 
 # ------------------------------------------------------------------- boxes against image
 
-def test_a_box_outside_its_image_stops_shard_naming_the_row(cohort, tmp_path):
-    """It used to be clipped to an empty [0, 0, 0, 0] box in the shard."""
+def test_a_box_outside_its_image_is_dropped_or_stops_a_strict_shard(cohort, tmp_path):
+    """It used to be clipped to an empty [0, 0, 0, 0] box in the shard. By default the box
+    is left out and counted (one odd row never stops an archive); --strict-labels stops,
+    naming the row, the box and the image size."""
+    import pyarrow.parquet as pq
+
     from mammoprep.labels import LabelError
 
-    img = sorted(cohort.rglob("*.dcm"))[0]  # 128 rows x 104 columns
+    files = sorted(cohort.rglob("*.dcm"))
+    img = files[0]  # 128 rows x 104 columns
     table = tmp_path / "labels.csv"
     table.write_text(f"path,boxes\n{img},\"[[10, 10, 40, 40]]\"\n"
-                     f"{sorted(cohort.rglob('*.dcm'))[1]},\"[[200, 300, 260, 380]]\"\n")
+                     f"{files[1]},\"[[200, 300, 260, 380]]\"\n")
+    cfg = _cfg(cohort, labels=f"csv:{table}")
     with pytest.raises(LabelError) as exc:
-        build_shards([str(cohort)], tmp_path / "out", _cfg(cohort, labels=f"csv:{table}"),
-                     SALT, log=lambda m: None)
+        build_shards([str(cohort)], tmp_path / "strict", cfg, SALT, log=lambda m: None,
+                     strict_labels=True)
     msg = str(exc.value)
     assert f"{table}:3" in msg and "outside its image" in msg and "104 pixels wide" in msg
+    assert not (tmp_path / "strict" / "images.parquet").exists()  # nothing written
+    summary = build_shards([str(cohort)], tmp_path / "out", cfg, SALT, log=lambda m: None)
+    dropped = summary["labels"]["dropped_values"]
+    assert dropped["boxes"]["count"] == 1 and "labels.csv:3" in dropped["boxes"]["examples"][0]
+    rows = {r["sop_uid_hash"]: r for r in pq.read_table(tmp_path / "out" /
+                                                           "images.parquet").to_pylist()}
+    boxes = sorted(len(r["boxes_original"]) for r in rows.values())
+    assert boxes.count(1) == 1 and sum(boxes) == 1  # the good box kept, the bad one not
     table.write_text(f"path,boxes\n{img},\"[[NaN, 10, 40, 40]]\"\n")
     with pytest.raises(LabelError, match="NaN is not a JSON number"):
-        build_shards([str(cohort)], tmp_path / "out", _cfg(cohort, labels=f"csv:{table}"),
-                     SALT, log=lambda m: None)
+        build_shards([str(cohort)], tmp_path / "strict2", _cfg(cohort, labels=f"csv:{table}"),
+                     SALT, log=lambda m: None, strict_labels=True)
 
 
 # ------------------------------------------------------------- harmonize / reference faults
