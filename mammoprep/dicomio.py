@@ -18,7 +18,7 @@ from typing import Any, Iterable, Iterator
 
 import numpy as np
 
-from . import decoders, photometric
+from . import decoders, header_checks, photometric
 from .decoders import codestream
 from .errors import (DecodeError, ImplausibleImageError, InvalidHeaderError, MammoprepError,
                      NoContrastError, NoPixelDataError, NotDicomError, NotRegularFileError,
@@ -204,6 +204,7 @@ def _open(path: Path, header_only: bool):
                 raise NotRegularFileError(path, "not a regular file",
                                           hint="pass DICOM files")
             ds = _read_dataset(fh, path, header_only)
+            size = os.fstat(fh.fileno()).st_size
         except MammoprepError:
             raise
         except InvalidDicomError as exc:
@@ -239,6 +240,8 @@ def _open(path: Path, header_only: bool):
         ds.file_meta.TransferSyntaxUID = ts
     if not _plausible(ds):
         raise _not_dicom(path, "no recognisable DICOM elements")
+    # a deflated data set is read from its inflated bytes, not the file's
+    header_checks.check_parsed(ds, None if ts == DEFLATED_LE else size, path)
     return ds, ts
 
 
@@ -422,7 +425,7 @@ def view(ds) -> str | None:
 def _spacing(ds) -> list[float] | None:
     for key in ("PixelSpacing", "ImagerPixelSpacing"):
         v = ds.get(key)
-        if v is not None and len(v) == 2:
+        if not isinstance(v, (str, bytes)) and hasattr(v, "__len__") and len(v) == 2:
             try:
                 return [float(v[0]), float(v[1])]
             except (TypeError, ValueError):
@@ -514,11 +517,7 @@ def _check_image(ds, path: Path, ts: str) -> None:
                     "re-export or re-download it")
         raise NoPixelDataError(path, "no pixel data" + (f" (only {other[0]})" if other else ""),
                                tag="(7FE0,0010) PixelData", value=value, hint=hint)
-    for key in ("Rows", "Columns", "BitsAllocated", "BitsStored"):
-        if _num(ds, key) is None:
-            raise InvalidHeaderError(path, "a required image attribute is missing",
-                                     tag=_tag(key), value=ds.get(key),
-                                     hint="the header is incomplete; re-export the image")
+    header_checks.check_image_numbers(ds, path)
     _check_image_size(ds, path)
     if ts in (IMPLICIT_LE, EXPLICIT_LE, EXPLICIT_BE, "1.2.840.10008.1.2.1.99"):
         have, need = len(ds.PixelData), _expected_bytes(ds)
@@ -591,7 +590,8 @@ def _check_codestream(ds, path: Path, ts: str) -> None:
     differ from (0028,0101) BitsStored both ways: GE writes 16-bit JPEG lossless SOFs for
     12-bit data (BitsStored 12, BitsAllocated 16; unused high bits are masked after
     decoding), and a precision below BitsStored cannot widen the values. JPEG 2000
-    tile-parts must chain to the EOC (:func:`~mammoprep.decoders.codestream.j2k_tile_parts`);
+    tile-parts must chain to the EOC (:func:`~mammoprep.decoders.codestream.j2k_tile_parts`),
+    JPEG / JPEG-LS scans run from SOI to EOI (:func:`~mammoprep.decoders.codestream.jpeg_scans`);
     an RLE frame has SamplesPerPixel x ceil(BitsAllocated / 8) segments inside the fragment.
     A JPEG SOF height of 0 (rows given later by a DNL marker, not used by DICOM writers) is
     a mismatch like any other.
@@ -635,21 +635,16 @@ def _check_codestream(ds, path: Path, ts: str) -> None:
                   f"{frame.marker}",
             hint="header and pixel data do not belong together or the codestream is "
                  "corrupt; re-export or re-download the image")
-    if frame.marker == "SIZ":
-        try:
-            codestream.j2k_tile_parts(data)
-        except structural as exc:
-            raise corrupt(exc) from None
+    walk = codestream.j2k_tile_parts if frame.marker == "SIZ" else codestream.jpeg_scans
+    try:  # tile-parts chain to the EOC / marker segments and scans run from SOI to EOI
+        walk(data)
+    except structural as exc:
+        raise corrupt(exc) from None
 
 
-#: Compressed transfer syntaxes whose codestream ends with an end marker (JPEG-LS EOI,
-#: JPEG 2000 / HTJ2K EOC, both FFD9): a codestream without it is truncated, even where a
-#: decoder returns an image (CharLS and OpenJPEG fill the missing part silently).
-CODESTREAM_END = {
-    "1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.81",  # JPEG-LS
-    "1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91",  # JPEG 2000
-    "1.2.840.10008.1.2.4.201", "1.2.840.10008.1.2.4.202", "1.2.840.10008.1.2.4.203",  # HTJ2K
-}
+#: Compressed transfer syntaxes whose codestream must end with FFD9 (see
+#: :data:`mammoprep.decoders.codestream.ENDS_WITH_FFD9`).
+CODESTREAM_END = codestream.ENDS_WITH_FFD9
 
 
 def _check_codestream_end(ds, path: Path, ts: str) -> None:
@@ -760,12 +755,7 @@ def read_dicom(path: str | os.PathLike, *, voi: bool = False, salt: str | bytes 
         elif not stored.flags.writeable:  # a view of the file's bytes: later steps write
             stored = stored.copy()
         lo, hi = (int(stored.min()), int(stored.max())) if stored.size else (0, 0)
-    if lo == hi:
-        raise NoContrastError(path, "no contrast: every pixel has the same value",
-                                    tag="(7FE0,0010) PixelData", value=lo,
-                                    hint="a blank or failed exposure, or corrupt pixel data; "
-                                         "exclude this file")
-
+    _check_contrast(lo, hi, path)
     pad = _padding_mask(ds, stored)
     px, lut_kind, value_bits = _modality(ds, stored, bits, path)
     voi_desc = None
@@ -785,6 +775,10 @@ def read_dicom(path: str | os.PathLike, *, voi: bool = False, salt: str | bytes 
         if n_pad:
             px = px.copy() if px is stored else px
             px[pad] = 0
+    if lut_kind or n_pad or voi_desc:  # the values harmonize and shard see: still an image?
+        _check_contrast(*_value_range(px), path,
+                        [t for t, on in (("Modality LUT / Rescale", lut_kind), ("VOI", voi_desc),
+                                         ("(0028,0120) Pixel Padding", n_pad)) if on])
     meta.update(inverted=inverted, inversion_reason=reason, modality_lut=lut_kind, voi=voi_desc,
                 value_bits=value_bits, padding_pixels=n_pad, decoder=used, steps=["decode"],
                 decode_reduction=reduction)
@@ -793,6 +787,27 @@ def read_dicom(path: str | os.PathLike, *, voi: bool = False, salt: str | bytes 
     if reduction and meta.get("pixel_spacing_mm"):
         meta["pixel_spacing_mm"] = [v * (1 << reduction) for v in meta["pixel_spacing_mm"]]
     return Record(pixels=np.ascontiguousarray(px, dtype=np.uint16), meta=meta, path=str(path))
+
+
+def _check_contrast(lo: int, hi: int, path: Path, after: list[str] | None = None) -> None:
+    """NoContrastError when every pixel has one value (``lo == hi``): of the stored pixels,
+    or ``after`` the named transforms (which can map every value to one)."""
+    if lo == hi:
+        where = f" after the {' and '.join(after)}" if after else ""
+        raise NoContrastError(path, f"no contrast: every pixel has the same value{where}",
+                              tag="(7FE0,0010) PixelData", value=lo,
+                              hint="a blank or failed exposure, corrupt pixel data, or a "
+                                   "header whose LUT or padding covers every value; exclude "
+                                   "this file")
+
+
+def _value_range(px: np.ndarray) -> tuple[int, int]:
+    """(min, max) of ``px``, in one pass for an owned uint16 image."""
+    if px.dtype == np.uint16 and px.ndim == 2 and px.flags.writeable and px.flags.c_contiguous:
+        from . import kernels
+
+        return kernels.mask_range(px, 16, out=px)[1:]
+    return (int(px.min()), int(px.max())) if px.size else (0, 0)
 
 
 def _min_rows_cols(min_size: int | tuple[int, int], meta: dict[str, Any]) -> tuple[int, int]:
@@ -819,16 +834,10 @@ def _padding_mask(ds, stored: np.ndarray) -> np.ndarray | None:
 
 def _modality(ds, stored: np.ndarray, bits: int, path: Path) -> tuple[np.ndarray, str | None, int]:
     """Modality LUT Sequence or Rescale Slope/Intercept. Returns (values, kind, value bits)."""
-    seq = ds.get("ModalityLUTSequence")
-    if seq:
-        item = seq[0]
-        desc = [int(v) for v in item.LUTDescriptor]
-        raw = item.LUTData
-        table = np.asarray(raw if not isinstance(raw, bytes)
-                           else np.frombuffer(raw, dtype="<u2" if desc[2] > 8 else "u1"))
-        table = table.astype(np.uint16)[: desc[0] or 65536]
-        return (photometric.lut_lookup(stored, desc[1], table), "lut",
-                max(1, min(16, desc[2])))
+    lut = header_checks.modality_lut(ds, path)
+    if lut is not None:
+        first, table, lut_bits = lut
+        return photometric.lut_lookup(stored, first, table), "lut", lut_bits
     slope = _num(ds, "RescaleSlope")
     intercept = _num(ds, "RescaleIntercept")
     slope = 1.0 if slope is None else slope

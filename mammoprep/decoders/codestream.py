@@ -9,6 +9,9 @@ Pure functions over ``bytes`` (one frame's codestream, fragments joined):
 * :func:`j2k_tile_parts`: walks the tile-parts of a JPEG 2000 codestream by their SOT
   ``Psot`` lengths; they must chain from the end of the main header to the EOC marker and
   cover every tile (inserted or removed bytes break the chain).
+* :func:`jpeg_scans`: walks a JPEG / JPEG-LS codestream from SOI to EOI: marker segments
+  chain by their lengths, each scan's entropy-coded data run to the next marker, and the
+  codestream ends with EOI (a cut codestream has none).
 * :func:`rle_segments`: the 64-byte RLE header (segment count and offsets).
 
 Each raises :class:`CodestreamError` (a ``ValueError``) with a one-line reason for what is
@@ -17,6 +20,7 @@ structurally wrong; the caller turns it into a typed reject naming the file.
 
 from __future__ import annotations
 
+import re
 import struct
 from dataclasses import dataclass
 
@@ -78,6 +82,65 @@ def jpeg_frame(data: bytes) -> Frame:
             return Frame(rows, cols, comps, precision, name)
         pos += 2 + length
     raise CodestreamError("no start-of-frame marker (SOFn / SOF55) in the codestream")
+
+
+#: The first marker after a scan's entropy-coded data. JPEG (ITU T.81 B.1.1.5): a data byte
+#: FF is followed by a stuffed 00; RSTm (D0-D7) sit inside the scan and FF FF is fill, so any
+#: other FF xx is a marker. JPEG-LS (ISO 14495-1 9.1): after a data byte FF the next byte has
+#: its high bit clear, so a marker is FF followed by 80-FE (RSTm again inside the scan).
+_AFTER_SCAN = {False: re.compile(rb"\xff[\x01-\xcf\xd8-\xfe]"),
+               True: re.compile(rb"\xff[\x80-\xcf\xd8-\xfe]")}
+
+
+def jpeg_scans(data: bytes) -> int:
+    """Walk a JPEG or JPEG-LS codestream from SOI to EOI; returns how many scans it has.
+
+    From SOI, marker segments chain by their lengths (fill bytes FF allowed before a
+    marker); a segment may not run past the end; each SOS (after a SOFn / SOF55) is
+    followed by entropy-coded data up to the next marker (found with one C-speed search,
+    :data:`_AFTER_SCAN`); the codestream must end with EOI (``FFD9``), followed by nothing but
+    zero padding. A codestream cut anywhere before its EOI fails (the decoders would fill
+    the missing rows in silently). Entropy-coded data are not decoded: a flipped bit inside
+    them, or a cut scan with an EOI appended, cannot be seen here."""
+    end = len(data.rstrip(b"\0")) if data[-1:] == b"\0" else len(data)
+    if data[:2] != b"\xff\xd8":
+        raise CodestreamError(f"no JPEG start-of-image marker (FFD8); starts {data[:4].hex()}")
+    pos, scans, sof = 2, 0, None
+    while True:
+        if pos + 2 > end:
+            raise CodestreamError(f"the codestream ends at byte {end} without its end-of-image "
+                                  f"marker (FFD9) after {scans} scan(s): it is truncated")
+        if data[pos] != 0xFF:
+            raise CodestreamError(f"expected a marker at byte {pos}, found {data[pos]:02x}")
+        marker = data[pos + 1]
+        if marker == 0xD9:
+            break
+        if marker == 0xFF or marker in _STANDALONE:  # fill byte; RSTm / TEM outside a scan
+            pos += 1 if marker == 0xFF else 2
+            continue
+        length = struct.unpack(">H", data[pos + 2:pos + 4])[0] if pos + 4 <= end else 0
+        if length < 2 or pos + 2 + length > end:
+            raise CodestreamError(f"marker segment FF{marker:02X} at byte {pos} claims "
+                                  f"{length} bytes, {end - pos - 2} remain: it is truncated")
+        if marker in _SOF:
+            sof = marker
+        pos += 2 + length
+        if marker == 0xDA:
+            if sof is None:
+                raise CodestreamError("scan data (SOS) before any start-of-frame marker")
+            scans += 1
+            hit = _AFTER_SCAN[sof == 0xF7].search(data, pos, end)
+            if hit is None:
+                raise CodestreamError(f"the entropy-coded data of scan {scans} run to the end "
+                                      "of the codestream without an end-of-image marker "
+                                      "(FFD9): it is truncated")
+            pos = hit.start()
+    if not scans:
+        raise CodestreamError("the codestream ends (EOI) before any scan (SOS)")
+    if pos + 2 != end:
+        raise CodestreamError(f"{end - pos - 2} bytes follow the end-of-image marker (FFD9) "
+                              f"at byte {pos}: bytes were inserted")
+    return scans
 
 
 def j2k_frame(data: bytes) -> Frame:
@@ -203,6 +266,10 @@ JPEG_FAMILY = ("1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51", "1.2.840.1000
 J2K_FAMILY = ("1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91", "1.2.840.10008.1.2.4.201",
               "1.2.840.10008.1.2.4.202", "1.2.840.10008.1.2.4.203")
 RLE = "1.2.840.10008.1.2.5"
+#: Transfer syntaxes whose codestream ends with an end marker (JPEG and JPEG-LS EOI, JPEG 2000
+#: / HTJ2K EOC, all FFD9): one without it is truncated, even where a decoder returns an image
+#: (libjpeg-turbo, libjpeg, CharLS and OpenJPEG fill a cut codestream in silently).
+ENDS_WITH_FFD9 = frozenset(JPEG_FAMILY + J2K_FAMILY)
 
 #: Transfer syntax UID -> the parser of its codestream's main header.
 PARSERS = {**{ts: jpeg_frame for ts in JPEG_FAMILY}, **{ts: j2k_frame for ts in J2K_FAMILY},
