@@ -5,7 +5,7 @@
 Encodes (a centre crop of) a real 12-bit mammogram from ``../shared/testdata/mammo_real`` as
 a JPEG 2000 lossless and a JPEG-LS lossless codestream, flips ``--flips`` single bits at
 random positions of each (bit position uniform over the codestream, fixed seed), writes
-each as a DICOM file and reads it with :func:`mammoprep.dicomio.read_dicom` (default
+each as a DICOM file and reads it with :func:`mammoprep.io.dicom.read_dicom` (default
 decoder order). Each outcome is one of
 
 * rejected, by what caught it: ``structure`` (markers, J2K tile-part chain, end marker),
@@ -52,7 +52,7 @@ def flip_outcomes(ds, px: np.ndarray, ts: str, stream: bytes, flips: int, seed: 
     """Counter of outcomes over ``flips`` random single-bit flips of ``stream``."""
     from pydicom.encaps import encapsulate
 
-    from mammoprep.dicomio import safe_read
+    from mammoprep.io.dicom import safe_read
 
     rng = np.random.default_rng(seed)
     counts: Counter = Counter()
@@ -79,7 +79,7 @@ def flip_outcomes(ds, px: np.ndarray, ts: str, stream: bytes, flips: int, seed: 
 def main() -> None:
     import imagecodecs
 
-    from mammoprep.dicomio import _open
+    from mammoprep.io.dicom import _open
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--flips", type=int, default=200)

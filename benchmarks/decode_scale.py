@@ -48,10 +48,10 @@ def prepared(path: Path, reduction: int | None, reference, salt: bytes):
     """The shard chain up to the crop on ``path`` decoded with ``reduction`` levels dropped
     (None = full): read -> text removal -> harmonisation. Returns (record, full scale), or
     None when the level is not offered or no breast is found at it."""
-    from mammoprep.dicomio import read_dicom
+    from mammoprep.io.dicom import read_dicom
     from mammoprep.errors import MammoprepError
-    from mammoprep.foreground import remove_text
-    from mammoprep.harmonize import harmonize
+    from mammoprep.segmentation.foreground import remove_text
+    from mammoprep.harmonise.match import harmonize
 
     min_size = None
     if reduction is not None:
@@ -145,7 +145,7 @@ def compare_shards(full_dir: Path, auto_dir: Path) -> list[dict]:
     import pyarrow.parquet as pq
     from PIL import Image
 
-    from mammoprep.boxes import Transform
+    from mammoprep.geometry import Transform
 
     def load(d: Path) -> dict:
         out = {}
@@ -192,8 +192,8 @@ def ks_distance(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def main() -> None:
-    from mammoprep.reference import build_reference
-    from mammoprep.synth import generate_cohort, parse_size
+    from mammoprep.harmonise.reference import build_reference
+    from mammoprep.synth.cohort import generate_cohort, parse_size
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--patients", type=int, default=3)

@@ -34,9 +34,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _image import breast_image  # noqa: E402
 
-from mammoprep.derived import _atomic_save, _set_pixels, write_derived_dicom  # noqa: E402
+from mammoprep.io.derived import _atomic_save, _set_pixels, write_derived_dicom  # noqa: E402
 from mammoprep.record import Record  # noqa: E402
-from mammoprep.synth import build_dataset, plan_cohort  # noqa: E402
+from mammoprep.synth.cohort import build_dataset, plan_cohort  # noqa: E402
 
 SALT = b"benchmark-salt-not-secret"
 
@@ -87,7 +87,7 @@ def _dicognito(source, rec, dest, description, uid_salt=""):
     """The same writer, header de-identified by dicognito instead of the keep-list."""
     from dicognito.anonymizer import Anonymizer
 
-    from mammoprep.dicomio import read_header_dataset
+    from mammoprep.io.dicom import read_header_dataset
 
     header, _ = read_header_dataset(source)
     Anonymizer(seed=SALT.decode()).anonymize(header)

@@ -9,11 +9,11 @@ labels) and a 12-bit low-energy reference, then times, each as the median of ``r
 runs after one warm-up run (JIT compilation excluded):
 
 * ``np.copy`` of the image: the memory-bandwidth floor for any pass that writes an image;
-* this project's :func:`mammoprep.harmonize.harmonize_pixels` with the reference
+* this project's :func:`mammoprep.harmonise.match.harmonize_pixels` with the reference
   precomputed, and its three parts (foreground histogram, CDF sweep, LUT application);
 * the LUMINA method: ``skimage.exposure.match_histograms`` on the float32 foreground
   pixels against the reference's foreground pixels, cast back and written into a zero image;
-* :func:`mammoprep.foreground.remove_burned_in` (text removal) on its own.
+* :func:`mammoprep.segmentation.foreground.remove_burned_in` (text removal) on its own.
 
 The multi-threaded kernels are sensitive to other processes competing for the cores (a
 preempted worker thread holds up the whole pass); compare runs on an otherwise idle machine.
@@ -29,8 +29,9 @@ import numba
 import numpy as np
 
 from mammoprep import kernels
-from mammoprep.foreground import remove_burned_in
-from mammoprep.harmonize import Reference, foreground_histogram, harmonize_pixels, match_lut
+from mammoprep.segmentation.foreground import remove_burned_in
+from mammoprep.harmonise.match import Reference, harmonize_pixels, match_lut
+from mammoprep.histogram import foreground_histogram
 
 
 def breast_like(rows: int, cols: int, bits: int, seed: int, labels: bool = True

@@ -96,11 +96,11 @@ def stages(files: list[Path], ref_path: Path, out: Path) -> dict[str, float]:
     removal, harmonise, the derived-DICOM writer, a raw write of the output bytes, and the
     16-bit PNG at the command's level."""
     from mammoprep.commands.harmonize import PNG_LEVEL
-    from mammoprep.derived import write_derived_dicom
-    from mammoprep.dicomio import read_dicom
-    from mammoprep.foreground import remove_text
-    from mammoprep.harmonize import Reference, harmonize
-    from mammoprep.png import write_png16
+    from mammoprep.io.derived import write_derived_dicom
+    from mammoprep.io.dicom import read_dicom
+    from mammoprep.segmentation.foreground import remove_text
+    from mammoprep.harmonise.match import Reference, harmonize
+    from mammoprep.io.png import write_png16
 
     ref = Reference.load(ref_path)
     out.mkdir(parents=True, exist_ok=True)
@@ -132,10 +132,10 @@ def stages(files: list[Path], ref_path: Path, out: Path) -> dict[str, float]:
 
 def png_levels(files: list[Path], ref_path: Path, levels=(0, 1, 2, 4, 6, 9)) -> list:
     """(level, ms, MB) of encoding the first harmonised image as a 16-bit PNG (best of 3)."""
-    from mammoprep.dicomio import read_dicom
-    from mammoprep.foreground import remove_text
-    from mammoprep.harmonize import Reference, harmonize
-    from mammoprep.png import encode_png16
+    from mammoprep.io.dicom import read_dicom
+    from mammoprep.segmentation.foreground import remove_text
+    from mammoprep.harmonise.match import Reference, harmonize
+    from mammoprep.io.png import encode_png16
 
     px = harmonize(remove_text(read_dicom(files[0]), keep_suspect=True),
                    Reference.load(ref_path)).pixels

@@ -4,7 +4,7 @@
 
 Builds its own data in a temporary folder: ``mammoprep synth --size FULL`` (full-resolution
 DICOMs), ``mammoprep shard --size SIZE`` (breast-cropped 16-bit PNGs in tars), and one
-full-resolution 16-bit PNG per DICOM (decoded with :func:`mammoprep.dicomio.read_dicom`,
+full-resolution 16-bit PNG per DICOM (decoded with :func:`mammoprep.io.dicom.read_dicom`,
 saved with Pillow), i.e. the files a LUMINA-style loader opens. Then times, in one process
 with one thread ("per worker"), two-view samples (CC + MLO of a breast -> float32
 ``[2, 1, SIZE, SIZE]`` in [0, 1], random flip; channel replication and ImageNet
@@ -54,7 +54,7 @@ def build(tmp: Path, patients: int, full: str, size: int, jobs: int) -> tuple[Pa
     """Shards and full-resolution PNG pairs of the same breasts."""
     from PIL import Image
 
-    from mammoprep.dicomio import read_dicom
+    from mammoprep.io.dicom import read_dicom
 
     cohort, shards, pngs = tmp / "cohort", tmp / "shards", tmp / "png"
     t = time.perf_counter()

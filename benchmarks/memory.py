@@ -7,8 +7,8 @@ Writes one ``rows x cols`` 12-bit image per codec (a real mammogram from
 JPEG 2000 lossless) into a temporary folder, then for each runs a fresh Python subprocess
 that imports everything, builds a reference and warms up on a tiny image of the same codec
 (JIT compilation, codec libraries, first-call allocations), and only then reads the big file
-with :func:`mammoprep.dicomio.read_dicom` and runs the harmonise pipeline steps
-(:func:`mammoprep.foreground.remove_text`, :func:`mammoprep.harmonize.harmonize`). It prints
+with :func:`mammoprep.io.dicom.read_dicom` and runs the harmonise pipeline steps
+(:func:`mammoprep.segmentation.foreground.remove_text`, :func:`mammoprep.harmonise.match.harmonize`). It prints
 the peak RSS growth over that one image (``resource.getrusage(RUSAGE_SELF).ru_maxrss`` after
 minus before) as a multiple of the decoded image, ``rows * cols * 2`` bytes.
 
@@ -37,9 +37,9 @@ CODECS = {"raw": "1.2.840.10008.1.2.1", "jpegls": "1.2.840.10008.1.2.4.80",
 _CHILD = r"""
 import json, resource, sys
 import numpy as np
-from mammoprep.dicomio import read_dicom
-from mammoprep.foreground import remove_text
-from mammoprep.harmonize import Reference, harmonize
+from mammoprep.io.dicom import read_dicom
+from mammoprep.segmentation.foreground import remove_text
+from mammoprep.harmonise.match import Reference, harmonize
 
 big, tiny = sys.argv[1], sys.argv[2]
 
@@ -64,7 +64,7 @@ def real_image(rows: int, cols: int):
     the size; the dataset keeps its header (Rows/Columns/PixelData set per file)."""
     import numpy as np
 
-    from mammoprep.dicomio import _open
+    from mammoprep.io.dicom import _open
 
     src = sorted(REAL.glob("*.DCM"))[0]
     ds, _ = _open(src, header_only=False)

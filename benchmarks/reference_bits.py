@@ -48,7 +48,7 @@ def rewrite(src: Path, dst: Path, bits: int, rng: np.random.Generator) -> None:
     import pydicom
     from pydicom.uid import ExplicitVRLittleEndian
 
-    from mammoprep.dicomio import read_dicom
+    from mammoprep.io.dicom import read_dicom
 
     ds = pydicom.dcmread(src)
     px = read_dicom(src).pixels.astype(np.uint32)  # MONOCHROME2, padding already 0
@@ -76,10 +76,10 @@ def main() -> None:
     ap.add_argument("--size", default="512x416")
     args = ap.parse_args()
     os.environ.setdefault("MAMMOPREP_SALT", "bench-salt-0123456789abcdef")
-    from mammoprep.dicomio import read_dicom
-    from mammoprep.foreground import remove_text
-    from mammoprep.reference import build_reference
-    from mammoprep.synth import generate_cohort, parse_size
+    from mammoprep.io.dicom import read_dicom
+    from mammoprep.segmentation.foreground import remove_text
+    from mammoprep.harmonise.reference import build_reference
+    from mammoprep.synth.cohort import generate_cohort, parse_size
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

@@ -21,10 +21,10 @@ ROOT = Path(__file__).resolve().parents[1].parent / "shared" / "testdata"
 
 
 def main() -> None:
-    from mammoprep.dicomio import iter_dicom_paths, read_dicom, read_header
+    from mammoprep.io.dicom import iter_dicom_paths, read_dicom, read_header
     from mammoprep.errors import MammoprepError
-    from mammoprep.foreground import _plan, remove_burned_in
-    from mammoprep.reference import is_mammogram
+    from mammoprep.segmentation.foreground import _plan, remove_burned_in
+    from mammoprep.harmonise.reference import is_mammogram
 
     dirs = sys.argv[1:] or [str(ROOT / "mammo_real"), str(ROOT / "dicom")]
     names = ("bright_removed", "far_touch", "above", "breast_fraction")

@@ -50,11 +50,11 @@ def main() -> None:
     import numpy as np
     from pydicom.uid import JPEG2000Lossless
 
-    from mammoprep.dicomio import read_dicom
+    from mammoprep.io.dicom import read_dicom
     from mammoprep.pipeline import PrepConfig
-    from mammoprep.reference import build_reference
-    from mammoprep.shards import ShardConfig, build_shards
-    from mammoprep.synth import generate_cohort, parse_size
+    from mammoprep.harmonise.reference import build_reference
+    from mammoprep.shards.write import ShardConfig, build_shards
+    from mammoprep.synth.cohort import generate_cohort, parse_size
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--patients", type=int, default=6)

@@ -123,7 +123,7 @@ def start_up(prepared: bool, paused: bool = False) -> float:
         if {prepared}:
             from mammoprep.runtime import prepare_process; prepare_process()
         import numpy as np
-        from mammoprep.foreground import remove_text
+        from mammoprep.segmentation.foreground import remove_text
         from mammoprep.record import Record
         yy, xx = np.mgrid[:128, :96]
         px = np.where(((yy - 64) / 60.0) ** 2 + (xx / 80.0) ** 2 < 1,
@@ -139,8 +139,8 @@ def start_up(prepared: bool, paused: bool = False) -> float:
 def window(f: str, ref: Path) -> tuple[float, float]:
     """(counted, carried) ms for the foreground histogram the derived writer takes its
     window and Bits Stored from, for ``f`` harmonised to ``ref``."""
-    from mammoprep.harmonize import (Reference, _harmonized, carried_histogram,
-                                     foreground_histogram, match_lut)
+    from mammoprep.harmonise.match import Reference, _harmonized, carried_histogram, match_lut
+    from mammoprep.histogram import foreground_histogram
     from mammoprep.pipeline import PrepConfig, prepared, preprocess
 
     reference = Reference.load(ref)
@@ -165,7 +165,7 @@ def window(f: str, ref: Path) -> tuple[float, float]:
 
 def cohort(tmp: Path) -> tuple[str, Path]:
     """One synthetic 4096x3328 DICOM and a reference of its cohort."""
-    from mammoprep.synth import generate_cohort
+    from mammoprep.synth.cohort import generate_cohort
 
     generate_cohort(tmp / "c", patients=1, seed=3, size=SHAPE)
     f = str(sorted((tmp / "c").rglob("*.dcm"))[0])

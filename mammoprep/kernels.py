@@ -262,7 +262,7 @@ def _apply_lut_rows(pixels, lut, out, r0, r1):
 def apply_lut(pixels, lut, out=None):
     """``uint16 [rows, cols]``: ``lut[pixels]``, written into ``out`` when given (uint16, same
     shape, may be a view into a larger image). ``lut`` must have 65536 entries (one per
-    uint16 value; no bounds check here: :func:`mammoprep.harmonize.apply_lut` pads and
+    uint16 value; no bounds check here: :func:`mammoprep.harmonise.match.apply_lut` pads and
     validates)."""
     if out is None:
         out = np.empty(pixels.shape, np.uint16)

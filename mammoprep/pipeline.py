@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from .boxes import Transform
+from .geometry import Transform
 from .record import Record
 
 
@@ -113,13 +113,13 @@ class Prepared:
     the run's pseudonymisation salt, used when the reference is pooled from DICOMs."""
 
     def __init__(self, cfg: PrepConfig, salt: bytes | str | None = None):
-        from .energy import load_energy_table
+        from .harmonise.energy import load_energy_table
 
         self.cfg = cfg
         self.table = load_energy_table(cfg.energy_table)
         self.reference = None
         if cfg.reference:
-            from .reference import load_reference
+            from .harmonise.reference import load_reference
 
             self.reference = load_reference(cfg.reference, keep_suspect=cfg.keep_suspect,
                                             salt=salt, energy_table=cfg.energy_table)
@@ -152,8 +152,8 @@ def prepared(cfg: PrepConfig, salt: bytes | str | None = None) -> Prepared:
 def read_image(path: str | Path, prep: Prepared, salt: bytes | str | None = None,
                min_side: int | None = None) -> Record:
     """The chain's first step alone: decode ``path`` under ``prep``'s options (``min_side``:
-    see :func:`mammoprep.dicomio.read_dicom`'s ``min_size``; None = full resolution)."""
-    from .dicomio import read_dicom
+    see :func:`mammoprep.io.dicom.read_dicom`'s ``min_size``; None = full resolution)."""
+    from .io.dicom import read_dicom
 
     cfg = prep.cfg
     return read_dicom(path, voi=cfg.voi, salt=salt, decoder=cfg.decoder, min_size=min_side)
@@ -171,8 +171,8 @@ def preprocess(path: str | Path, prep: Prepared, salt: bytes | str | None = None
 
     ``read``: ``path`` already decoded at full resolution by :func:`read_image` (a reader
     thread reading ahead); only when :func:`full_decode` holds for ``prep.cfg``."""
-    from .energy import energy_class, should_harmonize
-    from .foreground import orient_left, remove_text
+    from .harmonise.energy import energy_class, should_harmonize
+    from .segmentation.foreground import orient_left, remove_text
 
     cfg = prep.cfg
     if read is not None and not full_decode(cfg):
@@ -184,7 +184,7 @@ def preprocess(path: str | Path, prep: Prepared, salt: bytes | str | None = None
 
     first = None
     if cfg.decode_scale != "full" and cfg.size:
-        from .dicomio import read_header
+        from .io.dicom import read_header
 
         head = read_header(path, salt=salt)
         first = decode_min_side(cfg, int(head["rows"] or 0), int(head["columns"] or 0))
@@ -200,7 +200,7 @@ def preprocess(path: str | Path, prep: Prepared, salt: bytes | str | None = None
     harmonise = prep.reference is not None and should_harmonize(rec.meta, cfg.only_energy,
                                                                 prep.table, path)
     if harmonise:
-        from .harmonize import harmonize
+        from .harmonise.match import harmonize
 
         rec = harmonize(rec, prep.reference, in_place=True)  # the text-free copy is ours
     return rec.evolve(harmonized=bool(harmonise))
@@ -209,7 +209,7 @@ def preprocess(path: str | Path, prep: Prepared, salt: bytes | str | None = None
 def crop_and_resize(rec: Record, size: int | None, crop: bool = True) -> tuple[Record, Transform]:
     """Crop to ``meta['breast_bbox']`` ([ymin, xmin, ymax, xmax]) and resize so the longer
     side is ``size`` (aspect kept; area averaging when shrinking). Returns the new record and
-    the original->stored :class:`~mammoprep.boxes.Transform` (which includes any flip made by
+    the original->stored :class:`~mammoprep.geometry.Transform` (which includes any flip made by
     orientation normalisation, and any reduced-resolution decode: ``meta['decode_reduction']
     = r`` means pixel ``i`` is original pixel ``i * 2**r``)."""
     px = rec.pixels

@@ -18,14 +18,14 @@ from typing import Any
 
 import numpy as np
 
-#: Metadata keys written by :func:`mammoprep.dicomio.read_dicom`, with units.
+#: Metadata keys written by :func:`mammoprep.io.dicom.read_dicom`, with units.
 META_FIELDS: dict[str, str] = {
     "manufacturer": "(0008,0070) Manufacturer, '' if absent",
     "model": "(0008,1090) Manufacturer's Model Name, '' if absent",
     "modality": "(0008,0060) Modality",
     "sop_class_uid": "(0008,0016) SOP Class UID, else (0002,0002) Media Storage SOP Class UID; ''",
     "body_part": "(0018,0015) Body Part Examined, upper case; None if absent",
-    "mammogram": "True if the header alone shows a mammogram (mammoprep.mammogram rules)",
+    "mammogram": "True if the header alone shows a mammogram (mammoprep.io.mammogram rules)",
     "mammogram_evidence": "which evidence decided `mammogram`, e.g. 'modality MG', 'sop class "
                           "mammography', 'dx + image laterality', 'body part BREAST', "
                           "'cr + body part CHEST' (table: mammoprep/mammogram.py)",
@@ -71,7 +71,7 @@ class Record:
     path: str | None = None
     #: ``int64 [n]``: the number of pixels at each non-zero level of ``pixels`` (index =
     #: level, ``[0] = 0``, no pixel at ``n`` or above), when a step knew it without another
-    #: pass over the image (:func:`mammoprep.harmonize.harmonize`); None = not known. Never
+    #: pass over the image (:func:`mammoprep.harmonise.match.harmonize`); None = not known. Never
     #: written anywhere; :meth:`evolve` drops it with the pixels it describes.
     histogram: np.ndarray | None = field(default=None, repr=False, compare=False)
 

@@ -43,7 +43,7 @@ import torch
 import torch.nn.functional as F
 
 from mammoprep import boxes as box_ops
-from mammoprep.png import decode_png16  # re-exported: the 16-bit-safe shard PNG decoder
+from mammoprep.io.png import decode_png16  # re-exported: the 16-bit-safe shard PNG decoder
 
 from .augment import Augment, apply_view
 from .splits import SPLITS, official_folds, split_text
@@ -422,7 +422,7 @@ def format_size(size: int | Sequence[int]) -> str:
 def fit_mapping(hw: tuple[int, int], size: int | tuple[int, int], resize: str
                 ) -> tuple[float, float, float, float, int, int]:
     """How an image of ``hw`` (rows, cols) is fitted into the model input ``size`` (``S`` or
-    ``(rows, cols)``): box mapping ``(sx, sy, dx, dy)`` for :func:`mammoprep.boxes.scale` and
+    ``(rows, cols)``): box mapping ``(sx, sy, dx, dy)`` for :func:`mammoprep.geometry.scale` and
     the resized ``(rows, cols)`` before padding. 'square' stretches to the input shape;
     'letterbox' scales both axes by one factor (the largest that fits), centred."""
     h, w = hw
@@ -457,7 +457,7 @@ def _resize(img: torch.Tensor, hw: tuple[int, int], mode: str = "bilinear") -> t
 def resize_square(img: torch.Tensor, size: int | tuple[int, int], mode: str = "bilinear"
                   ) -> tuple[torch.Tensor, tuple[float, ...]]:
     """float ``[H, W]`` -> ``[rows, cols]`` of ``size`` (stretched; ``mode``: bilinear or
-    bicubic); returns the box mapping ``(sx, sy, dx, dy)`` for :func:`mammoprep.boxes.scale`."""
+    bicubic); returns the box mapping ``(sx, sy, dx, dy)`` for :func:`mammoprep.geometry.scale`."""
     sx, sy, dx, dy, _, _ = fit_mapping(tuple(img.shape), size, "square")
     return _resize(img, input_hw(size), mode), (sx, sy, dx, dy)
 
@@ -541,7 +541,7 @@ def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
     :class:`Preprocess`), ``label`` int64 ``[B]`` (-1 = unlabelled, inference only),
     ``uid``/``key`` lists of str, ``boxes`` list (B) of lists (V) of float32 ``[N, 4]``,
     ``transforms`` list (B) of lists (V) of the shard JSON's original -> stored transform
-    (:class:`mammoprep.boxes.Transform` as a dict; at least ``stored_size``),
+    (:class:`mammoprep.geometry.Transform` as a dict; at least ``stored_size``),
     ``flipped`` bool ``[B]``."""
     return {"image": torch.stack([s["image"] for s in samples]),
             "label": torch.tensor([s["label"] for s in samples], dtype=torch.int64),

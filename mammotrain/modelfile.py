@@ -13,7 +13,7 @@ document, also written next to it as ``best.json`` for people to read:
 * ``shards_config``: the ``config`` of the training shards' ``config.json`` (mammoprep's
   preparation: crop, size, energy rules, VOI, reference path on the training machine, ...);
 * ``reference``: the harmonisation reference the shards were made with, embedded
-  (``npz_zlib_b64``: the ``.npz`` of :meth:`mammoprep.harmonize.Reference.save`, zlib
+  (``npz_zlib_b64``: the ``.npz`` of :meth:`mammoprep.harmonise.match.Reference.save`, zlib
   compressed, base64) with ``sha256``, the content hash of its histogram (little-endian
   int64 counts followed by the bit depth as 8 bytes), verified on load; null without
   harmonisation;
@@ -61,7 +61,7 @@ def embed_reference(spec: str | Path) -> dict[str, Any]:
     """A reference (``.npz``, DICOM folder or file, as ``--ref`` takes it) as an embeddable
     dict: ``sha256`` (:func:`reference_hash`), ``bits``, ``count``, ``source`` (the path it
     came from) and ``npz_zlib_b64``."""
-    from mammoprep.reference import load_reference
+    from mammoprep.harmonise.reference import load_reference
 
     ref = load_reference(spec)
     with tempfile.TemporaryDirectory(prefix="mammotrain-ref-") as tmp:
@@ -74,7 +74,7 @@ def embed_reference(spec: str | Path) -> dict[str, Any]:
 def extract_reference(entry: dict[str, Any], path: Path, where: str = "model file") -> Path:
     """Write an embedded reference to ``path`` (.npz) after checking its content hash;
     raises ValueError naming ``where`` when the copy does not match its hash."""
-    from mammoprep.harmonize import Reference
+    from mammoprep.harmonise.match import Reference
 
     try:
         raw = zlib.decompress(base64.b64decode(entry["npz_zlib_b64"]))

@@ -551,7 +551,7 @@ def predict(model: torch.nn.Module, loader: EpochLoader, cfg: TrainConfig,
 
 def _to_original(prep: Preprocess, boxes: np.ndarray, transform: dict) -> np.ndarray | None:
     """Model-input xyxy boxes of an unflipped example -> original DICOM pixels, clipped."""
-    from mammoprep.boxes import Transform
+    from mammoprep.geometry import Transform
 
     if "crop_xyxy" not in transform:
         return None

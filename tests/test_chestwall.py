@@ -1,4 +1,4 @@
-"""Film-base strips along the chest wall (mammoprep.chestwall) on hand-made block images:
+"""Film-base strips along the chest wall (mammoprep.segmentation.chestwall) on hand-made block images:
 a breast blob at the wall plus thin glowing strips above and below it."""
 
 from __future__ import annotations
@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mammoprep import chestwall as CW
-from mammoprep.foreground import qc_verdict
+from mammoprep.segmentation import chestwall as CW
+from mammoprep.segmentation.foreground import qc_verdict
 
 
 def film(strip_level=800.0, breast_level=3000.0, rows=200, cols=160):

@@ -19,7 +19,7 @@ from pydicom.encaps import encapsulate
 
 from mammoprep import decoders
 from mammoprep.decoders import codestream
-from mammoprep.dicomio import MAX_IMAGE_PIXELS, _open, read_dicom
+from mammoprep.io.dicom import MAX_IMAGE_PIXELS, _open, read_dicom
 from mammoprep.errors import DecodeError, InvalidHeaderError, NoDecoderError, TooLargeError
 
 imagecodecs = pytest.importorskip("imagecodecs")

@@ -15,9 +15,10 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import (ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian,
                          JPEG2000Lossless, JPEGLSLossless, RLELossless, generate_uid)
 
-from mammoprep import decoders, photometric
+from mammoprep import decoders
+from mammoprep.io import photometric
 from mammoprep.cli import main
-from mammoprep.dicomio import iter_dicom_paths, read_dicom, read_header, safe_read
+from mammoprep.io.dicom import iter_dicom_paths, read_dicom, read_header, safe_read
 from mammoprep.errors import (MammoprepError, NoPixelDataError, NotDicomError, TruncatedError,
                               UnsupportedImageError)
 

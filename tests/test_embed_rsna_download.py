@@ -22,11 +22,11 @@ import pytest
 from click.testing import CliRunner
 from pydicom.uid import ExplicitVRLittleEndian
 
-from mammoprep.boxes import CHEST_WALL_LEFT, from_chest_wall_left, hflip, label_boxes
+from mammoprep.geometry import CHEST_WALL_LEFT, from_chest_wall_left, hflip, label_boxes
 from mammoprep.cli import main
 from mammoprep.identity import pseudonym
 from mammoprep.labels import LabelError, load_labels
-from mammoprep.png import decode_png16
+from mammoprep.io.png import decode_png16
 
 from .test_labels import (EMBED_META_COLUMNS, RSNA_COLUMNS, embed_clin_row, embed_meta_row,
                           write_embed_tables)

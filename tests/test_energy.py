@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from mammoprep.energy import (EnergyTableError, default_table_path, energy_class,
-                              load_energy_table, should_harmonize)
+from mammoprep.harmonise.energy import (EnergyTableError, default_table_path, energy_class,
+                                        load_energy_table, should_harmonize)
 from mammoprep.errors import MammoprepError
 
 

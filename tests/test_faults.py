@@ -24,8 +24,8 @@ from mammoprep.atomic import FolderLockedError, atomic_write
 from mammoprep.cli import main
 from mammoprep.errors import MammoprepError, WriteError
 from mammoprep.pipeline import PrepConfig
-from mammoprep.shards import ShardConfig, build_shards, verify
-from mammoprep.synth import generate_cohort
+from mammoprep.shards.write import ShardConfig, build_shards, verify
+from mammoprep.synth.cohort import generate_cohort
 
 SALT = b"faults-test-salt-not-secret-0123"
 
@@ -304,7 +304,7 @@ def test_kill_9_of_harmonize_leaves_no_corrupt_file_under_a_final_name(tmp_path,
     import numpy as np
     import pydicom
 
-    from mammoprep.png import decode_png16
+    from mammoprep.io.png import decode_png16
 
     src = tmp_path / "cohort"
     generate_cohort(src, patients=8, seed=9, size=(512, 416))  # 32 images: time to kill
@@ -414,8 +414,8 @@ def test_second_harmonize_on_the_same_output_folder_is_refused(tmp_path):
 
     from mammoprep.atomic import output_lock
     from mammoprep.cli import main
-    from mammoprep.harmonize import Reference
-    from mammoprep.synth import generate_cohort
+    from mammoprep.harmonise.match import Reference
+    from mammoprep.synth.cohort import generate_cohort
 
     src = tmp_path / "c"
     generate_cohort(src, patients=1, seed=3, size=(160, 128))

@@ -12,10 +12,10 @@ from scipy import ndimage as ndi
 
 from mammoprep import kernels as K
 from mammoprep.errors import MammoprepError
-from mammoprep.foreground import (NoBreastError, SegmentationSuspectError, background_peak,
-                                  breast_mask, chest_wall_side, estimate_background,
-                                  normalise_orientation, orient_left, qc_verdict,
-                                  remove_burned_in, remove_saturated_overlay, remove_text)
+from mammoprep.segmentation.foreground import (NoBreastError, SegmentationSuspectError, background_peak,
+                                               breast_mask, chest_wall_side, estimate_background,
+                                               normalise_orientation, orient_left, qc_verdict,
+                                               remove_burned_in, remove_saturated_overlay, remove_text)
 from mammoprep.record import Record
 
 from .conftest import real
@@ -238,7 +238,7 @@ def test_monochrome1_with_pixel_padding_value(tmp_path):
     from pydicom.dataset import FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-    from mammoprep.dicomio import read_dicom
+    from mammoprep.io.dicom import read_dicom
 
     img, breast, labels, fat = synth(rows=512, cols=416, side="right", seed=14)
     stored = np.where(breast | labels, 4095 - img, 4095).astype(np.uint16)
@@ -311,9 +311,9 @@ def test_no_overlay_removal_without_a_spike_at_the_top_level():
 
 
 def test_synth_cohort_images():
-    """Cross-check with the cohort generator (mammoprep.synth): every vendor, both sides,
+    """Cross-check with the cohort generator (mammoprep.synth.cohort): every vendor, both sides,
     both views; labels and the marker vanish, the breast stays."""
-    from mammoprep.synth import VENDORS, ImageSpec, render_image
+    from mammoprep.synth.cohort import VENDORS, ImageSpec, render_image
 
     for i, vendor in enumerate(sorted(VENDORS)):
         for lat, view in (("L", "CC"), ("R", "MLO")):
@@ -490,8 +490,8 @@ def test_twins_on_a_large_image_parallel_path():
 
 def test_reader_pipeline_on_a_real_file():
     """read_dicom -> remove_text -> orient_left -> harmonize, meta carried along."""
-    from mammoprep.dicomio import read_dicom
-    from mammoprep.harmonize import Reference, harmonize
+    from mammoprep.io.dicom import read_dicom
+    from mammoprep.harmonise.match import Reference, harmonize
 
     rec = orient_left(remove_text(read_dicom(real("fodicom_GH133_GE_SenographeEssential.dcm"))))
     assert rec.meta["flipped"] is True and rec.meta["chest_wall"] == "left"

@@ -13,8 +13,9 @@ from hypothesis.extra import numpy as hnp
 
 from mammoprep import kernels as K
 from mammoprep.errors import MammoprepError, ReferenceError_
-from mammoprep.harmonize import (PixelRangeError, Reference, apply_lut, carried_histogram,
-                                 foreground_histogram, harmonize, harmonize_pixels, match_lut)
+from mammoprep.harmonise.match import (Reference, apply_lut, carried_histogram, harmonize,
+                                       harmonize_pixels, match_lut)
+from mammoprep.histogram import PixelRangeError, foreground_histogram
 from mammoprep.record import Record
 
 SETTINGS = settings(max_examples=60, deadline=None)
@@ -233,8 +234,8 @@ def test_record_step():
 
 def test_record_step_after_text_removal_matches_the_breast_box_only():
     """After text removal only the breast box is matched: same pixels as the whole image."""
-    from mammoprep.foreground import remove_text
-    from mammoprep.synth import image_spec, plan_cohort, render_image
+    from mammoprep.segmentation.foreground import remove_text
+    from mammoprep.synth.cohort import image_spec, plan_cohort, render_image
 
     spec = image_spec(plan_cohort(2, seed=5, size=(256, 208))[0], "L", "CC")
     rec = Record(render_image(spec).pixels, {"bits_stored": 16, "steps": ["read"]},
@@ -387,8 +388,8 @@ REAL_MAMMO = Path(__file__).resolve().parents[2] / "shared" / "testdata" / "mamm
 
 def _real_clean_records(n: int) -> list[Record]:
     """Text-free records of the first ``n`` real FFDM files (skips without ../shared)."""
-    from mammoprep.dicomio import read_dicom
-    from mammoprep.foreground import remove_text
+    from mammoprep.io.dicom import read_dicom
+    from mammoprep.segmentation.foreground import remove_text
 
     files = sorted(REAL_MAMMO.glob("DXm_*.DCM"))[:n]
     if not files:
@@ -445,7 +446,7 @@ def test_carried_histogram_by_hand():
 
 
 def test_histogram_follows_the_pixels_through_record_steps():
-    from mammoprep.foreground import orient_left
+    from mammoprep.segmentation.foreground import orient_left
 
     px = np.array([[0, 5, 5], [0, 7, 0]], np.uint16)
     hist = np.array([0, 0, 0, 0, 0, 2, 0, 1], np.int64)
@@ -467,7 +468,7 @@ def test_derived_dicom_window_from_the_carried_histogram(tmp_path):
 
     import pydicom
 
-    from mammoprep.derived import write_derived_dicom
+    from mammoprep.io.derived import write_derived_dicom
 
     recs = _real_clean_records(2)
     ref = Reference.from_histograms([np.bincount(recs[1].pixels.ravel(),

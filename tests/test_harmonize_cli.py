@@ -14,9 +14,9 @@ import pytest
 from click.testing import CliRunner
 
 from mammoprep.cli import main
-from mammoprep.dicomio import read_dicom
-from mammoprep.harmonize import Reference
-from mammoprep.synth import generate_cohort
+from mammoprep.io.dicom import read_dicom
+from mammoprep.harmonise.match import Reference
+from mammoprep.synth.cohort import generate_cohort
 
 from .conftest import real
 
@@ -115,7 +115,7 @@ def test_harmonize_reports_bad_file_and_goes_on(cohort, ref, tmp_path):
            map(json.loads, (out / "harmonize_log.jsonl").read_text().splitlines())}
     assert log["bad.dcm"]["status"] == "error" and log["bad.dcm"]["kind"] == "truncated"
     assert "bad.dcm" in log["bad.dcm"]["error"]
-    from mammoprep.foreground import QC_FIELDS
+    from mammoprep.segmentation.foreground import QC_FIELDS
 
     good = log["good.dcm"]
     assert good["status"] == "ok" and set(QC_FIELDS) <= set(good)
@@ -188,7 +188,7 @@ def test_ref_from_dicom_file_and_dir(cohort, tmp_path):
     r = CliRunner().invoke(main, ["harmonize", "--ref", str(low), str(low), "-o", str(out)])
     assert r.exit_code == 0, r.output
     # an image matched to its own histogram is the identity (on its text-free pixels)
-    from mammoprep.foreground import remove_text
+    from mammoprep.segmentation.foreground import remove_text
 
     expected = remove_text(read_dicom(low)).pixels
     assert np.array_equal(read_dicom(out / low.name).pixels, expected)

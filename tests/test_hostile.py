@@ -24,11 +24,11 @@ from pydicom.filewriter import write_dataset, write_file_meta_info
 from pydicom.uid import ExplicitVRLittleEndian
 
 from mammoprep.cli import main
-from mammoprep.dicomio import (INFLATE_HEADER_LIMIT, iter_dicom_paths, read_dicom,
-                               read_header, safe_read)
+from mammoprep.io.dicom import (INFLATE_HEADER_LIMIT, iter_dicom_paths, read_dicom,
+                                read_header, safe_read)
 from mammoprep.errors import (InvalidHeaderError, NotRegularFileError, TooLargeError,
                               TruncatedError, display_path)
-from mammoprep.synth import generate_cohort
+from mammoprep.synth.cohort import generate_cohort
 
 REPO = Path(__file__).resolve().parents[1]
 DEFLATED = "1.2.840.10008.1.2.1.99"
@@ -491,7 +491,7 @@ def test_duplicate_view_keeps_the_copy_that_decodes(tmp_path, cohort):
     """A truncated copy that sorts first (``0_copy.dcm``) used to be kept and the good file
     dropped as duplicate_view; now the good one is stored and both are reported."""
     from mammoprep.pipeline import PrepConfig
-    from mammoprep.shards import ShardConfig, build_shards
+    from mammoprep.shards.write import ShardConfig, build_shards
 
     src = tmp_path / "in"
     originals = sorted(cohort.rglob("*.dcm"))

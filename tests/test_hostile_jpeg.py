@@ -21,7 +21,7 @@ from pydicom.sequence import Sequence
 from mammoprep import decoders
 from mammoprep.cli import main
 from mammoprep.decoders import codestream
-from mammoprep.dicomio import read_dicom, read_header, safe_read
+from mammoprep.io.dicom import read_dicom, read_header, safe_read
 from mammoprep.errors import (DecodeError, InvalidHeaderError, MammoprepError, NoContrastError,
                               TruncatedError)
 

@@ -11,7 +11,7 @@ import pytest
 
 from mammoprep import decoders
 from mammoprep.decoders import j2k, pillow_j2k
-from mammoprep.dicomio import read_dicom
+from mammoprep.io.dicom import read_dicom
 
 from .conftest import real
 
@@ -312,7 +312,7 @@ def test_shards_record_the_reduction(tmp_path):
     import pyarrow.parquet as pq
 
     from mammoprep.pipeline import PrepConfig
-    from mammoprep.shards import ShardConfig, build_shards, verify
+    from mammoprep.shards.write import ShardConfig, build_shards, verify
 
     src = tmp_path / "in"
     src.mkdir()

@@ -16,12 +16,12 @@ import pydicom
 import pytest
 from click.testing import CliRunner
 
-from mammoprep import synth
+from mammoprep.synth import cohort as synth
 from mammoprep.cli import main
 from mammoprep.identity import pseudonym
 from mammoprep.labels import parse_birads
 from mammoprep.pipeline import PrepConfig
-from mammoprep.shards import ShardConfig, build_shards, verify
+from mammoprep.shards.write import ShardConfig, build_shards, verify
 
 from .test_labels import (CALC_COLUMNS, MASS_COLUMNS, RSNA_COLUMNS, embed_clin_row,
                           embed_meta_row, write_dicom, write_embed_tables)

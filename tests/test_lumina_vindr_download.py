@@ -23,9 +23,9 @@ import pydicom
 import pytest
 from click.testing import CliRunner
 
-from mammoprep import synth
+from mammoprep.synth import cohort as synth
 from mammoprep.cli import main
-from mammoprep.dicomio import iter_dicom_paths
+from mammoprep.io.dicom import iter_dicom_paths
 from mammoprep.identity import pseudonym
 from mammoprep.labels import load_labels
 

@@ -17,11 +17,11 @@ import pytest
 from click.testing import CliRunner
 
 from mammoprep.cli import main
-from mammoprep.dicomio import read_header
-from mammoprep.energy import EnergyTableError, energy_class, image_keys, load_energy_table
-from mammoprep.harmonize import Reference
-from mammoprep.mammogram import mammogram_evidence
-from mammoprep.reference import is_mammogram
+from mammoprep.io.dicom import read_header
+from mammoprep.harmonise.energy import EnergyTableError, energy_class, image_keys, load_energy_table
+from mammoprep.harmonise.match import Reference
+from mammoprep.io.mammogram import mammogram_evidence
+from mammoprep.harmonise.reference import is_mammogram
 
 from .conftest import SHARED_DICOM
 
@@ -315,8 +315,8 @@ def test_bad_image_table_names_the_line(tmp_path, text, where):
 
 
 def test_energy_suffixes_match_the_reader():
-    from mammoprep.dicomio import DICOM_SUFFIXES
-    from mammoprep.energy import _DICOM_SUFFIXES
+    from mammoprep.io.dicom import DICOM_SUFFIXES
+    from mammoprep.harmonise.energy import _DICOM_SUFFIXES
 
     assert _DICOM_SUFFIXES == DICOM_SUFFIXES
 

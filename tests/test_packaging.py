@@ -66,7 +66,7 @@ def run_without(hidden: tuple[str, ...], code: str, args: list[str], tmp: Path
 
 MAMMOPREP = "from mammoprep.cli import main; main()"
 MAMMOTRAIN = "from mammotrain.cli import main; main()"
-READ = ("import sys; from mammoprep.dicomio import read_dicom; r = read_dicom(sys.argv[1]); "
+READ = ("import sys; from mammoprep.io.dicom import read_dicom; r = read_dicom(sys.argv[1]); "
         "p = r.pixels; print(r.meta['decoder'], p.shape[0], p.shape[1], int(p.max()), "
         "int(p[1531, 1197]), int(p[1020, 598]), int(p[3057, 2389]))")
 
@@ -108,7 +108,7 @@ def test_jpeg_lossless_decodes_without_the_gpl_codec(tmp_path):
 
 def test_jpeg_baseline_decodes_without_the_gpl_codec(tmp_path):
     """Lossy JPEG goes through pydicom's Pillow plug-in when pylibjpeg-libjpeg is absent."""
-    code = ("import sys; from mammoprep.dicomio import read_dicom; r = read_dicom(sys.argv[1]); "
+    code = ("import sys; from mammoprep.io.dicom import read_dicom; r = read_dicom(sys.argv[1]); "
             "print(r.meta['decoder'], *r.pixels.shape, r.meta['inverted'])")
     res = run_without(GPL + FAST, code, [real(BASELINE)], tmp_path)
     assert res.returncode == 0, res.stderr
@@ -154,7 +154,7 @@ def test_synth_with_fast_extra_writes_jpeg_ls(tmp_path):
     """The fallback is only a fallback: with pyjpegls the vendor's JPEG-LS is written."""
     if not _installed("pyjpegls"):
         pytest.skip("pyjpegls (extra fast) not installed")
-    from mammoprep.synth import encodable_syntax
+    from mammoprep.synth.cohort import encodable_syntax
 
     assert encodable_syntax(JLS) == JLS and encodable_syntax(J2K) == J2K
 

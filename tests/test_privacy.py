@@ -19,11 +19,11 @@ from pydicom.datadict import tag_for_keyword
 
 from mammoprep import identity
 from mammoprep.cli import main
-from mammoprep.derived import KEEP, KEEP_IN_CODE_ITEMS, write_derived_dicom
-from mammoprep.dicomio import read_dicom, read_header
+from mammoprep.io.derived import KEEP, KEEP_IN_CODE_ITEMS, write_derived_dicom
+from mammoprep.io.dicom import read_dicom, read_header
 from mammoprep.identity import (SaltError, derived_uid, pseudonym, resolve_salt,
                                 salt_fingerprint)
-from mammoprep.synth import generate_cohort
+from mammoprep.synth.cohort import generate_cohort
 
 SALT = "privacy-test-salt-0123456789"
 #: metadata the harmonisation, the energy rule and the shards read: must survive
@@ -239,7 +239,7 @@ def test_a_reference_folder_is_pooled_with_the_salt_given(cohort, config_home, t
     r = CliRunner().invoke(main, ["harmonize", "--ref", str(cohort), str(src), "-o",
                                   str(tmp_path / "o"), "--salt", SALT])
     assert r.exit_code == 0, r.output
-    from mammoprep.harmonize import Reference
+    from mammoprep.harmonise.match import Reference
 
     ref = Reference.load(tmp_path / "o" / "reference.npz")
     low = [f for f in sorted(cohort.rglob("*.dcm"))

@@ -16,8 +16,8 @@ import pytest
 from click.testing import CliRunner
 
 from mammoprep.cli import main
-from mammoprep.dicomio import read_dicom
-from mammoprep.synth import generate_cohort
+from mammoprep.io.dicom import read_dicom
+from mammoprep.synth.cohort import generate_cohort
 
 
 def _plant_suspect(src: Path, dst: Path) -> None:
@@ -54,7 +54,7 @@ def batch(tmp_path_factory) -> tuple[Path, Path]:
 
 
 def test_planted_image_is_suspect_and_others_are_ok(batch):
-    from mammoprep.foreground import remove_burned_in
+    from mammoprep.segmentation.foreground import remove_burned_in
 
     root, suspect = batch
     for p in sorted(root.rglob("*.dcm")):
@@ -140,7 +140,7 @@ def test_qc_sheet_cli(batch, tmp_path):
         a = np.asarray(im)
     # tile 0 is the error (red frame), tile 1 the suspect image (orange frame); a frame is
     # drawn 3 px outside its tile, 3 px wide
-    from mammoprep.qc import TILE_W
+    from mammoprep.segmentation.qc import TILE_W
 
     x1 = (TILE_W + 8) + 4 + TILE_W // 2
     assert tuple(a[2, x1]) == (255, 170, 40)
@@ -155,7 +155,7 @@ def test_preview_of_a_non_mammogram_is_a_typed_error(tmp_path):
     if not f.exists():
         pytest.skip("real test data not found")
     ref = tmp_path / "ref.npz"
-    from mammoprep.harmonize import Reference
+    from mammoprep.harmonise.match import Reference
 
     Reference.from_histograms([np.ones(4096, np.int64)], bits=12).save(ref)
     r = CliRunner().invoke(main, ["preview", str(f), "--ref", str(ref), "-o",

@@ -15,10 +15,10 @@ from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian
 
 from mammoprep.cli import main
-from mammoprep.dicomio import read_dicom, read_header
-from mammoprep.foreground import remove_text
-from mammoprep.harmonize import Reference, rescale_histogram
-from mammoprep.reference import build_reference, is_mammogram
+from mammoprep.io.dicom import read_dicom, read_header
+from mammoprep.segmentation.foreground import remove_text
+from mammoprep.harmonise.match import Reference, rescale_histogram
+from mammoprep.harmonise.reference import build_reference, is_mammogram
 
 from .conftest import SHARED_DICOM
 
@@ -189,7 +189,7 @@ def test_unexpected_exception_is_a_typed_reject(tmp_path, monkeypatch):
     src = tmp_path / "in"
     for seed in range(3):
         _write_mammogram(src / f"img{seed}.dcm", 12, seed)
-    import mammoprep.foreground as fg
+    import mammoprep.segmentation.foreground as fg
 
     real_remove = fg.remove_text
 

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from mammoprep.dicomio import read_dicom
-from mammoprep.foreground import remove_burned_in
+from mammoprep.io.dicom import read_dicom
+from mammoprep.segmentation.foreground import remove_burned_in
 
 from .conftest import REPO
 
@@ -164,7 +164,7 @@ ARTEFACT_CASES = [
 
 @pytest.mark.parametrize("case", range(len(ARTEFACT_CASES)))
 def test_synthetic_failure_modes(case):
-    from mammoprep.synth import VENDORS, ImageSpec, render_image
+    from mammoprep.synth.cohort import VENDORS, ImageSpec, render_image
 
     art, lat, view, fgt = ARTEFACT_CASES[case]
     spec = ImageSpec(1024, 832, sorted(VENDORS)[case % 5], lat, view, fgt, (),

@@ -19,8 +19,8 @@ from click.testing import CliRunner
 from mammoprep.cli import main
 from mammoprep.identity import resolve_salt
 from mammoprep.pipeline import PrepConfig
-from mammoprep.shards import ShardConfig, build_shards, verify
-from mammoprep.synth import generate_cohort
+from mammoprep.shards.write import ShardConfig, build_shards, verify
+from mammoprep.synth.cohort import generate_cohort
 
 SALT = b"shard-test-salt-not-secret"
 
@@ -73,7 +73,7 @@ def test_verify_ok_and_manifests_consistent(shards):
 def test_read_back_with_webdataset(shards):
     import webdataset as wds
 
-    from mammoprep.png import decode_png16
+    from mammoprep.io.png import decode_png16
 
     def decode16(key, data):
         return decode_png16(data) if key.endswith(".png") else None
@@ -188,7 +188,7 @@ def test_bad_file_is_rejected_and_the_rest_stored(cohort, tmp_path):
 def test_boxes_follow_crop_and_resize(cohort, tmp_path):
     """Generic labels (synth's labels.csv) carry boxes; in the shard they still enclose
     the lesion, which is brighter than the tissue around it."""
-    from mammoprep.png import decode_png16
+    from mammoprep.io.png import decode_png16
 
     out = tmp_path / "boxes"
     build_shards([str(cohort)], out, _cfg(cohort, labels=f"csv:{cohort / 'labels.csv'}",

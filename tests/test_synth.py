@@ -12,7 +12,7 @@ import pydicom
 import pytest
 from click.testing import CliRunner
 
-from mammoprep import synth
+from mammoprep.synth import cohort as synth
 from mammoprep.cli import main
 
 J2K, JLS, RLE, EXPLICIT = ("1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.80",

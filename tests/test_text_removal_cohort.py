@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mammoprep.dicomio import read_dicom
-from mammoprep.foreground import remove_text
-from mammoprep.synth import generate_cohort, image_spec, plan_cohort, render_image
+from mammoprep.io.dicom import read_dicom
+from mammoprep.segmentation.foreground import remove_text
+from mammoprep.synth.cohort import generate_cohort, image_spec, plan_cohort, render_image
 
 #: (size, fraction of views with real-archive artefacts: grey/film backgrounds, bimodal
 #: breasts, film edges and scanner labels, labels touching the skin)

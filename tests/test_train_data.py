@@ -210,7 +210,7 @@ def test_square_resize_and_letterbox_move_boxes():
     x, b = prep(px, None, box, flip=False)
     np.testing.assert_allclose(b, [[7, 5, 9, 10]])
     x_f, b_f = prep(px, None, box, flip=True)
-    np.testing.assert_allclose(b_f, [[11, 5, 13, 10]])  # mammoprep.boxes.hflip in 20 px
+    np.testing.assert_allclose(b_f, [[11, 5, 13, 10]])  # mammoprep.geometry.hflip in 20 px
     torch.testing.assert_close(x_f, x.flip(-1))
     assert x.shape == (1, 20, 20) and x.min() == 0 and x.max() <= 1
     # the bright region sits inside the mapped box

@@ -166,7 +166,7 @@ def _square_cohort(root, mammoprep_fn):
     its label table, and its shards at 512."""
     cohort = root / "cohort"
     mammoprep_fn("synth", str(cohort), "--patients", "1", "--seed", "3", "--size", "600x480")
-    from mammoprep.dicomio import read_dicom
+    from mammoprep.io.dicom import read_dicom
 
     src = sorted(cohort.rglob("*.dcm"))[0]
     rec = read_dicom(src)
@@ -227,7 +227,7 @@ def test_box_encloses_the_square_after_shard_and_loader(tmp_path_factory, resize
 
 
 def test_transform_invert_round_trip():
-    from mammoprep.boxes import Transform
+    from mammoprep.geometry import Transform
 
     for flipped in (False, True):
         t = Transform((100, 50, 400, 650), 0.5, flipped, (800, 500), (300, 150))

@@ -54,7 +54,7 @@ def trained(train_shards_harmonized, tmp_path_factory):  # noqa: F811
 
 
 def test_model_file_holds_config_and_reference(trained):
-    from mammoprep.harmonize import Reference
+    from mammoprep.harmonise.match import Reference
     from mammotrain.modelfile import read_document, reference_hash
 
     fold = trained["fold"]

@@ -88,7 +88,7 @@ def test_shards_are_read_back_by_webdataset(train_shards):
 
 
 def test_stream_decodes_what_the_manifest_lists(train_shards):
-    from mammoprep.png import decode_png16
+    from mammoprep.io.png import decode_png16
 
     from mammotrain.data import (EpochLoader, Preprocess, ShardStream, plan_examples,
                                  read_manifest)

@@ -79,9 +79,9 @@ def reference_cmd(inputs, out, energy, bits, energy_table, keep_suspect, decoder
     """
     from tqdm import tqdm
 
-    from ..dicomio import iter_dicom_paths
+    from ..io.dicom import iter_dicom_paths
     from ..errors import MammoprepError
-    from ..reference import build_reference, unknown_energy_note
+    from ..harmonise.reference import build_reference, unknown_energy_note
 
     files = list(iter_dicom_paths(inputs))
     with tqdm(total=len(files), desc="reference", unit="file", file=sys.stderr,
@@ -126,14 +126,14 @@ def _jsonable(value):
 def _write_output(rec, src: str, dest: str, fmt: str, cfg, salt: bytes | None = None,
                   keep_identity: bool = False, header=None) -> None:
     """Write one processed record as a 16-bit PNG or a derived DICOM (de-identified unless
-    ``keep_identity``; see :mod:`mammoprep.derived`)."""
+    ``keep_identity``; see :mod:`mammoprep.io.derived`)."""
     Path(dest).parent.mkdir(parents=True, exist_ok=True)
     if fmt == "png":
-        from ..png import write_png16
+        from ..io.png import write_png16
 
         write_png16(dest, rec.pixels, level=PNG_LEVEL)
         return
-    from ..derived import write_derived_dicom
+    from ..io.derived import write_derived_dicom
 
     m = rec.meta
     what = ["decoded", "MONOCHROME1 inverted" if m.get("inverted") else None,
@@ -170,7 +170,7 @@ def _read_one(job: tuple):
         rec = read_image(src, _prepared(cfg), salt=salt)
         header = None
         if fmt != "png":
-            from ..dicomio import read_header_dataset
+            from ..io.dicom import read_header_dataset
 
             header = read_header_dataset(src)[0]
         return rec, None, header
@@ -196,7 +196,7 @@ def _process_one(job: tuple, read: tuple | None = None):
 def _write_one(job: tuple, rec, header=None) -> dict:
     """Stage 2 (mostly I/O): write ``rec``; the log row. ok rows carry the energy class,
     whether it was matched, the SOP UID hash and the segmentation QC fields
-    (:data:`mammoprep.foreground.QC_FIELDS`). Never raises."""
+    (:data:`mammoprep.segmentation.foreground.QC_FIELDS`). Never raises."""
     src, dest, fmt, cfg, salt, *rest = job
     keep_identity = bool(rest and rest[0])
     try:
@@ -208,7 +208,7 @@ def _write_one(job: tuple, rec, header=None) -> dict:
 
             exc = write_error(dest, exc)
         return _error_row(job, exc)
-    from ..foreground import qc_fields
+    from ..segmentation.foreground import qc_fields
 
     m = rec.meta
     return {"input": str(src), "output": str(dest), "status": "ok", "energy": m.get("energy"),
@@ -329,13 +329,13 @@ def _warm(prep) -> None:
     try:
         import pydicom  # noqa: F401 - the reader's import, paid here
 
-        from ..foreground import remove_text
-        from ..png import encode_png16
+        from ..segmentation.foreground import remove_text
+        from ..io.png import encode_png16
 
         rec = remove_text(Record(px, {"bits_stored": 12, "steps": ["decode"]}),
                           keep_suspect=True)
         if prep.reference is not None:
-            from ..harmonize import harmonize
+            from ..harmonise.match import harmonize
 
             harmonize(rec, prep.reference)
         encode_png16(px[:8, :8], PNG_LEVEL)
@@ -402,7 +402,7 @@ def _common_root(inputs: list[Path]) -> Path:
 def _mirror(src: Path, root: Path, out: Path, suffix: str) -> Path:
     """OUT/<path of src relative to ``root``>, its DICOM suffix replaced by ``suffix`` (a
     name without a DICOM suffix, e.g. ``1.2.840.5``, keeps its name and gains ``suffix``)."""
-    from ..dicomio import DICOM_SUFFIXES
+    from ..io.dicom import DICOM_SUFFIXES
 
     rel = Path(os.path.abspath(src)).relative_to(root)
     if rel.suffix.lower() in DICOM_SUFFIXES:
@@ -475,11 +475,11 @@ def harmonize_cmd(inputs, ref, out, fmt, only_energy, energy_table, orient_left,
 def _harmonize(inputs, ref, out, fmt, only_energy, energy_table, orient_left, voi,
                keep_suspect, keep_identity, decoder, salt, jobs) -> None:
     """The body of :func:`harmonize_cmd`."""
-    from ..dicomio import iter_dicom_paths
+    from ..io.dicom import iter_dicom_paths
     from ..errors import MammoprepError
     from ..identity import resolve_salt
     from ..pipeline import PrepConfig
-    from ..reference import load_reference
+    from ..harmonise.reference import load_reference
 
     # one file named twice (e.g. a folder and a file inside it, spelt differently) is one input
     files = list(_unique(iter_dicom_paths(inputs)))
@@ -605,7 +605,7 @@ def _harmonize(inputs, ref, out, fmt, only_energy, energy_table, orient_left, vo
 def preview_cmd(file, ref, out, decoder):
     """Before/after images side by side with their foreground histograms and the reference's."""
     from ..errors import MammoprepError, UnexpectedError
-    from ..preview import render_preview
+    from ..harmonise.preview import render_preview
 
     try:
         render_preview(file, ref, out, decoder=decoder)

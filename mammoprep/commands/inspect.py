@@ -50,7 +50,7 @@ def inspect_cmd(paths, as_json, voi, header_only, decoder, salt):
     """
     from tqdm import tqdm
 
-    from ..dicomio import iter_dicom_paths, read_header, safe_read
+    from ..io.dicom import iter_dicom_paths, read_header, safe_read
     from ..errors import MammoprepError, display_path
 
     files = list(iter_dicom_paths(paths))

@@ -12,7 +12,7 @@ from ..options import decoder_option, jobs_option
 
 
 def _item(job: tuple):
-    from ..qc import qc_item
+    from ..segmentation.qc import qc_item
 
     path, decoder = job
     return qc_item(path, decoder=decoder)
@@ -39,8 +39,8 @@ def qc_cmd(inputs, out, max_images, columns, decoder, jobs):
     """
     from tqdm import tqdm
 
-    from ..dicomio import iter_dicom_paths
-    from ..qc import order, render_sheet
+    from ..io.dicom import iter_dicom_paths
+    from ..segmentation.qc import order, render_sheet
 
     files = [str(p) for p in iter_dicom_paths(inputs)]
     if not files:
@@ -53,7 +53,7 @@ def qc_cmd(inputs, out, max_images, columns, decoder, jobs):
     with tqdm(total=len(files), desc="qc", unit="img", file=sys.stderr,
               disable=True if len(files) < 2 else bar_disabled()) as bar:
         if n_jobs > 1:
-            from ..shards import local_executor
+            from ..shards.write import local_executor
 
             with local_executor(n_jobs) as pool:
                 for it in pool.map(_item, jobs_list):

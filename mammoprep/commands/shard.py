@@ -98,7 +98,7 @@ def shard_cmd(inputs, out, labels, ref, only_energy, energy_table, size, no_crop
     from ..errors import MammoprepError
     from ..identity import resolve_salt, salt_fingerprint
     from ..pipeline import PrepConfig
-    from ..shards import ShardConfig, build_shards, local_executor
+    from ..shards.write import ShardConfig, build_shards, local_executor
 
     salt_b = resolve_salt(salt)
     cfg = ShardConfig(
@@ -196,7 +196,7 @@ def _echo_labels(summary: dict) -> None:
 def verify_cmd(shards):
     """Check a shard folder: every manifest row's sample is in its shard, every shard's hash
     matches, every image decodes. Exit 1 with the list of problems otherwise."""
-    from ..shards import verify
+    from ..shards.write import verify
 
     problems = verify(shards)
     for p in problems:

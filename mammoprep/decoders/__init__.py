@@ -282,7 +282,7 @@ def recentre(pixels: np.ndarray, reduction: int) -> np.ndarray:
 
     The LL band of the JPEG 2000 wavelets puts reduced sample ``i`` at the centre of
     original pixel ``i * 2**r``; the area convention used everywhere else (crops,
-    :class:`~mammoprep.boxes.Transform`) puts reduced pixel ``i`` over original pixels
+    :class:`~mammoprep.geometry.Transform`) puts reduced pixel ``i`` over original pixels
     ``[i * 2**r, (i + 1) * 2**r)``, centred ``2**(r-1) - 0.5`` original pixels further on.
     Returns ``uint16``: ``out[i, j] = p[i + d, j + d]``, ``d = 0.5 - 2**-(r+1)`` reduced
     pixels (bilinear, last row/column repeated, rounded half up:

@@ -2,7 +2,7 @@
 
 pydicom's own native path copies the frame into a new array (about 6 ms per 4096x3328
 image here); this plug-in returns a read-only ``[rows, cols]`` view of ``ds.PixelData``
-and :func:`mammoprep.dicomio.read_dicom` makes the one copy it needs while it clears the
+and :func:`mammoprep.io.dicom.read_dicom` makes the one copy it needs while it clears the
 unused high bits (:func:`mammoprep.kernels.mask_range`). Big endian, 1-bit and 32-bit data
 go to the pydicom plug-in.
 """

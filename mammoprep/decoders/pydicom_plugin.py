@@ -41,7 +41,7 @@ def decode(ds, transfer_syntax: str) -> np.ndarray:
         missing = "; ".join(decoder.missing_dependencies)
         raise CodecMissing(f"pydicom has no codec installed for it ({missing})")
     plugin = _PREFERRED if _PREFERRED in decoder.available_plugins else ""
-    # unused high bits are masked once, in place, by mammoprep.dicomio (unsigned data only
+    # unused high bits are masked once, in place, by mammoprep.io.dicom (unsigned data only
     # reach it); pydicom's own correction would add a copy and two shifts over the image
     arr, _ = decoder.as_array(ds, index=0, decoding_plugin=plugin, as_rgb=False,
                               correct_unused_bits=False)

@@ -49,7 +49,7 @@ class LabelRow:
     pixels; ``'chest_wall_left'`` when they are in the image mirrored, where its chest wall
     is on the right, to put the chest wall on the left (EMBED's ``ROI_coords``): ``shard``
     maps them to the stored pixels once the image is read
-    (:func:`mammoprep.boxes.from_chest_wall_left`).
+    (:func:`mammoprep.geometry.from_chest_wall_left`).
     """
 
     patient: str | None = None

@@ -18,7 +18,7 @@ chest wall is on the right was mirrored to put it on the left (EMBED_Open_Data:
 ``resources/notebooks/Sample_Notebook.ipynb`` mirrors the DICOM before drawing
 ``ROI_coords``; ``resources/notebooks/DCM_to_PNG.ipynb`` holds the flip): ``shard``
 mirrors them back on images whose chest wall it finds on the right
-(:data:`mammoprep.boxes.CHEST_WALL_LEFT`). Only 2-D full-field mammograms are stored: a
+(:data:`mammoprep.geometry.CHEST_WALL_LEFT`). Only 2-D full-field mammograms are stored: a
 row whose ``FinalImageType`` is ``cview`` (synthesised from tomosynthesis), ``3D`` or a
 screensave (``ROI_SSC``/``ROI_SS``), or whose ``spot_mag`` is 1 (spot compression or
 magnification), names a file that ``shard`` skips (counted, with a warning).
@@ -50,7 +50,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..boxes import CHEST_WALL_LEFT
+from ..geometry import CHEST_WALL_LEFT
 from ._common import (Adapter, LabelError, LabelRow, LabelTable, TaskRules, is_missing,
                       normalise_columns, parse_density, parse_laterality,
                       parse_text, parse_view, read_table, require_columns, table_columns)

@@ -13,7 +13,7 @@ Layout::
     DIR/images/<study_id>/<image_id>.dicom
 
 Images are matched by image id (the file name stem); ``shard DIR/images`` finds the
-``.dicom`` files (:data:`mammoprep.dicomio.DICOM_SUFFIXES`).
+``.dicom`` files (:data:`mammoprep.io.dicom.DICOM_SUFFIXES`).
 
 Semantics:
 

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .record import Record
+from ..record import Record
 
 #: Attributes copied from the source header as they are (PS3.15 Table E.1-1 keeps them,
 #: or the Retain Device Identity option does). Anything not listed is not written.
@@ -107,15 +107,15 @@ def write_derived_dicom(source: str | Path, rec: Record, dest: str | Path,
         salt: pseudonymisation salt (see :mod:`mammoprep.identity`).
         keep_identity: keep the source header (identifiers included) instead of
             de-identifying.
-        header: the source's header data set (:func:`mammoprep.dicomio.read_header_dataset`)
+        header: the source's header data set (:func:`mammoprep.io.dicom.read_header_dataset`)
             when the caller already has it; None reads it here.
 
     Uncompressed explicit VR little endian; Bits Stored/High Bit from the new values; a
     window from the new foreground's 0.5-99.5 % range; LUT and window attributes of the old
     values dropped; a Source Image Sequence reference to the source image.
     """
-    from .dicomio import read_header_dataset
-    from .identity import resolve_salt
+    from .dicom import read_header_dataset
+    from ..identity import resolve_salt
 
     if header is None:
         header, _ = read_header_dataset(Path(source))
@@ -134,7 +134,7 @@ def write_derived_dicom(source: str | Path, rec: Record, dest: str | Path,
     try:
         _atomic_save(ds, px, Path(dest))
     except OSError as exc:
-        from .errors import WriteError
+        from ..errors import WriteError
 
         raise WriteError(dest, f"cannot write the derived DICOM ({exc.strerror or exc})",
                          hint="free disk space or fix the output folder's permissions, then "
@@ -177,8 +177,8 @@ def _deidentified(header, source, salt: bytes, uid_salt: str, cleaned: bool):
     from pydicom.dataset import Dataset
     from pydicom.sequence import Sequence
 
-    from . import __version__
-    from .identity import derived_uid, pseudonym
+    from .. import __version__
+    from ..identity import derived_uid, pseudonym
 
     def uid(keyword: str) -> str:
         return str(header.get(keyword, "") or "").strip()
@@ -264,7 +264,7 @@ def _foreground_histogram(px: np.ndarray, rec: Record) -> np.ndarray:
     has one, else counted here (one pass over the image)."""
     if rec.histogram is not None:
         return rec.histogram
-    from .harmonize import foreground_histogram
+    from ..histogram import foreground_histogram
 
     return foreground_histogram(px, 16)
 
@@ -313,7 +313,7 @@ def _atomic_save(ds, px: np.ndarray, dest: Path) -> None:
     must hold no element after (7FE0,0010)."""
     import io
 
-    from .atomic import write_parts
+    from ..atomic import write_parts
 
     px = np.ascontiguousarray(px, dtype="<u2")
     head = io.BytesIO()

@@ -28,11 +28,11 @@ from dataclasses import asdict, dataclass, field, is_dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from . import __version__
-from .atomic import atomic_write, output_lock, remove_temporaries, write_error
-from .errors import MammoprepError, display_path
-from .labels._common import TASKS as LABEL_TASKS, unmatched
-from .pipeline import PrepConfig
+from .. import __version__
+from ..atomic import atomic_write, output_lock, remove_temporaries, write_error
+from ..errors import MammoprepError, display_path
+from ..labels._common import TASKS as LABEL_TASKS, unmatched
+from ..pipeline import PrepConfig
 
 SCHEMA_VERSION = 1
 STORED_VIEWS = ("CC", "MLO")
@@ -70,10 +70,10 @@ class ShardConfig:
 def _scan_one(args: tuple[str, bytes]) -> dict[str, Any]:
     """Header-only read of one file -> {'path', 'meta'} or {'path', 'error'}. A header that
     shows something other than a mammogram (a CR chest, a CT: steps 3-6 of
-    :mod:`mammoprep.mammogram`, which no label table overrides) is a ``not_mammogram``
+    :mod:`mammoprep.io.mammogram`, which no label table overrides) is a ``not_mammogram``
     error; a header without breast evidence is left to the label table (planning)."""
-    from .dicomio import read_header
-    from .mammogram import not_mammogram_error
+    from ..io.dicom import read_header
+    from ..io.mammogram import not_mammogram_error
 
     path, salt = args
     try:
@@ -117,10 +117,10 @@ OVERRIDDEN = ("laterality", "view", "study")
 def image_identity(lab, meta: dict[str, Any], salt: bytes) -> dict[str, str | None]:
     """Patient and study (pseudonyms), laterality and view (upper case; '' when absent) of
     one image: the label table's (``lab``, a :class:`mammoprep.labels.LabelRow`) where it
-    gives them, else the header's (``meta`` from :func:`mammoprep.dicomio.read_header`).
+    gives them, else the header's (``meta`` from :func:`mammoprep.io.dicom.read_header`).
     A study missing from both is the patient's. The one precedence for ``shard``
     (:func:`plan_samples`) and ``mammotrain predict --dicom``."""
-    from .identity import pseudonym
+    from ..identity import pseudonym
 
     patient = pseudonym(lab.patient, salt) if lab.patient else meta.get("patient_hash")
     study = (pseudonym(lab.study, salt) if lab.study else None) or meta.get("study_hash")
@@ -152,7 +152,7 @@ def plan_samples(scanned: list[dict[str, Any]], labels, salt: bytes,
 
     Returns (samples sorted by key, rejects, label keys that matched no image).
     """
-    from .labels import LabelRow
+    from ..labels import LabelRow
 
     rejects: list[dict[str, str]] = []
     groups: dict[str, dict[str, Any]] = {}
@@ -236,10 +236,10 @@ def plan_samples(scanned: list[dict[str, Any]], labels, salt: bytes,
 
 def _evidence(meta: dict[str, Any], named_by_table: bool) -> str | None:
     """What makes a stored file a mammogram: the header's evidence where it has some, else
-    the label table that names it (:func:`mammoprep.mammogram.mammogram_evidence`)."""
+    the label table that names it (:func:`mammoprep.io.mammogram.mammogram_evidence`)."""
     if meta.get("mammogram") or not named_by_table:
         return meta.get("mammogram_evidence")
-    from .mammogram import mammogram_evidence
+    from ..io.mammogram import mammogram_evidence
 
     return mammogram_evidence(meta, named_by_table=True)[1]
 
@@ -279,7 +279,7 @@ def check_boxes(lab, meta: dict[str, Any], path: str, table=None) -> list:
     (it used to be clipped to an empty [0, 0, 0, 0]) is left out and counted in
     ``table.dropped`` (column ``boxes``), or, without a table or with a strict one
     (``--strict-labels``), a LabelError naming the label row, the box and the image size."""
-    from .labels import LabelError
+    from ..labels import LabelError
 
     rows, cols = meta.get("rows"), meta.get("columns")
     if not lab.boxes or not rows or not cols:
@@ -305,9 +305,9 @@ def check_boxes(lab, meta: dict[str, Any], path: str, table=None) -> list:
 def pick_duplicate(entries: list[dict[str, Any]], salt: bytes
                    ) -> tuple[dict[str, Any], list[tuple[dict[str, Any], str]]]:
     """Of several files claiming one view of one breast, keep the first (in path order)
-    that decodes and passes :func:`~mammoprep.dicomio.read_dicom`'s checks (a truncated
+    that decodes and passes :func:`~mammoprep.io.dicom.read_dicom`'s checks (a truncated
     ``.bak`` copy listed first does not win). Returns (kept, [(dropped, why), ...])."""
-    from .dicomio import safe_read
+    from ..io.dicom import safe_read
 
     entries = sorted(entries, key=lambda e: e["path"])
     errors: dict[str, str] = {}
@@ -427,10 +427,10 @@ def value_bits(meta: dict[str, Any]) -> int | None:
 def _sample_entries(sample: dict[str, Any], prep, cfg: ShardConfig, salt: bytes, fold: int | None
                     ) -> tuple[dict[str, bytes], list[dict], list[dict]]:
     """Preprocess the views of one sample -> (tar entries, image rows, rejects)."""
-    from .boxes import label_boxes
-    from .pipeline import crop_and_resize, original_bbox, preprocess, stored_pixel_spacing
-    from .foreground import qc_fields
-    from .png import encode_png16
+    from ..geometry import label_boxes
+    from ..pipeline import crop_and_resize, original_bbox, preprocess, stored_pixel_spacing
+    from ..segmentation.foreground import qc_fields
+    from ..io.png import encode_png16
 
     entries: dict[str, bytes] = {}
     rows, rejects = [], []
@@ -534,7 +534,7 @@ def task_digest(task: ShardTask) -> str:
 
 def write_shard(task: ShardTask) -> dict[str, Any]:
     """Write one shard (atomically) and then its part file; return the part."""
-    from .pipeline import prepared
+    from ..pipeline import prepared
 
     out = Path(task.out_dir)
     name = shard_name(task.index)
@@ -723,7 +723,7 @@ def _worker_init() -> None:
     if "numba" not in sys.modules:
         os.environ.setdefault("NUMBA_NUM_THREADS", "1")
     try:
-        from .runtime import prepare_process
+        from ..runtime import prepare_process
 
         prepare_process(1)  # also: image-sized blocks reused, no BLAS probe at start-up
     except Exception:  # noqa: BLE001
@@ -757,8 +757,8 @@ def build_shards(inputs: Iterable[str], out_dir: str | Path, cfg: ShardConfig, s
 
 def _build_locked(inputs, out: Path, cfg: ShardConfig, salt: bytes, executor, progress, log,
                   overwrite: bool, table=None, strict_labels: bool = False) -> dict[str, Any]:
-    from .dicomio import iter_dicom_paths
-    from .labels import load_labels
+    from ..io.dicom import iter_dicom_paths
+    from ..labels import load_labels
 
     if overwrite:
         remove_outputs(out)
@@ -991,7 +991,7 @@ def verify(out_dir: str | Path) -> list[str]:
     """
     import pyarrow.parquet as pq
 
-    from .png import decode_png16
+    from ..io.png import decode_png16
 
     out = Path(out_dir)
     problems: list[str] = []

@@ -36,9 +36,10 @@ from typing import Any
 
 import numpy as np
 
-from . import chestwall, kernels
-from .errors import MammoprepError
-from .record import Record
+from . import chestwall
+from .. import kernels
+from ..errors import MammoprepError
+from ..record import Record
 
 #: Background noise multiple and fraction of the background-to-tissue gap that the
 #: threshold sits above the background level.

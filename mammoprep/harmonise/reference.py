@@ -4,7 +4,7 @@ A reference is the pooled foreground histogram of a set of low-energy mammograms
 the same decoding and text removal as the images it will be applied to, each image's
 histogram rescaled from its own bit depth to the reference depth, stored with its bit depth
 and the hashed list, depth and vendor of contributing images
-(:class:`mammoprep.harmonize.Reference`). Anything that is not a mammogram, or cannot be
+(:class:`mammoprep.harmonise.match.Reference`). Anything that is not a mammogram, or cannot be
 read or segmented, is left out with a typed reason and counted; the rest still makes the
 reference. ``--ref`` accepts a saved ``.npz``, a folder of DICOMs, or one DICOM file.
 """
@@ -17,22 +17,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from .errors import (MammoprepError, NotMammogramError, ReferenceError_,  # noqa: F401
-                     UnexpectedError, display_path)
-from .mammogram import MAMMOGRAPHY_SOP_CLASSES  # noqa: F401 - re-exported (older imports)
-from .mammogram import mammogram_evidence, not_mammogram_error
+from ..errors import MammoprepError, ReferenceError_, UnexpectedError, display_path
+from ..io.mammogram import mammogram_evidence, not_mammogram_error
 
 
 def is_mammogram(meta: Mapping[str, Any], named_by_table: bool = False) -> bool:
     """True if the header's evidence says mammogram
-    (:func:`mammoprep.mammogram.mammogram_evidence`: Modality ``MG``, a mammography SOP
+    (:func:`mammoprep.io.mammogram.mammogram_evidence`: Modality ``MG``, a mammography SOP
     class, or a radiograph with laterality, a breast view or Body Part BREAST and nothing
     that says otherwise)."""
     return mammogram_evidence(meta, named_by_table)[0]
 
 
 def check_mammogram(meta: Mapping[str, Any], path: str | Path | None = None) -> None:
-    """Raise :class:`NotMammogramError` naming the tag and value that decided unless
+    """Raise :class:`~mammoprep.errors.NotMammogramError` naming the tag and value that decided unless
     :func:`is_mammogram`."""
     err = not_mammogram_error(meta, path, "the reference")
     if err is not None:
@@ -69,10 +67,10 @@ def _image_histogram(path: Path, energy: str | None, table, salt: bytes, decoder
     (0008,0070) Manufacturer) or ``'other_energy'``. Raises typed errors (not a mammogram,
     unreadable, an image already pooled from the file ``seen[hash]``, segmentation
     suspect, ...)."""
-    from .dicomio import read_dicom, read_header
+    from ..io.dicom import read_dicom, read_header
     from .energy import energy_class
-    from .foreground import remove_text
-    from .harmonize import foreground_histogram
+    from ..segmentation.foreground import remove_text
+    from ..histogram import foreground_histogram
 
     header = read_header(path, salt=salt)  # cheap: decide before decoding
     check_mammogram(header, path)
@@ -105,7 +103,7 @@ def build_reference(inputs: Iterable[str | Path], *, energy: str | None = "low",
 
     Only mammograms are pooled (:func:`is_mammogram`). Each image's histogram is taken at
     its own depth (Bits Stored, or the value depth after a Modality LUT) and rescaled to the
-    reference depth with :func:`mammoprep.harmonize.rescale_histogram` before pooling, so
+    reference depth with :func:`mammoprep.harmonise.match.rescale_histogram` before pooling, so
     10-, 12- and 14-bit images put the same tissue on the same levels.
 
     energy: keep only images of this energy class (metadata only), None for all.
@@ -128,9 +126,9 @@ def build_reference(inputs: Iterable[str | Path], *, energy: str | None = "low",
     """
     import numpy as np
 
-    from .dicomio import iter_dicom_paths
+    from ..io.dicom import iter_dicom_paths
     from .energy import load_energy_table
-    from .identity import resolve_salt
+    from ..identity import resolve_salt
 
     table = load_energy_table(energy_table)
     salt_b = salt if isinstance(salt, bytes) else resolve_salt(salt)  # once, not per file
@@ -202,7 +200,7 @@ def _nothing_used(energy: str | None, inputs, rejects: dict[str, int],
 def _pool(used: list[_Contribution], pooled: dict, bits: int | None, rejects: dict[str, int],
           unknown: list[Path]):
     """(reference, report) of :func:`build_reference` from the pooled per-depth histograms."""
-    from .harmonize import Reference, rescale_histogram
+    from .match import Reference, rescale_histogram
 
     b = bits or max(item.bits for item in used)
     unit = max(0, b - min(pooled))  # every pixel weighs 2^unit so that spreading is exact
@@ -230,7 +228,7 @@ def load_reference(spec: str | Path, keep_suspect: bool = False,
     class from ``energy_table``, default the shipped one) or a single DICOM mammogram (used
     whatever its energy class). ``salt``: the run's pseudonymisation salt (see
     :func:`build_reference`)."""
-    from .harmonize import Reference
+    from .match import Reference
 
     path = Path(spec)
     if not path.exists():

@@ -1,7 +1,7 @@
 """Foreground CDF matching to a low-energy reference (LUMINA Section 4, Eq. 7).
 
 For a source image ``I_s`` with foreground ``M = {pixel > 0}`` (after MONOCHROME1->2 and
-burned-in text removal, :mod:`mammoprep.foreground`):
+burned-in text removal, :mod:`mammoprep.segmentation.foreground`):
 
 * ``H_s``: histogram of the foreground, one bin per integer level (bin 0 excluded);
   ``H_r``: the reference's pooled foreground histogram over ``0..2^b - 1``;
@@ -27,8 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import MammoprepError, ReferenceError_
-from .record import Record
+from ..errors import MammoprepError, ReferenceError_
+from ..histogram import PixelRangeError, as_u16, check_bits, foreground_histogram
+from ..record import Record
 
 #: Bit depth of the LUMINA low-energy reference.
 DEFAULT_BITS = 12
@@ -36,55 +37,6 @@ _FORMAT = 1
 _KEYS = ("format", "hist", "bits", "image_hashes", "count")
 #: Optional per-image keys (added later; older files without them still load).
 _IMAGE_KEYS = ("image_bits", "image_vendors", "image_evidence")
-
-
-class PixelRangeError(MammoprepError):
-    """Pixel values above the stated bit depth (never silently truncated)."""
-
-    kind = "pixel_range"
-
-
-def _check_bits(bits: int, what: str = "bits") -> int:
-    if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)) \
-            or not 1 <= int(bits) <= 16:
-        raise ValueError(f"{what} must be an integer in 1..16, got {bits!r}")
-    return int(bits)
-
-
-def _as_u16(pixels: np.ndarray) -> np.ndarray:
-    pixels = np.asarray(pixels)
-    if pixels.ndim != 2:
-        raise ValueError(f"pixels must be 2-D [rows, cols], got shape {pixels.shape}")
-    if pixels.dtype == np.uint16:
-        return pixels
-    if not np.issubdtype(pixels.dtype, np.integer):
-        raise ValueError(f"pixels must be an integer array, got {pixels.dtype}")
-    if pixels.size and (int(pixels.min()) < 0 or int(pixels.max()) > 65535):
-        raise PixelRangeError(None, f"pixel values {int(pixels.min())}..{int(pixels.max())}"
-                              " do not fit uint16")
-    return pixels.astype(np.uint16)
-
-
-def foreground_histogram(pixels: np.ndarray, bits: int = 16) -> np.ndarray:
-    """``int64 [2^bits]``: count of every foreground level of ``pixels`` (uint16 [rows,
-    cols]); bin 0 (background) is 0.
-
-    Raises:
-        PixelRangeError: a pixel value above ``2^bits - 1`` (with the count of such pixels).
-    """
-    bits = _check_bits(bits)
-    pixels = _as_u16(pixels)
-    nbins = 1 << bits
-    import numba
-
-    from . import kernels
-
-    hist = kernels.histogram_u16(pixels, nbins, True, numba.get_num_threads())
-    if hist[nbins]:
-        raise PixelRangeError(None, f"{int(hist[nbins])} pixels have values above "
-                              f"{nbins - 1} = 2^{bits} - 1",
-                              hint="state the true bit depth (or leave bits=None)")
-    return hist[:nbins]
 
 
 def _cdf(hist: np.ndarray) -> np.ndarray:
@@ -112,7 +64,7 @@ def match_lut(src_hist: np.ndarray, ref_cdf: np.ndarray) -> np.ndarray:
     ref_cdf = np.ascontiguousarray(ref_cdf, dtype=np.float64)
     if ref_cdf.ndim != 1 or len(ref_cdf) < 2 or len(ref_cdf) > 65536:
         raise ValueError("ref_cdf must be 1-D with 2..65536 bins")
-    from . import kernels
+    from .. import kernels
 
     return kernels.match_sweep(_cdf(src), ref_cdf)
 
@@ -120,7 +72,7 @@ def match_lut(src_hist: np.ndarray, ref_cdf: np.ndarray) -> np.ndarray:
 def apply_lut(pixels: np.ndarray, lut: np.ndarray) -> np.ndarray:
     """``uint16 [rows, cols]``: ``lut[pixels]``; background 0 stays 0 (``lut[0]`` must be
     0). A pixel value without a LUT entry raises :class:`PixelRangeError`."""
-    pixels = _as_u16(pixels)
+    pixels = as_u16(pixels)
     lut = np.asarray(lut)
     if lut.ndim != 1 or len(lut) == 0 or len(lut) > 65536:
         raise ValueError("lut must be 1-D with 1..65536 entries")
@@ -131,7 +83,7 @@ def apply_lut(pixels: np.ndarray, lut: np.ndarray) -> np.ndarray:
         if top >= len(lut):
             raise PixelRangeError(None, f"pixel value {top} has no entry in a LUT of "
                                   f"{len(lut)} levels")
-    from . import kernels
+    from .. import kernels
 
     return kernels.apply_lut(pixels, _full_lut(lut))
 
@@ -159,7 +111,7 @@ class Reference:
             unknown).
         image_evidence: why each contributing image counted as a mammogram, e.g.
             ``'modality MG'``, ``'dx + image laterality'``
-            (:func:`mammoprep.mammogram.mammogram_evidence`; empty when unknown, e.g. a
+            (:func:`mammoprep.io.mammogram.mammogram_evidence`; empty when unknown, e.g. a
             reference saved by an older version). :meth:`evidence_counts` sums them.
     """
 
@@ -200,7 +152,7 @@ class Reference:
         has no counts above ``2^bits - 1``. ``image_hashes`` defaults to one placeholder per
         histogram (``"hist-<i>"``); ``image_bits`` / ``image_vendors`` / ``image_evidence``:
         one entry per histogram, or empty."""
-        bits = _check_bits(bits)
+        bits = check_bits(bits)
         n = 1 << bits
         pooled = np.zeros(n, np.int64)
         k = 0
@@ -230,10 +182,10 @@ class Reference:
                     image_hashes: Sequence[str] | None = None) -> "Reference":
         """Pool the foreground histograms of ``uint16 [rows, cols]`` images (text already
         removed). ``image_hashes`` defaults to sha256 of each image's bytes (16 hex)."""
-        bits = _check_bits(bits)
+        bits = check_bits(bits)
         hists, hashes = [], []
         for px in images:
-            px = _as_u16(px)
+            px = as_u16(px)
             hists.append(foreground_histogram(px, bits))
             hashes.append(hashlib.sha256(np.ascontiguousarray(px).tobytes()).hexdigest()[:16])
         return cls.from_histograms(hists, bits,
@@ -270,7 +222,7 @@ class Reference:
         def strings(items):
             return np.array(items, dtype=np.str_) if items else np.zeros(0, dtype="<U1")
 
-        from .atomic import atomic_write  # temporary, fsync, rename; WriteError if full
+        from ..atomic import atomic_write  # temporary, fsync, rename; WriteError if full
 
         atomic_write(path, lambda fh: np.savez(
             fh, format=np.int64(_FORMAT), hist=self.hist.astype("<i8"),
@@ -381,7 +333,7 @@ def rescale_histogram(hist: np.ndarray, from_bits: int, to_bits: int,
     Args:
         hist: ``int [2^from_bits]`` (longer is accepted if the extra bins are empty).
     """
-    from_bits, to_bits = _check_bits(from_bits, "from_bits"), _check_bits(to_bits, "to_bits")
+    from_bits, to_bits = check_bits(from_bits, "from_bits"), check_bits(to_bits, "to_bits")
     n_from = 1 << from_bits
     h = np.asarray(hist)
     if h.ndim != 1 or not np.issubdtype(h.dtype, np.integer):
@@ -427,11 +379,11 @@ def _harmonized(pixels: np.ndarray, reference: Reference, bits: int | None = Non
     """:func:`harmonize_pixels` and the foreground histogram of its result, ``int64
     [2^reference.bits]`` (the source's histogram carried through the LUT: no pass over the
     output)."""
-    pixels = _as_u16(pixels)
+    pixels = as_u16(pixels)
     hist = foreground_histogram(pixels, 16 if bits is None else bits)
     top = int(np.flatnonzero(hist)[-1]) if hist.any() else 1
     lut = match_lut(hist[: max(top, 1) + 1], reference.cdf)  # levels above the max: unused
-    from . import kernels
+    from .. import kernels
 
     return (kernels.apply_lut(pixels, _full_lut(lut), out),
             carried_histogram(hist[: len(lut)], lut, 1 << reference.bits))

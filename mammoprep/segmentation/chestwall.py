@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import kernels
+from .. import kernels
 
 #: The border rows whose median width defines a strip's plateau: this fraction of the
 #: height (at least 3 rows).

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InvalidHeaderError, TruncatedError
+from ..errors import InvalidHeaderError, TruncatedError
 
 #: Integer image attributes: keyword -> (tag text, required, smallest valid value).
 INTEGERS = {
@@ -181,7 +181,7 @@ def modality_lut(ds, path: Path) -> tuple[int, np.ndarray, int] | None:
 
     The item must hold (0028,3002) LUT Descriptor (3 values: entries, 0 meaning 65536, first
     value mapped, bits 1-16) and (0028,3006) LUT Data with at least one entry (extra entries
-    are dropped, missing ones clip to the last, as :func:`~mammoprep.photometric.lut_lookup`
+    are dropped, missing ones clip to the last, as :func:`~mammoprep.io.photometric.lut_lookup`
     does); a sequence without an item, or an item without them, is an invalid header."""
     seq = ds.get("ModalityLUTSequence")
     if seq is None:

@@ -44,7 +44,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from .errors import NotMammogramError
+from ..errors import NotMammogramError
 
 #: SOP Class UIDs of mammography images: (0008,0016) SOP Class UID, or (0002,0002) Media
 #: Storage SOP Class UID in files whose data set lacks it.
@@ -94,7 +94,7 @@ OTHER_SOP_CLASSES: dict[str, str] = {
 #: digital radiography, film (RG) and "other".
 RADIOGRAPH_MODALITIES = frozenset({"CR", "DX", "RG", "OT"})
 
-#: Mammography views (DICOM CID 4014 abbreviations, as :func:`mammoprep.dicomio.view`
+#: Mammography views (DICOM CID 4014 abbreviations, as :func:`mammoprep.io.dicom.view`
 #: returns them from (0018,5101) View Position or the View Code Sequence).
 BREAST_VIEWS = frozenset({"CC", "MLO", "ML", "LM", "LMO", "XCCL", "XCCM", "XCC", "FB", "SIO",
                           "ISO", "AT", "CV", "RCC", "LCC", "RMLO", "LMLO"})
@@ -134,7 +134,7 @@ def _is_breast(body_part: str) -> bool:
 def decide(meta: Mapping[str, Any], named_by_table: bool = False) -> Evidence:
     """:func:`mammogram_evidence` with the tag and value that decided (see the module's
     table). ``meta``: keys ``modality``, ``sop_class_uid``, ``body_part``, ``laterality``,
-    ``view`` (as :func:`mammoprep.dicomio.header_meta` writes them; missing = absent)."""
+    ``view`` (as :func:`mammoprep.io.dicom.header_meta` writes them; missing = absent)."""
     modality, body = _upper(meta.get("modality")), _upper(meta.get("body_part"))
     sop = str(meta.get("sop_class_uid") or "").strip()
     view = _upper(meta.get("view"))

@@ -28,14 +28,14 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from .errors import MammoprepError
+from ..errors import MammoprepError
 
 ENERGIES = ("high", "low", "unknown")
 COLUMNS = ("manufacturer", "model", "energy", "note")
 REQUIRED = ("manufacturer", "energy")  # model and note columns may be left out
 IMAGE_COLUMNS = ("image", "energy", "note")  # a table keyed by image file
 _FILE = "energy_classes.csv"
-_DICOM_SUFFIXES = {".dcm", ".dicom", ".dic", ".ima"}  # as mammoprep.dicomio.DICOM_SUFFIXES
+_DICOM_SUFFIXES = {".dcm", ".dicom", ".dic", ".ima"}  # as mammoprep.io.dicom.DICOM_SUFFIXES
 
 
 class EnergyTableError(MammoprepError):
@@ -116,7 +116,7 @@ def default_table_path() -> Path:
     editable install), else ``mammoprep/data/energy_classes.csv`` inside an installed
     package. Raises :class:`EnergyTableError` listing both places when neither exists."""
     here = Path(__file__).resolve()
-    candidates = [here.parents[1] / "manifests" / _FILE, here.parent / "data" / _FILE]
+    candidates = [here.parents[2] / "manifests" / _FILE, here.parents[1] / "data" / _FILE]
     for path in candidates:
         if path.is_file():
             return path

@@ -63,6 +63,6 @@ def decode_png16(data: bytes) -> np.ndarray:
 def write_png16(path, px: np.ndarray, level: int = 1) -> None:
     """Write ``uint16 [rows, cols]`` as a 16-bit grayscale PNG file, atomically (a kill -9
     or a full disk never leaves a partial PNG under ``path``; WriteError names it)."""
-    from .atomic import atomic_write
+    from ..atomic import atomic_write
 
     atomic_write(path, encode_png16(px, level))

@@ -18,14 +18,15 @@ from typing import Any, Iterable, Iterator
 
 import numpy as np
 
-from . import decoders, header_checks, photometric
-from .decoders import codestream
-from .errors import (DecodeError, ImplausibleImageError, InvalidHeaderError, MammoprepError,
-                     NoContrastError, NoPixelDataError, NotDicomError, NotRegularFileError,
-                     PixelLengthError, TooLargeError, TruncatedError, UnreadableError,
-                     UnsupportedImageError)
-from .identity import pseudonym, resolve_salt
-from .record import Record
+from .. import decoders
+from . import header_checks, photometric
+from ..decoders import codestream
+from ..errors import (DecodeError, ImplausibleImageError, InvalidHeaderError, MammoprepError,
+                      NoContrastError, NoPixelDataError, NotDicomError, NotRegularFileError,
+                      PixelLengthError, TooLargeError, TruncatedError, UnreadableError,
+                      UnsupportedImageError)
+from ..identity import pseudonym, resolve_salt
+from ..record import Record
 
 IMPLICIT_LE = "1.2.840.10008.1.2"
 EXPLICIT_LE = "1.2.840.10008.1.2.1"
@@ -436,7 +437,7 @@ def _spacing(ds) -> list[float] | None:
 def header_meta(ds, ts: str, salt: bytes) -> dict[str, Any]:
     """Identity-free metadata of a data set (see :data:`mammoprep.record.META_FIELDS`),
     with ``mammogram`` / ``mammogram_evidence``: whether the header alone shows a mammogram
-    and which evidence decided (:func:`mammoprep.mammogram.mammogram_evidence`).
+    and which evidence decided (:func:`mammoprep.io.mammogram.mammogram_evidence`).
 
     Names, birth dates and accession numbers are never read; the Patient ID and Study
     Instance UID only enter through a salted hash.
@@ -577,7 +578,7 @@ def _check_image_size(ds, path: Path) -> None:
                                   f"{MAX_IMAGE_PIXELS}",
                             hint="a corrupt or hostile header; exclude the file (a genuine "
                                  "image this large: downsample it, or raise "
-                                 "mammoprep.dicomio.MAX_IMAGE_PIXELS)")
+                                 "mammoprep.io.dicom.MAX_IMAGE_PIXELS)")
 
 
 def _check_codestream(ds, path: Path, ts: str) -> None:
@@ -692,7 +693,7 @@ def read_header(path: str | os.PathLike, salt: str | bytes | None = None) -> dic
 def read_header_dataset(path: str | os.PathLike):
     """(pydicom data set without pixel data, transfer syntax UID) of a regular file, with
     the same typed errors and limits as :func:`read_dicom`. The data set holds identifiers:
-    only :mod:`mammoprep.derived` uses it, to write derived files."""
+    only :mod:`mammoprep.io.derived` uses it, to write derived files."""
     return _open(Path(path), header_only=True)
 
 
@@ -744,7 +745,7 @@ def read_dicom(path: str | os.PathLike, *, voi: bool = False, salt: str | bytes 
     stored = np.ascontiguousarray(stored)
     bits = int(meta["bits_stored"])
     if stored.dtype == np.uint16:  # one pass: high bits cleared, range found, array owned
-        from . import kernels
+        from .. import kernels
 
         stored, lo, hi = kernels.mask_range(
             stored, min(bits, 16), out=stored if stored.flags.writeable else None)
@@ -804,7 +805,7 @@ def _check_contrast(lo: int, hi: int, path: Path, after: list[str] | None = None
 def _value_range(px: np.ndarray) -> tuple[int, int]:
     """(min, max) of ``px``, in one pass for an owned uint16 image."""
     if px.dtype == np.uint16 and px.ndim == 2 and px.flags.writeable and px.flags.c_contiguous:
-        from . import kernels
+        from .. import kernels
 
         return kernels.mask_range(px, 16, out=px)[1:]
     return (int(px.min()), int(px.max())) if px.size else (0, 0)

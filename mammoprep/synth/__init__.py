@@ -1,0 +1,1 @@
+"""Deterministic synthetic multi-vendor cohort (``mammoprep synth``)."""
