@@ -95,7 +95,7 @@ def stages(files: list[Path], ref_path: Path, out: Path) -> dict[str, float]:
     threads, as `harmonize -j 1`), after one warm-up image: reading the bytes, decode, text
     removal, harmonise, the derived-DICOM writer, a raw write of the output bytes, and the
     16-bit PNG at the command's level."""
-    from mammoprep.commands.harmonize import PNG_LEVEL
+    from mammoprep.harmonise.files import PNG_LEVEL
     from mammoprep.io.derived import write_derived_dicom
     from mammoprep.io.dicom import read_dicom
     from mammoprep.segmentation.foreground import remove_text
@@ -231,9 +231,10 @@ def main() -> None:
         # start-up
         help_s = wall([mp_, "--help"], env, repeats=3)
         worker_s = wall([sys.executable, "-c",
-                         "from mammoprep.commands.harmonize import _worker_start\n"
+                         "from mammoprep.batch import process_worker_start\n"
                          "from mammoprep.pipeline import PrepConfig\n"
-                         f"_worker_start(PrepConfig(reference={str(tmp / 'ref.npz')!r}))"],
+                         "process_worker_start(1, 'mammoprep.harmonise.files:warm_worker', "
+                         f"PrepConfig(reference={str(tmp / 'ref.npz')!r}))"],
                         env)
         # per stage, in this process
         st = stages(files, tmp / "ref.npz", tmp / "stages")

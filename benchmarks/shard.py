@@ -53,7 +53,8 @@ def main() -> None:
     from mammoprep.io.dicom import read_dicom
     from mammoprep.pipeline import PrepConfig
     from mammoprep.harmonise.reference import build_reference
-    from mammoprep.shards.write import ShardConfig, build_shards
+    from mammoprep.shards.schema import ShardConfig
+    from mammoprep.shards.write import build_shards
     from mammoprep.synth.cohort import generate_cohort, parse_size
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

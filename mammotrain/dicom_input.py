@@ -72,14 +72,14 @@ def scan_sources(inputs: Sequence[str], salt: bytes, labels=None, energy_table=N
     table from :func:`mammoprep.labels.load_labels`) and ``tasks``, the class per task under
     that source's rules (None without a table row). The table wins over the header for
     patient, study, laterality and view (``mammoprep shard``'s precedence,
-    :func:`mammoprep.shards.write.image_identity`); ``key`` names the breast (study and
+    :func:`mammoprep.shards.plan.image_identity`); ``key`` names the breast (study and
     laterality) as a shard's manifest does, or the image alone when that is unknown, so
     per-breast metrics never merge unrelated images."""
     from mammoprep.io.dicom import header_meta, iter_dicom_paths, read_header_dataset
     from mammoprep.harmonise.energy import energy_class, load_energy_table
     from mammoprep.errors import MammoprepError
     from mammoprep.labels import LabelRow
-    from mammoprep.shards.write import image_identity
+    from mammoprep.shards.plan import image_identity
 
     table = load_energy_table(energy_table)
     sources, rejects = [], []
@@ -163,7 +163,7 @@ class DicomImages(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> dict[str, Any]:
         from mammoprep.errors import MammoprepError
         from mammoprep.pipeline import crop_and_resize, preprocess
-        from mammoprep.shards.write import value_bits
+        from mammoprep.shards.schema import value_bits
 
         path = self.sources[i]["path"]
         try:
@@ -305,7 +305,8 @@ def _predict_two_view(checkpoint, ck, inputs, out: Path, prep, labels, table, sa
                       rejects, by_hash, n_inputs, *, device, batch_size, workers, figure,
                       log) -> dict[str, Any]:
     import pyarrow.parquet as pq
-    from mammoprep.shards.write import ShardConfig, build_shards
+    from mammoprep.shards.schema import ShardConfig
+    from mammoprep.shards.write import build_shards
 
     from .train import predict_shards
 

@@ -24,7 +24,9 @@ from mammoprep.atomic import FolderLockedError, atomic_write
 from mammoprep.cli import main
 from mammoprep.errors import MammoprepError, WriteError
 from mammoprep.pipeline import PrepConfig
-from mammoprep.shards.write import ShardConfig, build_shards, verify
+from mammoprep.shards.schema import ShardConfig
+from mammoprep.shards.write import build_shards
+from mammoprep.shards.verify import verify
 from mammoprep.synth.cohort import generate_cohort
 
 SALT = b"faults-test-salt-not-secret-0123"

@@ -386,7 +386,7 @@ def test_console_script_exits_with_the_status_and_all_output(cohort, ref, tmp_pa
 
 
 def test_auto_jobs_is_one_worker_per_core():
-    from mammoprep.commands.harmonize import auto_jobs
+    from mammoprep.batch import auto_jobs
 
     assert [auto_jobs(c) for c in (1, 2, 3, 8)] == [1, 2, 3, 8]
 
@@ -394,7 +394,7 @@ def test_auto_jobs_is_one_worker_per_core():
 def test_batches_are_bounded_and_come_in_as_few_equal_rounds_as_possible():
     import math
 
-    from mammoprep.commands.harmonize import MAX_BATCH, batch_size
+    from mammoprep.batch import MAX_BATCH, batch_size
 
     assert [batch_size(24, 2), batch_size(96, 2), batch_size(10**6, 2)] == [12, 24, 32]
     assert batch_size(5, 8) == 1 and batch_size(0, 2) == 1
@@ -413,8 +413,8 @@ def test_a_pool_worker_ends_when_its_parent_is_killed(tmp_path):
     import sys
     import time
 
-    child = ("import time\nfrom mammoprep.commands.harmonize import _watch_parent\n"
-             "import os\n_watch_parent(os.getppid(), 0.05)\ntime.sleep(120)")
+    child = ("import time\nfrom mammoprep.batch import watch_parent\n"
+             "import os\nwatch_parent(os.getppid(), 0.05)\ntime.sleep(120)")
     middle = ("import subprocess, sys, time\n"
               f"p = subprocess.Popen([sys.executable, '-c', {child!r}])\n"
               "print(p.pid, flush=True)\ntime.sleep(120)")

@@ -491,7 +491,8 @@ def test_duplicate_view_keeps_the_copy_that_decodes(tmp_path, cohort):
     """A truncated copy that sorts first (``0_copy.dcm``) used to be kept and the good file
     dropped as duplicate_view; now the good one is stored and both are reported."""
     from mammoprep.pipeline import PrepConfig
-    from mammoprep.shards.write import ShardConfig, build_shards
+    from mammoprep.shards.schema import ShardConfig
+    from mammoprep.shards.write import build_shards
 
     src = tmp_path / "in"
     originals = sorted(cohort.rglob("*.dcm"))

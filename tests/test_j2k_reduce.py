@@ -312,7 +312,9 @@ def test_shards_record_the_reduction(tmp_path):
     import pyarrow.parquet as pq
 
     from mammoprep.pipeline import PrepConfig
-    from mammoprep.shards.write import ShardConfig, build_shards, verify
+    from mammoprep.shards.schema import ShardConfig
+    from mammoprep.shards.write import build_shards
+    from mammoprep.shards.verify import verify
 
     src = tmp_path / "in"
     src.mkdir()

@@ -21,7 +21,9 @@ from mammoprep.cli import main
 from mammoprep.identity import pseudonym
 from mammoprep.labels import parse_birads
 from mammoprep.pipeline import PrepConfig
-from mammoprep.shards.write import ShardConfig, build_shards, verify
+from mammoprep.shards.schema import ShardConfig
+from mammoprep.shards.write import build_shards
+from mammoprep.shards.verify import verify
 
 from .test_labels import (CALC_COLUMNS, MASS_COLUMNS, RSNA_COLUMNS, embed_clin_row,
                           embed_meta_row, write_dicom, write_embed_tables)

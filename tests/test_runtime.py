@@ -83,7 +83,7 @@ def test_pool_forks_only_from_a_process_without_threads_or_numba():
     # process with other threads may inherit a held lock: spawn then
     out = _child("""
         import sys, threading, time
-        from mammoprep.commands.harmonize import start_method
+        from mammoprep.batch import start_method
         print(start_method())
         t = threading.Thread(target=time.sleep, args=(0.5,)); t.start()
         print(start_method()); t.join()
@@ -135,12 +135,13 @@ def test_stage_threads_allocate_images_in_the_main_heap(tmp_path):
         from mammoprep.runtime import keep_freed_images
         assert keep_freed_images()
         import numpy as np
-        from mammoprep.commands.harmonize import _read_one, _stage_threads
+        from mammoprep.batch import Job
+        from mammoprep.harmonise.files import read_one, stage_threads
         from mammoprep.pipeline import PrepConfig
 
-        reader, writer = _stage_threads(2)
-        rec, err, header = reader.submit(_read_one, ({str(src)!r}, "out.dcm",
-                                                     "dicom", PrepConfig(), b"s" * 16)).result()
+        reader, writer = stage_threads(2)
+        rec, err, header = reader.submit(read_one, Job({str(src)!r}, "out.dcm", "dicom",
+                                                       PrepConfig(), b"s" * 16)).result()
         assert err is None, err
         other = writer.submit(np.ones, (4096, 3328), np.uint16).result()
         # the main heap: one or more adjacent [heap] mappings (huge-page advice splits it)

@@ -19,7 +19,9 @@ from click.testing import CliRunner
 from mammoprep.cli import main
 from mammoprep.identity import resolve_salt
 from mammoprep.pipeline import PrepConfig
-from mammoprep.shards.write import ShardConfig, build_shards, verify
+from mammoprep.shards.schema import ShardConfig
+from mammoprep.shards.write import build_shards
+from mammoprep.shards.verify import verify
 from mammoprep.synth.cohort import generate_cohort
 
 SALT = b"shard-test-salt-not-secret"

@@ -188,7 +188,7 @@ def test_predict_groups_breasts_as_shard_does(train_shards, tmp_path):
     metrics never merge unrelated images)."""
     from mammoprep.identity import pseudonym, resolve_salt
     from mammoprep.labels import load_labels
-    from mammoprep.shards.write import plan_samples, scan
+    from mammoprep.shards.plan import plan_samples, scan
 
     from mammotrain.dicom_input import scan_sources
 

@@ -11,11 +11,11 @@ import click
 from ..options import decoder_option, jobs_option
 
 
-def _item(job: tuple):
+def _item(job):
+    """One tile of the sheet (a pool worker's job: ``job`` is a :class:`mammoprep.batch.Job`)."""
     from ..segmentation.qc import qc_item
 
-    path, decoder = job
-    return qc_item(path, decoder=decoder)
+    return qc_item(job.src, decoder=job.decoder)
 
 
 @click.command("qc")
@@ -40,29 +40,19 @@ def qc_cmd(inputs, out, max_images, columns, decoder, jobs):
     from tqdm import tqdm
 
     from ..io.dicom import iter_dicom_paths
+    from ..batch import Job, Runner, numba_worker_init
+    from ..options import bar_disabled
     from ..segmentation.qc import order, render_sheet
 
     files = [str(p) for p in iter_dicom_paths(inputs)]
     if not files:
         raise click.UsageError("no DICOM files found")
     n_jobs = min(jobs or os.cpu_count() or 1, len(files))
-    jobs_list = [(f, decoder) for f in files]
-    items = []
-    from ..options import bar_disabled
-
     with tqdm(total=len(files), desc="qc", unit="img", file=sys.stderr,
-              disable=True if len(files) < 2 else bar_disabled()) as bar:
-        if n_jobs > 1:
-            from ..shards.write import local_executor
-
-            with local_executor(n_jobs) as pool:
-                for it in pool.map(_item, jobs_list):
-                    items.append(it)
-                    bar.update()
-        else:
-            for job in jobs_list:
-                items.append(_item(job))
-                bar.update()
+              disable=True if len(files) < 2 else bar_disabled()) as bar, \
+            Runner(n_jobs, initializer=numba_worker_init) as runner:
+        items = list(runner.map(_item, [Job(f, decoder=decoder) for f in files],
+                                progress=bar.update))
     ranked = order(items)
     shown = ranked[:max_images] if max_images else ranked
     render_sheet(shown, out, columns=columns)

@@ -98,7 +98,9 @@ def shard_cmd(inputs, out, labels, ref, only_energy, energy_table, size, no_crop
     from ..errors import MammoprepError
     from ..identity import resolve_salt, salt_fingerprint
     from ..pipeline import PrepConfig
-    from ..shards.write import ShardConfig, build_shards, local_executor
+    from ..batch import Runner, numba_worker_init
+    from ..shards.schema import ShardConfig
+    from ..shards.write import build_shards
 
     salt_b = resolve_salt(salt)
     cfg = ShardConfig(
@@ -121,19 +123,16 @@ def shard_cmd(inputs, out, labels, ref, only_energy, energy_table, size, no_crop
         if n:
             bars[kind].update(n)
 
-    client = None
     try:
         if scheduler:
             try:
-                from distributed import Client
+                runner = Runner.dask(scheduler)
             except ImportError:
                 raise click.UsageError("--scheduler needs Dask: pip install 'mammoprep[dask]'")
-            client = Client(scheduler)
-            executor = client.get_executor()
         else:
-            executor = local_executor(jobs or os.cpu_count() or 1)
-        with executor:
-            summary = build_shards([str(p) for p in inputs], out, cfg, salt_b, executor,
+            runner = Runner(jobs or os.cpu_count() or 1, initializer=numba_worker_init)
+        with runner:
+            summary = build_shards([str(p) for p in inputs], out, cfg, salt_b, runner,
                                    progress=on_progress, overwrite=overwrite,
                                    log=lambda m: click.echo(m, err=True),
                                    strict_labels=strict_labels)
@@ -142,8 +141,6 @@ def shard_cmd(inputs, out, labels, ref, only_energy, energy_table, size, no_crop
     finally:
         for b in bars.values():
             b.close()
-        if client is not None:
-            client.close()
     unmatched = summary.pop("unmatched_labels")
     click.echo(f"stored {summary['images']} images in {summary['samples']} samples, "
                f"{summary['shards']} shards; rejected {summary['rejected']}; "
@@ -196,7 +193,7 @@ def _echo_labels(summary: dict) -> None:
 def verify_cmd(shards):
     """Check a shard folder: every manifest row's sample is in its shard, every shard's hash
     matches, every image decodes. Exit 1 with the list of problems otherwise."""
-    from ..shards.write import verify
+    from ..shards.verify import verify
 
     problems = verify(shards)
     for p in problems:

@@ -47,6 +47,7 @@ from types import ModuleType
 import numpy as np
 
 from ..errors import DecodeError, NoDecoderError
+from ..registry import Registry
 
 
 @dataclass(frozen=True)
@@ -58,7 +59,8 @@ class Plugin:
     priority: int
 
 
-_REGISTRY: dict[str, Plugin] = {}
+#: The registered decoders by name (:class:`mammoprep.registry.Registry`).
+PLUGINS: Registry[Plugin] = Registry("decoder")
 
 
 class CodecMissing(RuntimeError):
@@ -94,8 +96,8 @@ API_WARNINGS = (DeprecationWarning, PendingDeprecationWarning, FutureWarning, Im
 
 
 def register(name: str, module: str, priority: int) -> None:
-    """Register a decoder module (imported lazily) under ``name``."""
-    _REGISTRY[name] = Plugin(name, module, priority)
+    """Register a decoder module (imported lazily) under ``name`` (which must be new)."""
+    PLUGINS.register(name, Plugin(name, module, priority))
 
 
 # Faster codecs first; the pydicom/pylibjpeg plug-in handles every transfer syntax last.
@@ -113,7 +115,7 @@ register("nvimgcodec", "mammoprep.decoders.nvimgcodec", 5)
 
 @lru_cache(maxsize=None)
 def _load(name: str) -> ModuleType:
-    return importlib.import_module(_REGISTRY[name].module)
+    return importlib.import_module(PLUGINS[name].module)
 
 
 @lru_cache(maxsize=None)
@@ -127,7 +129,7 @@ def is_available(name: str) -> bool:
 
 def names() -> list[str]:
     """All registered plug-in names, in priority order."""
-    return [p.name for p in sorted(_REGISTRY.values(), key=lambda p: (p.priority, p.name))]
+    return [p.name for p in sorted(PLUGINS.values(), key=lambda p: (p.priority, p.name))]
 
 
 def handles(name: str, transfer_syntax: str) -> bool:
@@ -138,7 +140,7 @@ def candidates(transfer_syntax: str, prefer: str | None = None) -> list[str]:
     """Available plug-ins for ``transfer_syntax``, ``prefer`` first, then by priority."""
     order = names()
     if prefer:
-        if prefer not in _REGISTRY:
+        if prefer not in PLUGINS:
             raise ValueError(f"unknown decoder {prefer!r}; known: {', '.join(order)}")
         order = [prefer] + [n for n in order if n != prefer]
     return [n for n in order if is_available(n) and handles(n, transfer_syntax)]

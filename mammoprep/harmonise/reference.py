@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from ..errors import MammoprepError, ReferenceError_, UnexpectedError, display_path
+from ..batch import Job, Runner, as_reject
+from ..errors import MammoprepError, ReferenceError_, display_path
 from ..io.mammogram import mammogram_evidence, not_mammogram_error
 
 
@@ -137,14 +138,18 @@ def build_reference(inputs: Iterable[str | Path], *, energy: str | None = "low",
     rejects: dict[str, int] = {}
     unknown: list[Path] = []  # files of unknown energy class without a Manufacturer
     seen: dict[str, Path] = {}  # image hash -> the file it was pooled from
-    for path in iter_dicom_paths(inputs):
-        path = Path(path)
+
+    def one(job: Job):  # in this process, in order: duplicates are found against ``seen``
+        path = Path(job.src)
         try:
-            got = _image_histogram(path, energy, table, salt_b, decoder, keep_suspect, seen)
+            return path, _image_histogram(path, energy, table, salt_b, decoder, keep_suspect,
+                                          seen)
         except MammoprepError as err:
-            got = _with_path(err, path)
+            return path, _with_path(err, path)
         except Exception as exc:  # noqa: BLE001 - one bad file must not end the batch
-            got = UnexpectedError.wrap(path, exc, "reference building")
+            return path, as_reject(exc, path, "reference building")
+
+    for path, got in Runner().map(one, (Job(str(p)) for p in iter_dicom_paths(inputs))):
         if isinstance(got, str):  # another (or unknown) energy class
             rejects["other_energy"] = rejects.get("other_energy", 0) + 1
             if got == "no_manufacturer":

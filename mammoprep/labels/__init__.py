@@ -24,6 +24,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
+from ..registry import Registry
 from . import cbis_ddsm, embed, lumina, rsna, table, vindr
 from ._common import (GENERIC_RULES, TASKS, Adapter, LabelError, LabelRow, LabelTable,
                       TaskRules, is_missing, parse_birads, parse_boxes, parse_density,
@@ -32,15 +33,16 @@ from ._common import (GENERIC_RULES, TASKS, Adapter, LabelError, LabelRow, Label
 #: Columns of the generic table: name -> (type, accepted values, required/optional).
 GENERIC_COLUMNS = table.COLUMNS
 
-ADAPTERS: dict[str, Adapter] = {}
+#: The label source kinds of ``--labels KIND:PATH`` (:class:`mammoprep.registry.Registry`).
+ADAPTERS: Registry[Adapter] = Registry(
+    "label source", lambda kind, known: LabelError(None, f"unknown label source {kind!r}",
+                                                   tag="--labels", value=kind,
+                                                   hint=f"use one of {usage()}"))
 
 
 def register_adapter(adapter: Adapter) -> Adapter:
     """Add a label source kind (its name must be new)."""
-    if adapter.kind in ADAPTERS:
-        raise ValueError(f"label source {adapter.kind!r} is already registered")
-    ADAPTERS[adapter.kind] = adapter
-    return adapter
+    return ADAPTERS.register(adapter.kind, adapter)
 
 
 for _a in (lumina.ADAPTER, lumina.PER_VIEW_ADAPTER, rsna.ADAPTER, cbis_ddsm.ADAPTER,

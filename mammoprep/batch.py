@@ -1,0 +1,256 @@
+"""The one batch runner: a function over many jobs, in this process, on a local pool of
+threads or processes, or on any ``concurrent.futures`` executor (a Dask client's).
+
+``harmonize``, ``reference``, ``shard`` and ``qc`` all run their per-file (or per-shard)
+work through a :class:`Runner`:
+
+    with Runner(workers=4, initializer=numba_worker_init) as runner:
+        for row in runner.map(work, [Job(src=p, salt=salt) for p in paths], progress=bar.update):
+            ...
+
+- jobs are typed (:class:`Job`, or any frozen dataclass such as a shard task), never
+  positional tuples;
+- results come back in job order, whatever order the workers finish in;
+- ``progress(n)`` is called in this process as results arrive (n results at a time);
+- a job's failure is the job's result, never the end of the run: :func:`as_reject` turns
+  any exception into a typed :class:`~mammoprep.errors.MammoprepError` naming the file;
+- local processes start with ``spawn`` (or ``fork`` where :func:`start_method` says it is
+  safe), with a bounded number of Numba threads per worker (:func:`numba_worker_init`).
+
+Dask is imported only by :meth:`Runner.dask`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import multiprocessing as mp
+import os
+import sys
+import threading
+import time
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
+
+from .errors import MammoprepError, UnexpectedError
+
+J = TypeVar("J")
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class Job:
+    """One input file's work. ``src``: the input; ``dest``: its output ('' when the work
+    writes none); ``fmt``: output format (``dicom`` / ``png``); ``cfg``: the
+    :class:`~mammoprep.pipeline.PrepConfig`; ``salt``: pseudonym salt; ``keep_identity``:
+    derived DICOMs keep the source identifiers; ``decoder``: pixel decoder name."""
+
+    src: str
+    dest: str = ""
+    fmt: str = ""
+    cfg: Any = None
+    salt: bytes | None = None
+    keep_identity: bool = False
+    decoder: str | None = None
+
+
+def as_reject(exc: BaseException, src, during: str) -> MammoprepError:
+    """The typed error of a job that failed: a :class:`~mammoprep.errors.MammoprepError`
+    as it is, anything else wrapped as :class:`~mammoprep.errors.UnexpectedError` naming
+    ``src`` and what was being done (``during``)."""
+    if isinstance(exc, MammoprepError):
+        return exc
+    return UnexpectedError.wrap(src, exc, during)
+
+
+def auto_jobs(cores: int | None = None) -> int:
+    """``-j 0``: one worker per core (1 = no pool, in this process)."""
+    return max(1, cores or os.cpu_count() or 1)
+
+
+#: At most this many jobs per batch sent to a worker: large enough that a batch's pipeline
+#: start and drain (one unoverlapped read, the last writes) stay small, small enough for the
+#: progress bar and for the workers to finish together.
+MAX_BATCH = 32
+
+
+def batch_size(files: int, workers: int, most: int = MAX_BATCH) -> int:
+    """Jobs per batch: the fewest equal rounds of one batch per worker with batches of at
+    most ``most`` jobs (24 files on 2 workers: 12; 96: 24; a million: 32)."""
+    if files <= 0 or workers <= 0:
+        return 1
+    rounds = -(-files // (workers * most))
+    return max(1, -(-files // (workers * rounds)))
+
+
+def start_method() -> str:
+    """How a pool starts its workers when asked for the fastest safe way: ``fork`` on Linux
+    while this process has no other thread and has not loaded Numba (a forked worker then
+    skips the interpreter start and the imports it would repeat: 0.19 s of a 24-image run on
+    2 cores, benchmarks/RESULTS.md; GNU OpenMP, which Numba's kernels use, refuses a fork
+    once it has run); ``spawn`` otherwise (other platforms, or library use in a busy
+    process)."""
+    if (sys.platform.startswith("linux") and threading.active_count() == 1
+            and "numba" not in sys.modules):
+        return "fork"
+    return "spawn"
+
+
+def watch_parent(parent: int, every: float = 0.5) -> None:
+    """In a pool worker: a daemon thread that ends this process once ``parent`` is gone
+    (``kill -9`` of the command: the worker is handed to another parent). Without it a
+    worker would finish its batch writing into an output folder no longer locked, then
+    wait for work forever. A file it was writing stays a temporary, which the next run
+    removes."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(every)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="mammoprep-parent-watch", daemon=True).start()
+
+
+def numba_worker_init() -> None:
+    """Pool initializer: one Numba thread per worker process. The environment variable only
+    counts before Numba is imported: changing it afterwards makes Numba's first compilation
+    in this process fail ("Cannot set NUMBA_NUM_THREADS to a different value once the
+    threads have been launched"), so it is only set when Numba is not loaded yet;
+    ``set_num_threads`` caps the threads either way."""
+    if "numba" not in sys.modules:
+        os.environ.setdefault("NUMBA_NUM_THREADS", "1")
+    try:
+        from .runtime import prepare_process
+
+        prepare_process(1)  # also: image-sized blocks reused, no BLAS probe at start-up
+    except Exception:  # noqa: BLE001
+        pass
+
+
+def process_worker_start(threads: int = 1, warm: str | None = None, *args: Any) -> None:
+    """Pool initializer of a command that pushes full-size images through the kernels:
+    freed images kept for reuse (:func:`mammoprep.runtime.keep_freed_images`, before any
+    other thread of this worker starts, so ``warm`` is imported only afterwards), a
+    watchdog on the parent (:func:`watch_parent`), ``threads`` Numba threads (set before
+    Numba is imported), garbage collection paused through start-up, then ``warm``
+    (``"module:function"``, called with ``args``: load the reference, warm the kernels)
+    before the first job. A failing ``warm`` is left to the jobs to report."""
+    from .runtime import keep_freed_images, prepare_process, start_up, started
+
+    keep_freed_images()
+    watch_parent(os.getppid())
+    os.environ.setdefault("NUMBA_NUM_THREADS", str(threads))
+    start_up()
+    try:
+        prepare_process(threads)
+    except Exception:  # noqa: BLE001
+        pass
+    if warm:
+        try:
+            module, name = warm.split(":")
+            getattr(importlib.import_module(module), name)(*args)
+        except Exception:  # noqa: BLE001 - e.g. a bad reference: reported per file
+            pass
+    started()
+
+
+class Runner:
+    """Where jobs run. ``workers`` <= 1 and no ``executor``: in this process, one after
+    the other. ``workers`` > 1: a local pool of processes (``start``: ``spawn``, ``fork``
+    or ``auto`` for :func:`start_method`; ``initializer(*initargs)`` runs once in each)
+    or, with ``threads=True``, of threads. ``executor``: any ``concurrent.futures``
+    executor (e.g. ``distributed.Client.get_executor()``), shut down with the runner
+    only if ``own``. The local pool is made on first use (or by :meth:`start`)."""
+
+    def __init__(self, workers: int = 1, *, executor: Executor | None = None,
+                 threads: bool = False, start: str = "spawn",
+                 initializer: Callable[..., None] | None = None, initargs: tuple = (),
+                 own: bool = True, on_close: Callable[[], None] | None = None) -> None:
+        self.workers = max(1, workers)
+        self._executor = executor
+        self._own = own if executor is not None else True
+        self._threads = threads
+        self._start = start
+        self._init = (initializer, initargs)
+        self._on_close = on_close
+
+    @classmethod
+    def dask(cls, scheduler: str) -> "Runner":
+        """Jobs on a Dask cluster (``scheduler``: its address). ImportError without
+        ``distributed``; the client is closed with the runner."""
+        from distributed import Client
+
+        client = Client(scheduler)
+        return cls(executor=client.get_executor(), on_close=client.close)
+
+    @classmethod
+    def of(cls, executor: "Runner | Executor | None") -> "Runner":
+        """``executor`` as a runner: a runner as it is, an executor used (not shut down),
+        None: this process."""
+        if isinstance(executor, Runner):
+            return executor
+        return cls(executor=executor, own=False)
+
+    @property
+    def local_pool(self) -> bool:
+        """Whether jobs go to this runner's own pool of processes (worth chunking)."""
+        return self._executor is None and self.workers > 1 and not self._threads \
+            or isinstance(self._executor, ProcessPoolExecutor) and self._own
+
+    @property
+    def in_process(self) -> bool:
+        return self._executor is None and self.workers == 1
+
+    def start(self) -> "Runner":
+        """Make the local pool now (its workers start with the first submitted job)."""
+        if self._executor is None and self.workers > 1:
+            init, args = self._init
+            if self._threads:
+                self._executor = ThreadPoolExecutor(self.workers, initializer=init,
+                                                    initargs=args)
+            else:
+                method = start_method() if self._start == "auto" else self._start
+                self._executor = ProcessPoolExecutor(
+                    self.workers, mp_context=mp.get_context(method), initializer=init,
+                    initargs=args)
+        return self
+
+    def map(self, fn: Callable[[J], R], jobs: Iterable[J], *, chunksize: int = 1,
+            progress: Callable[[int], None] | None = None) -> Iterator[R]:
+        """``fn(job)`` of every job, in job order. Every job is submitted before this
+        returns (so a process pool's workers start now); ``progress(1)`` per result."""
+        self.start()
+        if self._executor is None:
+            results = map(fn, jobs)
+        elif chunksize > 1:
+            results = self._executor.map(fn, jobs, chunksize=chunksize)
+        else:
+            results = self._executor.map(fn, jobs)
+        return _counted(results, progress, lambda r: 1)
+
+    def map_batches(self, fn: Callable[[list[J]], list[R]], jobs: Sequence[J], size: int,
+                    progress: Callable[[int], None] | None = None) -> Iterator[list[R]]:
+        """``fn(batch)`` (a list of results per list of jobs) of consecutive batches of
+        ``size`` jobs, in order; ``progress(len(results))`` per batch."""
+        batches = [list(jobs[i:i + size]) for i in range(0, len(jobs), size)]
+        return _counted(self.map(fn, batches), progress, len)
+
+    def close(self) -> None:
+        if self._executor is not None and self._own:
+            self._executor.shutdown(wait=True)
+        if self._on_close is not None:
+            self._on_close()
+
+    def __enter__(self) -> "Runner":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _counted(results: Iterable[R], progress: Callable[[int], None] | None,
+             count: Callable[[R], int]) -> Iterator[R]:
+    for r in results:
+        if progress:
+            progress(count(r))
+        yield r
