@@ -30,7 +30,10 @@ import sys
 from pathlib import Path
 
 #: Output names whose bytes vary between two runs of the same code (matched on the name).
-VOLATILE = ("train.log", "log.jsonl", "timing.json", ".pt", ".lock", "tfevents")
+#: ``synth.txt``: the stdout of ``synth`` ends with its wall time ("... to cohort in 1.8 s").
+#: Note: derived UIDs hash the configuration, which holds the absolute reference path, so
+#: compare runs made at the same ``--out`` path (and a tree at the same place).
+VOLATILE = ("train.log", "log.jsonl", "timing.json", ".pt", ".lock", "tfevents", "synth.txt")
 
 
 def _cli(tree: Path, program: str, *args: str, out: Path, name: str) -> None:
