@@ -193,7 +193,7 @@ def ks_distance(a: np.ndarray, b: np.ndarray) -> float:
 
 def main() -> None:
     from mammoprep.harmonise.reference import build_reference
-    from mammoprep.synth.cohort import generate_cohort, parse_size
+    from mammoprep.synth import generate_cohort, parse_size
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--patients", type=int, default=3)

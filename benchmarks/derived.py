@@ -36,7 +36,7 @@ from _image import breast_image  # noqa: E402
 
 from mammoprep.io.derived import _atomic_save, _set_pixels, write_derived_dicom  # noqa: E402
 from mammoprep.record import Record  # noqa: E402
-from mammoprep.synth.cohort import build_dataset, plan_cohort  # noqa: E402
+from mammoprep.synth import build_dataset, plan_cohort  # noqa: E402
 
 SALT = b"benchmark-salt-not-secret"
 

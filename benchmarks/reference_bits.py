@@ -79,7 +79,7 @@ def main() -> None:
     from mammoprep.io.dicom import read_dicom
     from mammoprep.segmentation.foreground import remove_text
     from mammoprep.harmonise.reference import build_reference
-    from mammoprep.synth.cohort import generate_cohort, parse_size
+    from mammoprep.synth import generate_cohort, parse_size
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

@@ -55,7 +55,7 @@ def main() -> None:
     from mammoprep.harmonise.reference import build_reference
     from mammoprep.shards.schema import ShardConfig
     from mammoprep.shards.write import build_shards
-    from mammoprep.synth.cohort import generate_cohort, parse_size
+    from mammoprep.synth import generate_cohort, parse_size
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--patients", type=int, default=6)

@@ -165,7 +165,7 @@ def window(f: str, ref: Path) -> tuple[float, float]:
 
 def cohort(tmp: Path) -> tuple[str, Path]:
     """One synthetic 4096x3328 DICOM and a reference of its cohort."""
-    from mammoprep.synth.cohort import generate_cohort
+    from mammoprep.synth import generate_cohort
 
     generate_cohort(tmp / "c", patients=1, seed=3, size=SHAPE)
     f = str(sorted((tmp / "c").rglob("*.dcm"))[0])

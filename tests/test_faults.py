@@ -27,7 +27,7 @@ from mammoprep.pipeline import PrepConfig
 from mammoprep.shards.schema import ShardConfig
 from mammoprep.shards.write import build_shards
 from mammoprep.shards.verify import verify
-from mammoprep.synth.cohort import generate_cohort
+from mammoprep.synth import generate_cohort
 
 SALT = b"faults-test-salt-not-secret-0123"
 
@@ -417,7 +417,7 @@ def test_second_harmonize_on_the_same_output_folder_is_refused(tmp_path):
     from mammoprep.atomic import output_lock
     from mammoprep.cli import main
     from mammoprep.harmonise.match import Reference
-    from mammoprep.synth.cohort import generate_cohort
+    from mammoprep.synth import generate_cohort
 
     src = tmp_path / "c"
     generate_cohort(src, patients=1, seed=3, size=(160, 128))

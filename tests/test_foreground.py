@@ -311,9 +311,9 @@ def test_no_overlay_removal_without_a_spike_at_the_top_level():
 
 
 def test_synth_cohort_images():
-    """Cross-check with the cohort generator (mammoprep.synth.cohort): every vendor, both sides,
+    """Cross-check with the cohort generator (mammoprep.synth): every vendor, both sides,
     both views; labels and the marker vanish, the breast stays."""
-    from mammoprep.synth.cohort import VENDORS, ImageSpec, render_image
+    from mammoprep.synth import VENDORS, ImageSpec, render_image
 
     for i, vendor in enumerate(sorted(VENDORS)):
         for lat, view in (("L", "CC"), ("R", "MLO")):

@@ -235,7 +235,7 @@ def test_record_step():
 def test_record_step_after_text_removal_matches_the_breast_box_only():
     """After text removal only the breast box is matched: same pixels as the whole image."""
     from mammoprep.segmentation.foreground import remove_text
-    from mammoprep.synth.cohort import image_spec, plan_cohort, render_image
+    from mammoprep.synth import image_spec, plan_cohort, render_image
 
     spec = image_spec(plan_cohort(2, seed=5, size=(256, 208))[0], "L", "CC")
     rec = Record(render_image(spec).pixels, {"bits_stored": 16, "steps": ["read"]},

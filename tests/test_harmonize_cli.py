@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from mammoprep.cli import main
 from mammoprep.io.dicom import read_dicom
 from mammoprep.harmonise.match import Reference
-from mammoprep.synth.cohort import generate_cohort
+from mammoprep.synth import generate_cohort
 
 from .conftest import real
 

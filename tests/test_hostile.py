@@ -28,7 +28,7 @@ from mammoprep.io.dicom import (INFLATE_HEADER_LIMIT, iter_dicom_paths, read_dic
                                 read_header, safe_read)
 from mammoprep.errors import (InvalidHeaderError, NotRegularFileError, TooLargeError,
                               TruncatedError, display_path)
-from mammoprep.synth.cohort import generate_cohort
+from mammoprep.synth import generate_cohort
 
 REPO = Path(__file__).resolve().parents[1]
 DEFLATED = "1.2.840.10008.1.2.1.99"

@@ -16,7 +16,7 @@ import pydicom
 import pytest
 from click.testing import CliRunner
 
-from mammoprep.synth import cohort as synth
+from mammoprep import synth
 from mammoprep.cli import main
 from mammoprep.identity import pseudonym
 from mammoprep.labels import parse_birads

@@ -23,7 +23,7 @@ import pydicom
 import pytest
 from click.testing import CliRunner
 
-from mammoprep.synth import cohort as synth
+from mammoprep import synth
 from mammoprep.cli import main
 from mammoprep.io.dicom import iter_dicom_paths
 from mammoprep.identity import pseudonym

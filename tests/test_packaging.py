@@ -154,7 +154,7 @@ def test_synth_with_fast_extra_writes_jpeg_ls(tmp_path):
     """The fallback is only a fallback: with pyjpegls the vendor's JPEG-LS is written."""
     if not _installed("pyjpegls"):
         pytest.skip("pyjpegls (extra fast) not installed")
-    from mammoprep.synth.cohort import encodable_syntax
+    from mammoprep.synth import encodable_syntax
 
     assert encodable_syntax(JLS) == JLS and encodable_syntax(J2K) == J2K
 

@@ -23,7 +23,7 @@ from mammoprep.io.derived import KEEP, KEEP_IN_CODE_ITEMS, write_derived_dicom
 from mammoprep.io.dicom import read_dicom, read_header
 from mammoprep.identity import (SaltError, derived_uid, pseudonym, resolve_salt,
                                 salt_fingerprint)
-from mammoprep.synth.cohort import generate_cohort
+from mammoprep.synth import generate_cohort
 
 SALT = "privacy-test-salt-0123456789"
 #: metadata the harmonisation, the energy rule and the shards read: must survive

@@ -17,7 +17,7 @@ from click.testing import CliRunner
 
 from mammoprep.cli import main
 from mammoprep.io.dicom import read_dicom
-from mammoprep.synth.cohort import generate_cohort
+from mammoprep.synth import generate_cohort
 
 
 def _plant_suspect(src: Path, dst: Path) -> None:

@@ -164,7 +164,7 @@ ARTEFACT_CASES = [
 
 @pytest.mark.parametrize("case", range(len(ARTEFACT_CASES)))
 def test_synthetic_failure_modes(case):
-    from mammoprep.synth.cohort import VENDORS, ImageSpec, render_image
+    from mammoprep.synth import VENDORS, ImageSpec, render_image
 
     art, lat, view, fgt = ARTEFACT_CASES[case]
     spec = ImageSpec(1024, 832, sorted(VENDORS)[case % 5], lat, view, fgt, (),

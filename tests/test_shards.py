@@ -22,7 +22,7 @@ from mammoprep.pipeline import PrepConfig
 from mammoprep.shards.schema import ShardConfig
 from mammoprep.shards.write import build_shards
 from mammoprep.shards.verify import verify
-from mammoprep.synth.cohort import generate_cohort
+from mammoprep.synth import generate_cohort
 
 SALT = b"shard-test-salt-not-secret"
 

@@ -12,7 +12,7 @@ import pydicom
 import pytest
 from click.testing import CliRunner
 
-from mammoprep.synth import cohort as synth
+from mammoprep import synth
 from mammoprep.cli import main
 
 J2K, JLS, RLE, EXPLICIT = ("1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.80",
@@ -192,7 +192,7 @@ def test_plan_missing_views_groups_and_density():
     assert any(b.birads == "0" for b in labels) and any(b.birads == "-" for b in labels)
     assert any(b.density == "-" for b in labels)
     for b in labels:
-        lo, hi = synth._DENSITY_FRACTION[b.density_class]
+        lo, hi = synth.plan._DENSITY_FRACTION[b.density_class]
         assert lo <= b.fgt_fraction <= hi
         assert b.density in ("-", b.density_class)
         if b.pathology == "malignant":

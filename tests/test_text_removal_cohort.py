@@ -12,7 +12,7 @@ import pytest
 
 from mammoprep.io.dicom import read_dicom
 from mammoprep.segmentation.foreground import remove_text
-from mammoprep.synth.cohort import generate_cohort, image_spec, plan_cohort, render_image
+from mammoprep.synth import generate_cohort, image_spec, plan_cohort, render_image
 
 #: (size, fraction of views with real-archive artefacts: grey/film backgrounds, bimodal
 #: breasts, film edges and scanner labels, labels touching the skin)

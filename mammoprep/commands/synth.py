@@ -11,7 +11,7 @@ import click
 
 
 def _size(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, int]:
-    from mammoprep.synth.cohort import parse_size
+    from mammoprep.synth import parse_size
 
     try:
         return parse_size(value)
@@ -40,7 +40,7 @@ def synth_cmd(out: Path, patients: int, seed: int, size: tuple[int, int], jobs: 
     Benign_Cases.xlsx, Malign_Cases.xlsx, labels.csv and identities.csv."""
     from tqdm import tqdm
 
-    from mammoprep.synth.cohort import generate_cohort
+    from mammoprep.synth import generate_cohort
 
     workers = jobs or (os.cpu_count() or 1)
     from ..options import bar_disabled
