@@ -30,10 +30,12 @@ import sys
 from pathlib import Path
 
 #: Output names whose bytes vary between two runs of the same code (matched on the name).
-#: ``synth.txt``: the stdout of ``synth`` ends with its wall time ("... to cohort in 1.8 s").
+#: ``synth.txt``: the stdout of ``synth`` ends with its wall time ("... to cohort in 1.8 s");
+#: ``history.csv`` / ``history.jsonl``: mammotrain's per-epoch rows hold the epoch's seconds.
 #: Note: derived UIDs hash the configuration, which holds the absolute reference path, so
 #: compare runs made at the same ``--out`` path (and a tree at the same place).
-VOLATILE = ("train.log", "log.jsonl", "timing.json", ".pt", ".lock", "tfevents", "synth.txt")
+VOLATILE = ("train.log", "log.jsonl", "timing.json", ".pt", ".lock", "tfevents", "synth.txt",
+            "history.csv", "history.jsonl")
 
 
 def _cli(tree: Path, program: str, *args: str, out: Path, name: str) -> None:

@@ -79,7 +79,7 @@ def flip_outcomes(ds, px: np.ndarray, ts: str, stream: bytes, flips: int, seed: 
 def main() -> None:
     import imagecodecs
 
-    from mammoprep.io.dicom import _open
+    from mammoprep.io.header import open_dataset
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--flips", type=int, default=200)
@@ -88,7 +88,7 @@ def main() -> None:
                     help="centre crop side in pixels (0: the whole image)")
     args = ap.parse_args()
     src = sorted(REAL.glob("*.DCM"))[0]
-    ds, _ = _open(src, header_only=False)
+    ds, _ = open_dataset(src, header_only=False)
     px = ds.pixel_array.astype(np.uint16)
     if args.crop:
         r0, c0 = (px.shape[0] - args.crop) // 2, (px.shape[1] - args.crop) // 2

@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _image import breast_image  # noqa: E402
 
 from mammoprep import decoders  # noqa: E402
-from mammoprep.io.dicom import read_dicom  # noqa: E402
+from mammoprep.io.dicom import read_dicom# noqa: E402
 
 
 def _dataset(px: np.ndarray):

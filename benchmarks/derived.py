@@ -87,7 +87,7 @@ def _dicognito(source, rec, dest, description, uid_salt=""):
     """The same writer, header de-identified by dicognito instead of the keep-list."""
     from dicognito.anonymizer import Anonymizer
 
-    from mammoprep.io.dicom import read_header_dataset
+    from mammoprep.io.header import read_header_dataset
 
     header, _ = read_header_dataset(source)
     Anonymizer(seed=SALT.decode()).anonymize(header)

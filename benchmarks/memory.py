@@ -64,10 +64,10 @@ def real_image(rows: int, cols: int):
     the size; the dataset keeps its header (Rows/Columns/PixelData set per file)."""
     import numpy as np
 
-    from mammoprep.io.dicom import _open
+    from mammoprep.io.header import open_dataset
 
     src = sorted(REAL.glob("*.DCM"))[0]
-    ds, _ = _open(src, header_only=False)
+    ds, _ = open_dataset(src, header_only=False)
     px = ds.pixel_array.astype(np.uint16)
     reps = (-(-rows // px.shape[0]) + 1, -(-cols // px.shape[1]) + 1)
     tiled = np.block([[px if (i + j) % 2 == 0 else px[:, ::-1] for j in range(reps[1])]

@@ -21,7 +21,9 @@ ROOT = Path(__file__).resolve().parents[1].parent / "shared" / "testdata"
 
 
 def main() -> None:
-    from mammoprep.io.dicom import iter_dicom_paths, read_dicom, read_header
+    from mammoprep.io.dicom import read_dicom
+    from mammoprep.io.header import read_header
+    from mammoprep.io.paths import iter_dicom_paths
     from mammoprep.errors import MammoprepError
     from mammoprep.segmentation.foreground import _plan, remove_burned_in
     from mammoprep.harmonise.reference import is_mammogram

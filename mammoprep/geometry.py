@@ -1,10 +1,21 @@
-"""Box and coordinate conventions: the one place boxes are converted.
+"""Box and coordinate conventions: the one place boxes, breast boxes and the crop/resize
+transform are defined and converted.
 
-* boxes: ``float [N, 4]`` xyxy (xmin, ymin, xmax, ymax) in pixel coordinates, where pixel
-  (row r, column c) covers [c, c+1) x [r, r+1): a box enclosing pixels c0..c1 is
-  (c0, r0, c1 + 1, r1 + 1);
-* a :class:`Transform` maps original stored-DICOM pixel coordinates to the coordinates of
-  the image written into a shard: crop, uniform scale, optional horizontal flip.
+Two box formats, both in pixel coordinates where pixel (row r, column c) covers
+[c, c+1) x [r, r+1), ends exclusive:
+
+* **boxes** (lesions, burned-in text, anything a model sees): ``float [N, 4]`` **xyxy**,
+  ``(x0, y0, x1, y1)`` = (xmin, ymin, xmax, ymax); a box enclosing pixels c0..c1 is
+  (c0, r0, c1 + 1, r1 + 1). Stored as such in shards (``boxes``, ``boxes_original``) and
+  label tables.
+* **breast_bbox** (the segmented breast, ``Record.meta['breast_bbox']`` and the
+  ``breast_bbox`` manifest column): ``int [4]`` **yxyx**, ``[y0, x0, y1, x1]`` =
+  [ymin, xmin, ymax, xmax], row first, so that ``pixels[y0:y1, x0:x1]`` is the breast. The
+  stored format stays as it is (manifests must not change); code converts it with
+  :func:`bbox_xyxy` and flips it with :func:`hflip_bbox`.
+
+A :class:`Transform` maps original stored-DICOM pixel coordinates to the coordinates of the
+image written into a shard: crop, uniform scale, optional horizontal flip.
 """
 
 from __future__ import annotations
@@ -131,3 +142,27 @@ def cxcywh_to_xyxy(boxes, width: float, height: float) -> np.ndarray:
     x0 = (b[:, 0] - b[:, 2] / 2) * width
     y0 = (b[:, 1] - b[:, 3] / 2) * height
     return np.stack([x0, y0, x0 + b[:, 2] * width, y0 + b[:, 3] * height], 1)
+
+
+def bbox_xyxy(bbox) -> tuple[int, int, int, int]:
+    """A ``breast_bbox`` ``[y0, x0, y1, x1]`` as an int xyxy box ``(x0, y0, x1, y1)``."""
+    y0, x0, y1, x1 = (int(v) for v in bbox)
+    return x0, y0, x1, y1
+
+
+def hflip_box(box, width: int) -> tuple:
+    """One xyxy box ``(x0, y0, x1, y1)`` mirrored in an image ``width`` pixels wide (its
+    values' type kept: ints stay ints)."""
+    x0, y0, x1, y1 = box
+    return width - x1, y0, width - x0, y1
+
+
+def hflip_bbox(bbox, width: int) -> list:
+    """A ``breast_bbox`` ``[y0, x0, y1, x1]`` mirrored in an image ``width`` pixels wide."""
+    return [bbox[0], width - bbox[3], bbox[2], width - bbox[1]]
+
+
+def bbox_long_side(bbox) -> int:
+    """The longer side, in pixels, of a ``breast_bbox`` ``[y0, x0, y1, x1]`` (at least 1)."""
+    return max(int(bbox[2]) - int(bbox[0]), int(bbox[3]) - int(bbox[1]), 1)
+

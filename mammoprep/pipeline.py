@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from .geometry import Transform
+from .geometry import Transform, bbox_long_side, bbox_xyxy, hflip_box
 from .record import Record
 
 
@@ -100,7 +100,7 @@ def redecode_min_side(rec: Record, cfg: "PrepConfig") -> int | None:
     bbox = rec.meta.get("breast_bbox")
     if not r or not (cfg.crop and cfg.size) or not bbox:
         return None
-    crop_long = max(int(bbox[2]) - int(bbox[0]), int(bbox[3]) - int(bbox[1]), 1) << r
+    crop_long = bbox_long_side(bbox) << r
     new = auto_reduction(crop_long, cfg.size)
     if new >= r:
         return None
@@ -184,7 +184,7 @@ def preprocess(path: str | Path, prep: Prepared, salt: bytes | str | None = None
 
     first = None
     if cfg.decode_scale != "full" and cfg.size:
-        from .io.dicom import read_header
+        from .io.header import read_header
 
         head = read_header(path, salt=salt)
         first = decode_min_side(cfg, int(head["rows"] or 0), int(head["columns"] or 0))
@@ -217,12 +217,12 @@ def crop_and_resize(rec: Record, size: int | None, crop: bool = True) -> tuple[R
     f = 1 << int(rec.meta.get("decode_reduction") or 0)
     original = (int(rec.meta["rows"]), int(rec.meta["columns"])) if f > 1 else (h0, w0)
     if crop and rec.meta.get("breast_bbox"):
-        y0, x0, y1, x1 = (int(v) for v in rec.meta["breast_bbox"])
+        x0, y0, x1, y1 = bbox_xyxy(rec.meta["breast_bbox"])
     else:
-        y0, x0, y1, x1 = 0, 0, h0, w0
+        x0, y0, x1, y1 = 0, 0, w0, h0
     flipped = bool(rec.meta.get("flipped", False))
     # the bbox is in the (possibly flipped) pixel frame; express the crop in original columns
-    crop_orig = (w0 - x1, y0, w0 - x0, y1) if flipped else (x0, y0, x1, y1)
+    crop_orig = hflip_box((x0, y0, x1, y1), w0) if flipped else (x0, y0, x1, y1)
     out = px[y0:y1, x0:x1]
     scale = 1.0
     if size:

@@ -75,7 +75,8 @@ def scan_sources(inputs: Sequence[str], salt: bytes, labels=None, energy_table=N
     :func:`mammoprep.shards.plan.image_identity`); ``key`` names the breast (study and
     laterality) as a shard's manifest does, or the image alone when that is unknown, so
     per-breast metrics never merge unrelated images."""
-    from mammoprep.io.dicom import header_meta, iter_dicom_paths, read_header_dataset
+    from mammoprep.io.header import header_meta, read_header_dataset
+    from mammoprep.io.paths import iter_dicom_paths
     from mammoprep.harmonise.energy import energy_class, load_energy_table
     from mammoprep.errors import MammoprepError
     from mammoprep.labels import LabelRow

@@ -19,7 +19,8 @@ from pydicom.encaps import encapsulate
 
 from mammoprep import decoders
 from mammoprep.decoders import codestream
-from mammoprep.io.dicom import MAX_IMAGE_PIXELS, _open, read_dicom
+from mammoprep.io.dicom import MAX_IMAGE_PIXELS, read_dicom
+from mammoprep.io.header import open_dataset
 from mammoprep.errors import DecodeError, InvalidHeaderError, NoDecoderError, TooLargeError
 
 imagecodecs = pytest.importorskip("imagecodecs")
@@ -42,7 +43,7 @@ def real_mg():
     files = sorted(REAL.glob("*.DCM"))
     if not files:
         pytest.skip(f"real test data not found: {REAL}")
-    ds, _ = _open(files[0], header_only=False)
+    ds, _ = open_dataset(files[0], header_only=False)
     px = ds.pixel_array.astype(np.uint16)
     r0, c0 = px.shape[0] // 2 - 256, 0
     crop = np.ascontiguousarray(px[r0:r0 + 512, c0:c0 + 448])
@@ -138,7 +139,7 @@ def test_capability_gap_moves_on_to_the_next_plugin(real_mg, tmp_path):
     ds, px = real_mg
     path = _write(ds, px, HTJ2K, _j2k(px), tmp_path / "part1.dcm")
     with pytest.raises(decoders.Unsupported):
-        decoders._load("openjph").decode(_open(path, False)[0], HTJ2K)
+        decoders._load("openjph").decode(open_dataset(path, False)[0], HTJ2K)
     rec = read_dicom(path, decoder="openjph")
     assert rec.meta["decoder"] != "openjph" and np.array_equal(rec.pixels, px)
 
@@ -234,7 +235,7 @@ def test_rle_header_must_fit_the_image(real_mg, tmp_path):
 
     ds, px = real_mg
     ok = _write(ds, px, "1.2.840.10008.1.2.1", None, tmp_path / "native.dcm")
-    nat, _ = _open(ok, False)
+    nat, _ = open_dataset(ok, False)
     frame = get_encoder(RLE).encode(nat, index=0)
     assert codestream.rle_segments(frame)[0] == 64
     path = _write(ds, px, RLE, frame, tmp_path / "rle.dcm")
@@ -245,7 +246,7 @@ def test_rle_header_must_fit_the_image(real_mg, tmp_path):
     bad = _write(ds, px, RLE, bytes(three), tmp_path / "rle3.dcm")
     with pytest.raises(DecodeError, match="RLE header gives 3 segment"):
         read_dicom(bad)
-    assert next(generate_frames(_open(bad, False)[0].PixelData, number_of_frames=1))
+    assert next(generate_frames(open_dataset(bad, False)[0].PixelData, number_of_frames=1))
 
 
 def test_image_size_cap_rejects_without_allocating(real_mg, tmp_path):
@@ -256,7 +257,7 @@ def test_image_size_cap_rejects_without_allocating(real_mg, tmp_path):
     off = _siz_offset(stream)
     stream[off + 4:off + 12] = struct.pack(">II", 30000, 30000)
     path = _write(ds, px, J2K, bytes(stream), tmp_path / "huge.dcm")
-    out = copy.deepcopy(_open(path, False)[0])
+    out = copy.deepcopy(open_dataset(path, False)[0])
     out.Rows = out.Columns = 30000
     out.save_as(path)
     assert 30000 * 30000 > MAX_IMAGE_PIXELS
@@ -314,7 +315,7 @@ def test_real_files_decode_identically_through_every_plugin():
     if not files:
         pytest.skip("real test data not found")
     for path in files:
-        ts = _open(path, True)[1]
+        ts = open_dataset(path, True)[1]
         recs = {name: read_dicom(path, decoder=name).pixels for name in decoders.candidates(ts)}
         assert len(recs) >= 1
         first = next(iter(recs.values()))

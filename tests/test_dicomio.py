@@ -18,7 +18,9 @@ from pydicom.uid import (ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVR
 from mammoprep import decoders
 from mammoprep.io import photometric
 from mammoprep.cli import main
-from mammoprep.io.dicom import iter_dicom_paths, read_dicom, read_header, safe_read
+from mammoprep.io.dicom import read_dicom, safe_read
+from mammoprep.io.header import read_header
+from mammoprep.io.paths import iter_dicom_paths
 from mammoprep.errors import (MammoprepError, NoPixelDataError, NotDicomError, TruncatedError,
                               UnsupportedImageError)
 

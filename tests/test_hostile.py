@@ -24,8 +24,9 @@ from pydicom.filewriter import write_dataset, write_file_meta_info
 from pydicom.uid import ExplicitVRLittleEndian
 
 from mammoprep.cli import main
-from mammoprep.io.dicom import (INFLATE_HEADER_LIMIT, iter_dicom_paths, read_dicom,
-                                read_header, safe_read)
+from mammoprep.io.dicom import read_dicom, safe_read
+from mammoprep.io.header import INFLATE_HEADER_LIMIT, read_header
+from mammoprep.io.paths import iter_dicom_paths
 from mammoprep.errors import (InvalidHeaderError, NotRegularFileError, TooLargeError,
                               TruncatedError, display_path)
 from mammoprep.synth import generate_cohort

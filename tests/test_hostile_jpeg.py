@@ -21,7 +21,8 @@ from pydicom.sequence import Sequence
 from mammoprep import decoders
 from mammoprep.cli import main
 from mammoprep.decoders import codestream
-from mammoprep.io.dicom import read_dicom, read_header, safe_read
+from mammoprep.io.dicom import read_dicom, safe_read
+from mammoprep.io.header import read_header
 from mammoprep.errors import (DecodeError, InvalidHeaderError, MammoprepError, NoContrastError,
                               TruncatedError)
 

@@ -25,7 +25,7 @@ from click.testing import CliRunner
 
 from mammoprep import synth
 from mammoprep.cli import main
-from mammoprep.io.dicom import iter_dicom_paths
+from mammoprep.io.paths import iter_dicom_paths
 from mammoprep.identity import pseudonym
 from mammoprep.labels import load_labels
 

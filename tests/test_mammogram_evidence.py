@@ -17,8 +17,9 @@ import pytest
 from click.testing import CliRunner
 
 from mammoprep.cli import main
-from mammoprep.io.dicom import read_header
-from mammoprep.harmonise.energy import EnergyTableError, energy_class, image_keys, load_energy_table
+from mammoprep.io.header import read_header
+from mammoprep.harmonise.energy import (EnergyTableError, energy_class, image_keys,
+                                        load_energy_table)
 from mammoprep.harmonise.match import Reference
 from mammoprep.io.mammogram import mammogram_evidence
 from mammoprep.harmonise.reference import is_mammogram
@@ -315,7 +316,7 @@ def test_bad_image_table_names_the_line(tmp_path, text, where):
 
 
 def test_energy_suffixes_match_the_reader():
-    from mammoprep.io.dicom import DICOM_SUFFIXES
+    from mammoprep.io.paths import DICOM_SUFFIXES
     from mammoprep.harmonise.energy import _DICOM_SUFFIXES
 
     assert _DICOM_SUFFIXES == DICOM_SUFFIXES

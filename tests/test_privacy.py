@@ -20,7 +20,8 @@ from pydicom.datadict import tag_for_keyword
 from mammoprep import identity
 from mammoprep.cli import main
 from mammoprep.io.derived import KEEP, KEEP_IN_CODE_ITEMS, write_derived_dicom
-from mammoprep.io.dicom import read_dicom, read_header
+from mammoprep.io.dicom import read_dicom
+from mammoprep.io.header import read_header
 from mammoprep.identity import (SaltError, derived_uid, pseudonym, resolve_salt,
                                 salt_fingerprint)
 from mammoprep.synth import generate_cohort

@@ -15,7 +15,8 @@ from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian
 
 from mammoprep.cli import main
-from mammoprep.io.dicom import read_dicom, read_header
+from mammoprep.io.dicom import read_dicom
+from mammoprep.io.header import read_header
 from mammoprep.segmentation.foreground import remove_text
 from mammoprep.harmonise.match import Reference, rescale_histogram
 from mammoprep.harmonise.reference import build_reference, is_mammogram

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -22,11 +21,6 @@ _jobs_option = click.option(
          "-j 1) reads the next file and writes the previous ones in threads while its "
          "kernels work on the current one; files go to workers in batches. Measured on 2 "
          "cores: benchmarks/RESULTS.md.")
-
-
-def _jsonable(value):
-    """NumPy scalars and other odd values in a log row -> JSON."""
-    return value.item() if hasattr(value, "item") else str(value)
 
 
 def _reasons(counts: dict[str, int]) -> str:
@@ -65,7 +59,7 @@ def reference_cmd(inputs, out, energy, bits, energy_table, keep_suspect, decoder
     """
     from tqdm import tqdm
 
-    from ..io.dicom import iter_dicom_paths
+    from ..io.paths import iter_dicom_paths
     from ..errors import MammoprepError
     from ..harmonise.reference import build_reference, unknown_energy_note
 
@@ -151,33 +145,19 @@ def harmonize_cmd(inputs, ref, out, fmt, only_energy, energy_table, orient_left,
 def _harmonize(inputs, ref, out, fmt, only_energy, energy_table, orient_left, voi,
                keep_suspect, keep_identity, decoder, salt, jobs) -> None:
     """The body of :func:`harmonize_cmd`."""
-    from ..atomic import atomic_write, output_lock, remove_orphaned_temporaries
-    from ..batch import Job, Runner, auto_jobs, batch_size, process_worker_start
+    from ..atomic import output_lock, remove_orphaned_temporaries
+    from ..batch import Job, auto_jobs
     from ..errors import MammoprepError
     from ..harmonise import files as hf
     from ..harmonise.reference import load_reference
     from ..identity import resolve_salt
-    from ..io.dicom import iter_dicom_paths
     from ..pipeline import PrepConfig, prepared
-    from ..runtime import prepare_process, started
+    from ..runtime import prepare_process
 
-    # one file named twice (e.g. a folder and a file inside it, spelt differently) is one input
-    files = list(hf.unique(iter_dicom_paths(inputs)))
-    if not files:
-        raise click.UsageError("no DICOM files found")
-    suffix = ".png" if fmt == "png" else ".dcm"
-    root = hf.common_root(list(inputs))
-    dests = [hf.mirror(f, root, out, suffix) for f in files]
-    clashes = hf.collisions([(f, d) for f, d in zip(files, dests)])
-    if clashes:
-        lines = "\n".join(f"  {src1} and {src2} -> {dest}" for dest, src1, src2 in clashes)
-        raise click.UsageError(f"{len(clashes)} output path(s) would be written twice; nothing "
-                               f"was written:\n{lines}\nrename one of each pair or harmonise "
-                               "them in separate runs")
-    inputs_abs = {os.path.abspath(f) for f in files}
-    for dest in dests:
-        if os.path.abspath(dest) in inputs_abs:
-            raise click.UsageError(f"output {dest} would overwrite an input; choose another -o")
+    try:
+        files, dests = hf.output_paths(inputs, out, fmt)
+    except hf.OutputPathsError as err:
+        raise click.UsageError(str(err))
     # one run per output folder: a second one fails at once (released at exit, even kill -9)
     lock = contextlib.ExitStack()
     try:
@@ -206,33 +186,28 @@ def _harmonize(inputs, ref, out, fmt, only_energy, energy_table, orient_left, vo
     except MammoprepError as err:
         raise click.ClickException(str(err))
     salt_b = resolve_salt(salt)
-    jobs_list = [Job(str(f), str(d), fmt, cfg, salt_b, keep_identity)
-                 for f, d in zip(files, dests)]
-    threads = max(1, (os.cpu_count() or 1) // n_jobs)
     out.mkdir(parents=True, exist_ok=True)
     remove_orphaned_temporaries(out)  # left by a run killed mid-write
-    rows = []
-    if n_jobs > 1:  # one pool for the whole run, workers warmed before their first file
-        started()  # this process loads no kernels
-        runner = Runner(n_jobs, start="auto", initializer=process_worker_start,
-                        initargs=(threads, "mammoprep.harmonise.files:warm_worker", cfg))
-        # every batch is submitted here, which starts the workers: before the progress bar's
-        # monitor thread exists, so that a forked worker inherits no other thread
-        results = runner.map_batches(hf.harmonize_batch, jobs_list,
-                                     batch_size(len(jobs_list), n_jobs))
-    bar = progress_bar(len(files), "harmonize", "img")  # after the workers have started
-    if n_jobs > 1:
-        with runner:
-            for got in results:
-                rows.extend(got)
-                bar.update(len(got))
-    else:
-        rows = hf.harmonize_serial(jobs_list, bar.update)
-    bar.close()
+    bars = []
+
+    def started_progress():  # the bar after the workers have started
+        bars.append(progress_bar(len(files), "harmonize", "img"))
+        return bars[0].update
+
+    rows = hf.harmonize_jobs([Job(str(f), str(d), fmt, cfg, salt_b, keep_identity)
+                              for f, d in zip(files, dests)], n_jobs, started_progress)
+    bars[0].close()
+    _summary(out, rows)
+
+
+def _summary(out: Path, rows: list[dict]) -> None:
+    """Write the log, print the rejects and the summary; exit 1 if any file failed."""
+    from ..errors import MammoprepError
+    from ..harmonise.files import write_log
+
     unwritten = [r for r in rows if r.get("kind") == "write_failed"]
     try:
-        atomic_write(out / "harmonize_log.jsonl", "".join(
-            json.dumps(row, default=_jsonable) + "\n" for row in rows).encode())
+        write_log(out, rows)
     except MammoprepError as err:
         unwritten.append({"error": str(err)})
     if unwritten:  # a full disk or no permission: one error, not one per file

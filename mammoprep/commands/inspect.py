@@ -50,7 +50,9 @@ def inspect_cmd(paths, as_json, voi, header_only, decoder, salt):
     """
     from tqdm import tqdm
 
-    from ..io.dicom import iter_dicom_paths, read_header, safe_read
+    from ..io.dicom import safe_read
+    from ..io.header import read_header
+    from ..io.paths import iter_dicom_paths
     from ..errors import MammoprepError, display_path
 
     files = list(iter_dicom_paths(paths))

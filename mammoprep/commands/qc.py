@@ -39,7 +39,7 @@ def qc_cmd(inputs, out, max_images, columns, decoder, jobs):
     """
     from tqdm import tqdm
 
-    from ..io.dicom import iter_dicom_paths
+    from ..io.paths import iter_dicom_paths
     from ..batch import Job, Runner, numba_worker_init
     from ..options import bar_disabled
     from ..segmentation.qc import order, render_sheet

@@ -141,6 +141,13 @@ def shard_cmd(inputs, out, labels, ref, only_energy, energy_table, size, no_crop
     finally:
         for b in bars.values():
             b.close()
+    _echo_summary(summary, out)
+    sys.exit(1 if summary["rejected"] and not allow_rejects else 0)
+
+
+
+def _echo_summary(summary: dict, out: Path) -> None:
+    """What was stored and rejected, per vendor and energy class, and the labels' part."""
     unmatched = summary.pop("unmatched_labels")
     click.echo(f"stored {summary['images']} images in {summary['samples']} samples, "
                f"{summary['shards']} shards; rejected {summary['rejected']}; "
@@ -159,7 +166,6 @@ def shard_cmd(inputs, out, labels, ref, only_energy, energy_table, size, no_crop
     if unmatched:
         click.echo(f"{len(unmatched)} label rows matched no image (e.g. {unmatched[0]})")
     _echo_labels(summary)
-    sys.exit(1 if summary["rejected"] and not allow_rejects else 0)
 
 
 def _echo_labels(summary: dict) -> None:

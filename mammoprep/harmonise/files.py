@@ -11,6 +11,7 @@ still be forked (:func:`mammoprep.batch.start_method`).
 
 from __future__ import annotations
 
+import json
 import os
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -18,10 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..atomic import write_error
-from ..batch import Job, as_reject
+from ..atomic import atomic_write, write_error
+from ..batch import Job, Runner, as_reject, batch_size, process_worker_start
 from ..io.derived import write_derived_dicom
-from ..io.dicom import DICOM_SUFFIXES, read_header_dataset
+from ..io.header import read_header_dataset
+from ..io.paths import DICOM_SUFFIXES, iter_dicom_paths
 from ..io.png import encode_png16, write_png16
 from ..pipeline import prepared, preprocess, read_image
 from ..record import Record
@@ -239,3 +241,66 @@ def collisions(pairs: list[tuple]) -> list[tuple[str, str, str]]:
         else:
             first[key] = str(src)
     return clashes
+
+
+class OutputPathsError(ValueError):
+    """The inputs cannot be mirrored under the output folder (no input, two inputs to one
+    output, an output that is an input); nothing has been written. The message says which."""
+
+
+def output_paths(inputs, out: Path, fmt: str) -> tuple[list[Path], list[Path]]:
+    """(input files, their outputs): every DICOM under ``inputs`` once, and its path below
+    the inputs' common folder mirrored under ``out`` (suffix ``.png`` or ``.dcm``).
+    Raises :class:`OutputPathsError`."""
+    # one file named twice (e.g. a folder and a file inside it, spelt differently) is one input
+    files = list(unique(iter_dicom_paths(inputs)))
+    if not files:
+        raise OutputPathsError("no DICOM files found")
+    suffix = ".png" if fmt == "png" else ".dcm"
+    root = common_root(list(inputs))
+    dests = [mirror(f, root, out, suffix) for f in files]
+    clashes = collisions([(f, d) for f, d in zip(files, dests)])
+    if clashes:
+        lines = "\n".join(f"  {src1} and {src2} -> {dest}" for dest, src1, src2 in clashes)
+        raise OutputPathsError(f"{len(clashes)} output path(s) would be written twice; "
+                               f"nothing was written:\n{lines}\nrename one of each pair or "
+                               "harmonise them in separate runs")
+    inputs_abs = {os.path.abspath(f) for f in files}
+    for dest in dests:
+        if os.path.abspath(dest) in inputs_abs:
+            raise OutputPathsError(f"output {dest} would overwrite an input; choose another -o")
+    return files, dests
+
+
+def harmonize_jobs(jobs: list[Job], workers: int, started_progress) -> list[dict]:
+    """The log rows of ``jobs``, in order: in this process (``workers`` 1,
+    :func:`harmonize_serial`) or on a pool of ``workers`` processes, each with its share of
+    the cores as Numba threads, fed batches (:func:`mammoprep.batch.batch_size`).
+    ``started_progress()`` is called once the workers have started (a progress bar's monitor
+    thread must not exist before a fork) and returns the ``progress(n)`` callback."""
+    if workers <= 1:
+        return harmonize_serial(jobs, started_progress())
+    started()  # this process loads no kernels
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    runner = Runner(workers, start="auto", initializer=process_worker_start,
+                    initargs=(threads, "mammoprep.harmonise.files:warm_worker", jobs[0].cfg))
+    # every batch is submitted here, which starts the workers
+    results = runner.map_batches(harmonize_batch, jobs, batch_size(len(jobs), workers))
+    progress = started_progress()
+    rows: list[dict] = []
+    with runner:
+        for got in results:
+            rows.extend(got)
+            progress(len(got))
+    return rows
+
+
+def _jsonable(value):
+    """NumPy scalars and other odd values in a log row -> JSON."""
+    return value.item() if hasattr(value, "item") else str(value)
+
+
+def write_log(out: Path, rows: list[dict]) -> None:
+    """``OUT/harmonize_log.jsonl``: one JSON row per input, atomically."""
+    atomic_write(out / "harmonize_log.jsonl", "".join(
+        json.dumps(row, default=_jsonable) + "\n" for row in rows).encode())

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import MammoprepError, ReferenceError_
+from ..geometry import bbox_xyxy
 from ..histogram import PixelRangeError, as_u16, check_bits, foreground_histogram
 from ..record import Record
 
@@ -414,7 +415,7 @@ def harmonize(record: Record, reference: Reference, in_place: bool = False) -> R
         pixels = record.pixels
         bbox = record.meta.get("breast_bbox")
         if bbox and "remove_text" in record.meta.get("steps", ()):
-            y0, x0, y1, x1 = (int(v) for v in bbox)
+            x0, y0, x1, y1 = bbox_xyxy(bbox)
             if in_place and pixels.dtype == np.uint16 and pixels.flags.writeable:
                 out = pixels  # the LUT reads each pixel before it writes it
             else:

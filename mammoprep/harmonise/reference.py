@@ -31,8 +31,8 @@ def is_mammogram(meta: Mapping[str, Any], named_by_table: bool = False) -> bool:
 
 
 def check_mammogram(meta: Mapping[str, Any], path: str | Path | None = None) -> None:
-    """Raise :class:`~mammoprep.errors.NotMammogramError` naming the tag and value that decided unless
-    :func:`is_mammogram`."""
+    """Raise :class:`~mammoprep.errors.NotMammogramError` naming the tag and value that
+    decided unless :func:`is_mammogram`."""
     err = not_mammogram_error(meta, path, "the reference")
     if err is not None:
         raise err
@@ -68,7 +68,8 @@ def _image_histogram(path: Path, energy: str | None, table, salt: bytes, decoder
     (0008,0070) Manufacturer) or ``'other_energy'``. Raises typed errors (not a mammogram,
     unreadable, an image already pooled from the file ``seen[hash]``, segmentation
     suspect, ...)."""
-    from ..io.dicom import read_dicom, read_header
+    from ..io.dicom import read_dicom
+    from ..io.header import read_header
     from .energy import energy_class
     from ..segmentation.foreground import remove_text
     from ..histogram import foreground_histogram
@@ -127,7 +128,7 @@ def build_reference(inputs: Iterable[str | Path], *, energy: str | None = "low",
     """
     import numpy as np
 
-    from ..io.dicom import iter_dicom_paths
+    from ..io.paths import iter_dicom_paths
     from .energy import load_energy_table
     from ..identity import resolve_salt
 

@@ -114,7 +114,7 @@ def write_derived_dicom(source: str | Path, rec: Record, dest: str | Path,
     window from the new foreground's 0.5-99.5 % range; LUT and window attributes of the old
     values dropped; a Source Image Sequence reference to the source image.
     """
-    from .dicom import read_header_dataset
+    from .header import read_header_dataset
     from ..identity import resolve_salt
 
     if header is None:

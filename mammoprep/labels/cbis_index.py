@@ -75,7 +75,7 @@ class HeaderIndex:
     def scan(cls, roots: Iterable[str | Path]) -> "HeaderIndex":
         """Read the header (only) of every DICOM file under the folders ``roots``. Files
         that cannot be read are left out here: ``shard``'s own scan reports them."""
-        from ..io.dicom import iter_dicom_paths
+        from ..io.paths import iter_dicom_paths
 
         start = time.perf_counter()
         index = cls()
@@ -95,7 +95,7 @@ class HeaderIndex:
 
     def _read(self, path: Path):
         """The header data set of ``path`` (None if unreadable); records its shape."""
-        from ..io.dicom import read_header_dataset
+        from ..io.header import read_header_dataset
 
         full = str(path.resolve())
         try:
@@ -135,7 +135,7 @@ def mask_box(path: Path, shape: tuple[int, int] | None) -> tuple[list[float] | N
     import numpy as np
     import pydicom
 
-    from ..io.dicom import regular_file_problem
+    from ..io.paths import regular_file_problem
 
     problem = regular_file_problem(path)  # a FIFO or device named *.dcm would block dcmread
     if problem is not None:

@@ -39,6 +39,7 @@ import numpy as np
 from . import chestwall
 from .. import kernels
 from ..errors import MammoprepError
+from ..geometry import hflip_bbox
 from ..record import Record
 
 #: Background noise multiple and fraction of the background-to-tissue gap that the
@@ -602,5 +603,5 @@ def orient_left(record: Record) -> Record:
     bbox = record.meta.get("breast_bbox")
     if bbox is not None:
         cols = record.pixels.shape[1]
-        updates["breast_bbox"] = [bbox[0], cols - bbox[3], bbox[2], cols - bbox[1]]
+        updates["breast_bbox"] = hflip_bbox(bbox, cols)
     return record.evolve(pixels, step="orient_left", histogram=record.histogram, **updates)

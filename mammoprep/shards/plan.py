@@ -19,7 +19,7 @@ def _scan_one(job: Job) -> dict[str, Any]:
     shows something other than a mammogram (a CR chest, a CT: steps 3-6 of
     :mod:`mammoprep.io.mammogram`, which no label table overrides) is a ``not_mammogram``
     error; a header without breast evidence is left to the label table (planning)."""
-    from ..io.dicom import read_header
+    from ..io.header import read_header
     from ..io.mammogram import not_mammogram_error
 
     path = job.src

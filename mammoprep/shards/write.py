@@ -259,7 +259,7 @@ def build_shards(inputs: Iterable[str], out_dir: str | Path, cfg: ShardConfig, s
 
 def _build_locked(inputs, out: Path, cfg: ShardConfig, salt: bytes, executor, progress, log,
                   overwrite: bool, table=None, strict_labels: bool = False) -> dict[str, Any]:
-    from ..io.dicom import iter_dicom_paths
+    from ..io.paths import iter_dicom_paths
     from ..labels import load_labels
 
     if overwrite:

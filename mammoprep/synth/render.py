@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from ..geometry import hflip_box
 from .overlays import _ArtefactRng, _film_edges, _grey_background, _skin_label, burn_labels
 from .plan import VENDORS, Lesion, PatientPlan, _image_seed, _key, image_artefacts
 
@@ -214,7 +215,7 @@ def render_image(spec: ImageSpec) -> SynthImage:
     del t, fine
     if spec.laterality == "R":
         pixels, fg, pectoral = (np.ascontiguousarray(a[:, ::-1]) for a in (pixels, fg, pectoral))
-        boxes = [[spec.cols - b[2], b[1], spec.cols - b[0], b[3]] for b in boxes]
+        boxes = [list(hflip_box(b, spec.cols)) for b in boxes]
     far_right = spec.laterality != "R"
     # what is burned in: labels, the orientation marker, artefacts of real archives
     text_boxes = burn_labels(rng, spec.labels, pixels, fg, prof.maxv, far_right)
