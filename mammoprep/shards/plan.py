@@ -105,7 +105,7 @@ def plan_samples(scanned: list[dict[str, Any]], labels, salt: bytes,
         path = item["path"]
         if "error" in item:
             rejects.append(reject_row(path, item["error"]["error"], item["error"]["message"],
-                                   "scan"))
+                                      "scan"))
             continue
         meta = item["meta"]
         lab = labels.lookup(Path(path)) if labels is not None else None
@@ -114,36 +114,18 @@ def plan_samples(scanned: list[dict[str, Any]], labels, salt: bytes,
             matched.add(labels.match_key(Path(path)))
         lab = lab or LabelRow()
         boxes = check_boxes(lab, meta, path, labels)
-        header_view = (meta.get("view") or "").upper() or None
-        for name, table_v, header_v in (("laterality", lab.laterality, meta.get("laterality")),
-                                        ("view", lab.view, header_view)):
-            if table_v and header_v and table_v != header_v:
-                counts[name] += 1
-                if len(examples) < 5:
-                    examples.append(f"{path}: {name} table {table_v!r}, header {header_v!r}")
+        _count_conflicts(path, lab, meta, counts, examples)
         who = image_identity(lab, meta, salt)
         lat, view, patient, study = who["laterality"], who["view"], who["patient"], who["study"]
         if lab.study and meta.get("study_hash"):  # ``study`` is then the table's, pseudonymised
             studies.append((path, lab.study, study, meta["study_hash"]))
-        if lat not in ("L", "R"):
-            rejects.append(reject_row(path, "no_laterality", f"{path}: laterality is "
-                                   f"{lat!r} in (0020,0062)/(0020,0060) and the labels; "
-                                   "need L or R", "plan"))
-            continue
-        if view and view not in STORED_VIEWS:  # a view we do not store: not a failure
+        why = _unstorable(path, lat, view, patient)
+        if why == "skip":  # a view we do not store: not a failure
             if skipped is not None:
                 skipped[view] += 1
             continue
-        if not view:
-            rejects.append(reject_row(path, "view_not_stored", f"{path}: view 'absent'"
-                                   " in (0018,5101)/View Code Sequence and the labels; shards "
-                                   "store CC and MLO (a label table can give the view)",
-                                   "plan"))
-            continue
-        if not patient:
-            rejects.append(reject_row(path, "no_patient", f"{path}: no (0010,0020) PatientID and "
-                                   "no patient in the labels; cannot group folds by patient",
-                                   "plan"))
+        if why is not None:
+            rejects.append(why)
             continue
         key = f"{study}_{lat}"
         groups.setdefault(key, {"key": key, "patient": patient, "study": study,
@@ -154,24 +136,64 @@ def plan_samples(scanned: list[dict[str, Any]], labels, salt: bytes,
                                             "labels": lab.raw(), "tasks": tasks,
                                             "split": lab.split,
                                             "evidence": _evidence(meta, named)})
-    for (key, v), entries in sorted(claims.items()):
-        kept, dropped = pick_duplicate(entries, salt) if len(entries) > 1 else (entries[0], [])
-        groups[key]["views"][v] = kept
-        for entry, why in dropped:
-            rejects.append(reject_row(entry["path"], "duplicate_view",
-                                   f"{entry['path']}: a second {v.upper()} of the same breast "
-                                   f"and study as {kept['path']}; kept that one ({why})",
-                                   "plan"))
-    samples = [groups[k] for k in sorted(groups)]
-    for s in samples:
-        s["labels"], s["tasks"] = merge_view_labels(s["views"])
-        splits = {v.get("split") for v in s["views"].values()} - {None}
-        s["split"] = splits.pop() if len(splits) == 1 else None
+    samples = _samples(groups, claims, rejects, salt)
     unmatched_keys = unmatched(labels, matched) if labels is not None else []
     if conflicts is not None:
         counts["study"] = study_grouping_conflicts(studies, examples)
         conflicts.update({f: counts.get(f, 0) for f in OVERRIDDEN}, examples=examples)
     return samples, rejects, unmatched_keys
+
+
+def _count_conflicts(path: str, lab, meta: dict[str, Any], counts: Counter,
+                     examples: list[str]) -> None:
+    """Count (and give up to five examples of) a laterality or view on which the label
+    table and the header both have a value and differ."""
+    header_view = (meta.get("view") or "").upper() or None
+    for name, table_v, header_v in (("laterality", lab.laterality, meta.get("laterality")),
+                                    ("view", lab.view, header_view)):
+        if table_v and header_v and table_v != header_v:
+            counts[name] += 1
+            if len(examples) < 5:
+                examples.append(f"{path}: {name} table {table_v!r}, header {header_v!r}")
+
+
+def _unstorable(path: str, lat, view, patient) -> dict[str, str] | str | None:
+    """Why an image cannot go into a sample: its reject row (no laterality, no view, no
+    patient), ``"skip"`` for a view shards do not store (not a failure), None if it can."""
+    if lat not in ("L", "R"):
+        return reject_row(path, "no_laterality", f"{path}: laterality is {lat!r} in "
+                          "(0020,0062)/(0020,0060) and the labels; need L or R", "plan")
+    if view and view not in STORED_VIEWS:
+        return "skip"
+    if not view:
+        return reject_row(path, "view_not_stored", f"{path}: view 'absent' in (0018,5101)/"
+                          "View Code Sequence and the labels; shards store CC and MLO (a "
+                          "label table can give the view)", "plan")
+    if not patient:
+        return reject_row(path, "no_patient", f"{path}: no (0010,0020) PatientID and no "
+                          "patient in the labels; cannot group folds by patient", "plan")
+    return None
+
+
+def _samples(groups: dict[str, dict[str, Any]], claims: dict, rejects: list,
+             salt: bytes) -> list[dict[str, Any]]:
+    """The samples sorted by key: one image per view (:func:`pick_duplicate` keeps one of
+    several, the others are ``duplicate_view`` rejects), sample-level labels
+    (:func:`merge_view_labels`) and official split."""
+    for (key, v), entries in sorted(claims.items()):
+        kept, dropped = pick_duplicate(entries, salt) if len(entries) > 1 else (entries[0], [])
+        groups[key]["views"][v] = kept
+        for entry, why in dropped:
+            rejects.append(reject_row(entry["path"], "duplicate_view",
+                                      f"{entry['path']}: a second {v.upper()} of the same "
+                                      f"breast and study as {kept['path']}; kept that one "
+                                      f"({why})", "plan"))
+    samples = [groups[k] for k in sorted(groups)]
+    for s in samples:
+        s["labels"], s["tasks"] = merge_view_labels(s["views"])
+        splits = {v.get("split") for v in s["views"].values()} - {None}
+        s["split"] = splits.pop() if len(splits) == 1 else None
+    return samples
 
 
 def _evidence(meta: dict[str, Any], named_by_table: bool) -> str | None:

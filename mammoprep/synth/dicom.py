@@ -68,20 +68,13 @@ def build_dataset(stored: np.ndarray, plan: PatientPlan, laterality: str, view: 
 
     ``stored``: uint16 [rows, cols] values as stored (already inverted for MONOCHROME1).
     """
-    from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
-    from pydicom.sequence import Sequence as DSequence
+    from pydicom.dataset import FileDataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID
 
     prof = VENDORS[plan.vendor]
-    ident = plan.identity
-    rows, cols = stored.shape
-    rng = _rng(plan.seed, plan.case_id, laterality, view, "exposure")
     sop_class = (_SOP_FOR_PROCESSING if prof.presentation_intent == "FOR PROCESSING"
                  else _SOP_FOR_PRESENTATION)
     sop_uid = _uid(plan.seed, plan.case_id, laterality, view, "sop")
-    number = {("R", "CC"): 1, ("R", "MLO"): 2, ("L", "CC"): 3, ("L", "MLO"): 4}[
-        (laterality, view)]
-
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = sop_class
     meta.MediaStorageSOPInstanceUID = sop_uid
@@ -89,12 +82,21 @@ def build_dataset(stored: np.ndarray, plan: PatientPlan, laterality: str, view: 
     meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
     meta.ImplementationVersionName = "MAMMOPREP_SYNTH"
     ds = FileDataset(None, {}, file_meta=meta, preamble=b"\0" * 128)
-
     ds.SpecificCharacterSet = "ISO_IR 100"
     ds.ImageType = (["ORIGINAL", "PRIMARY", ""] if prof.presentation_intent == "FOR PROCESSING"
                     else ["DERIVED", "PRIMARY", ""])
     ds.SOPClassUID = sop_class
     ds.SOPInstanceUID = sop_uid
+    _patient_and_study(ds, plan, laterality, view)
+    _acquisition(ds, prof, plan, laterality, view, stored.shape[1])
+    _view_identification(ds, laterality, view)
+    _image_pixel(ds, prof, stored)
+    return ds
+
+
+def _patient_and_study(ds, plan: PatientPlan, laterality: str, view: str) -> None:
+    """Patient, study and series modules: the plan's fake identity, dates and UIDs."""
+    ident, prof = plan.identity, VENDORS[plan.vendor]
     ds.StudyDate = ds.SeriesDate = ds.AcquisitionDate = ds.ContentDate = ident["study_date"]
     ds.StudyTime = ds.SeriesTime = ds.AcquisitionTime = ds.ContentTime = ident["study_time"]
     ds.AccessionNumber = ident["accession_number"]
@@ -113,6 +115,18 @@ def build_dataset(stored: np.ndarray, plan: PatientPlan, laterality: str, view: 
     ds.PatientAge = ident["patient_age"]
     ds.BurnedInAnnotation = "YES"
     ds.BodyPartExamined = "BREAST"
+    ds.StudyInstanceUID = ident["study_instance_uid"]
+    ds.SeriesInstanceUID = _uid(plan.seed, plan.case_id, laterality, view, "series")
+    ds.StudyID = ident["accession_number"][-6:]
+    ds.SeriesNumber = {("R", "CC"): 1, ("R", "MLO"): 2, ("L", "CC"): 3, ("L", "MLO"): 4}[
+        (laterality, view)]
+    ds.InstanceNumber = 1
+
+
+def _acquisition(ds, prof, plan: PatientPlan, laterality: str, view: str, cols: int) -> None:
+    """Exposure and detector attributes, drawn (in this order) from the view's own
+    ``exposure`` stream; the detector spacing scaled to ``cols``."""
+    rng = _rng(plan.seed, plan.case_id, laterality, view, "exposure")
     ds.KVP = _ds(rng.uniform(*prof.kvp), 1)
     ds.DistanceSourceToDetector = "660"
     ds.ExposureTime = str(int(rng.integers(400, 1800)))
@@ -126,11 +140,13 @@ def build_dataset(stored: np.ndarray, plan: PatientPlan, laterality: str, view: 
     if prof.view_position:
         ds.ViewPosition = view
     ds.DetectorType = "DIRECT" if prof.energy == "high" else "SCINTILLATOR"
-    ds.StudyInstanceUID = ident["study_instance_uid"]
-    ds.SeriesInstanceUID = _uid(plan.seed, plan.case_id, laterality, view, "series")
-    ds.StudyID = ident["accession_number"][-6:]
-    ds.SeriesNumber = number
-    ds.InstanceNumber = 1
+
+
+def _view_identification(ds, laterality: str, view: str) -> None:
+    """Patient orientation, laterality and the view code sequence (:data:`VIEW_CODES`)."""
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence as DSequence
+
     ds.PatientOrientation = (["A", "R"] if laterality == "L" else ["P", "L"]) if view == "CC" \
         else (["A", "FR"] if laterality == "L" else ["P", "FL"])
     ds.Laterality = laterality
@@ -143,6 +159,11 @@ def build_dataset(stored: np.ndarray, plan: PatientPlan, laterality: str, view: 
     item.ViewModifierCodeSequence = DSequence([])
     ds.ViewCodeSequence = DSequence([item])
 
+
+def _image_pixel(ds, prof, stored: np.ndarray) -> None:
+    """Image pixel module, window, rescale and presentation LUT of the vendor; the pixel
+    data uncompressed."""
+    rows, cols = stored.shape
     ds.SamplesPerPixel = 1
     ds.PhotometricInterpretation = prof.photometric
     ds.Rows = rows
@@ -165,7 +186,6 @@ def build_dataset(stored: np.ndarray, plan: PatientPlan, laterality: str, view: 
         ds.RescaleType = "US"
     ds.PresentationLUTShape = "INVERSE" if prof.photometric == "MONOCHROME1" else "IDENTITY"
     ds.PixelData = np.ascontiguousarray(stored, dtype="<u2").tobytes()
-    return ds
 
 
 def _encode(ds, stored: np.ndarray, transfer_syntax: str) -> None:

@@ -6,14 +6,9 @@ film edges), each drawn from a random stream of its own."""
 from __future__ import annotations
 
 import functools
-from typing import TYPE_CHECKING
-
 import numpy as np
 
 from .plan import _key
-
-if TYPE_CHECKING:
-    from .render import ImageSpec
 
 @functools.lru_cache(maxsize=16)
 def _font(px: int):
@@ -77,8 +72,8 @@ class _ArtefactRng:
     """A random stream of its own for the artefacts, so an image without artefacts is
     rendered exactly as before."""
 
-    def __init__(self, spec: ImageSpec):
-        self.rng = np.random.default_rng(np.random.SeedSequence(_key("artefacts", spec.seed)))
+    def __init__(self, seed: int):
+        self.rng = np.random.default_rng(np.random.SeedSequence(_key("artefacts", seed)))
 
 
 def _grey_background(rng: np.random.Generator, fine: np.ndarray, maxv: int,

@@ -210,7 +210,7 @@ def render_image(spec: ImageSpec) -> SynthImage:
     boxes, types = _add_lesions(spec, g, rn, breast, pectoral, t)
     del rn, mid
     # the detector: tone curve and background (artefacts draw from a stream of their own)
-    art = _ArtefactRng(spec)
+    art = _ArtefactRng(spec.seed)
     pixels = _detector(rng, art, prof, spec, t, fine, fg)
     del t, fine
     if spec.laterality == "R":
