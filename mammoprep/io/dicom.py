@@ -230,41 +230,11 @@ def read_dicom(path: str | os.PathLike, *, voi: bool = False, salt: str | bytes 
     _check_image(ds, path, ts)
     meta = header_meta(ds, ts, salt_b)
 
-    reduction = 0
-    if min_size is None:
-        stored, used = decoders.decode(ds, ts, path=str(path), prefer=decoder)
-    else:
-        got = decoders.decode_at_least(ds, ts, _min_rows_cols(min_size, meta), path=str(path),
-                                       prefer=decoder)
-        stored, used, reduction = got.pixels, got.decoder, got.reduction
-    if stored.ndim != 2:
-        raise UnsupportedImageError(path, "decoded pixel data is not 2-D",
-                                    tag="(0028,0004) PhotometricInterpretation",
-                                    value=f"array shape {stored.shape}",
-                                    hint="exclude this file")
-    expected = decoders.reduced_size(meta["rows"], meta["columns"], reduction)
-    if stored.shape != expected:
-        raise DecodeError(path, "decoded size differs from the header", tag=_tag("Rows"),
-                          value=f"{meta['rows']}x{meta['columns']} (reduced {reduction} "
-                                f"level(s): {expected}) vs decoded {stored.shape}",
-                          hint="the file is inconsistent; re-export it")
-    stored = np.ascontiguousarray(stored)
-    bits = int(meta["bits_stored"])
-    if stored.dtype == np.uint16:  # one pass: high bits cleared, range found, array owned
-        from .. import kernels
-
-        stored, lo, hi = kernels.mask_range(
-            stored, min(bits, 16), out=stored if stored.flags.writeable else None)
-    else:
-        if stored.dtype.itemsize > 1 and bits < stored.dtype.itemsize * 8:  # unused high bits
-            mask = np.asarray((1 << bits) - 1, dtype=stored.dtype)
-            stored = np.bitwise_and(stored, mask, out=stored if stored.flags.writeable else None)
-        elif not stored.flags.writeable:  # a view of the file's bytes: later steps write
-            stored = stored.copy()
-        lo, hi = (int(stored.min()), int(stored.max())) if stored.size else (0, 0)
+    stored, used, reduction = _decode(ds, ts, path, meta, decoder, min_size)
+    stored, lo, hi = _own_stored_bits(stored, int(meta["bits_stored"]))
     _check_contrast(lo, hi, path)
     pad = _padding_mask(ds, stored)
-    px, lut_kind, value_bits = _modality(ds, stored, bits, path)
+    px, lut_kind, value_bits = _modality(ds, stored, int(meta["bits_stored"]), path)
     voi_desc = None
     if voi:
         choice = photometric.choose_voi(ds)
@@ -294,6 +264,50 @@ def read_dicom(path: str | os.PathLike, *, voi: bool = False, salt: str | bytes 
     if reduction and meta.get("pixel_spacing_mm"):
         meta["pixel_spacing_mm"] = [v * (1 << reduction) for v in meta["pixel_spacing_mm"]]
     return Record(pixels=np.ascontiguousarray(px, dtype=np.uint16), meta=meta, path=str(path))
+
+
+def _decode(ds, ts: str, path: Path, meta: dict[str, Any], decoder: str | None,
+            min_size) -> tuple[np.ndarray, str, int]:
+    """(stored pixels, decoder used, resolution levels dropped): the full image, or with
+    ``min_size`` the smallest JPEG 2000 reduction at least that large. The pixels must be
+    2-D and of the header's (reduced) size."""
+    reduction = 0
+    if min_size is None:
+        stored, used = decoders.decode(ds, ts, path=str(path), prefer=decoder)
+    else:
+        got = decoders.decode_at_least(ds, ts, _min_rows_cols(min_size, meta), path=str(path),
+                                       prefer=decoder)
+        stored, used, reduction = got.pixels, got.decoder, got.reduction
+    if stored.ndim != 2:
+        raise UnsupportedImageError(path, "decoded pixel data is not 2-D",
+                                    tag="(0028,0004) PhotometricInterpretation",
+                                    value=f"array shape {stored.shape}",
+                                    hint="exclude this file")
+    expected = decoders.reduced_size(meta["rows"], meta["columns"], reduction)
+    if stored.shape != expected:
+        raise DecodeError(path, "decoded size differs from the header", tag=_tag("Rows"),
+                          value=f"{meta['rows']}x{meta['columns']} (reduced {reduction} "
+                                f"level(s): {expected}) vs decoded {stored.shape}",
+                          hint="the file is inconsistent; re-export it")
+    return stored, used, reduction
+
+
+def _own_stored_bits(stored: np.ndarray, bits: int) -> tuple[np.ndarray, int, int]:
+    """(pixels, min, max): ``stored`` contiguous, writable (copied if it was a view of the
+    file's bytes) and with the bits above Bits Stored cleared; in one pass for uint16."""
+    stored = np.ascontiguousarray(stored)
+    if stored.dtype == np.uint16:  # one pass: high bits cleared, range found, array owned
+        from .. import kernels
+
+        return kernels.mask_range(
+            stored, min(bits, 16), out=stored if stored.flags.writeable else None)
+    if stored.dtype.itemsize > 1 and bits < stored.dtype.itemsize * 8:  # unused high bits
+        mask = np.asarray((1 << bits) - 1, dtype=stored.dtype)
+        stored = np.bitwise_and(stored, mask, out=stored if stored.flags.writeable else None)
+    elif not stored.flags.writeable:  # a view of the file's bytes: later steps write
+        stored = stored.copy()
+    lo, hi = (int(stored.min()), int(stored.max())) if stored.size else (0, 0)
+    return stored, lo, hi
 
 
 def _check_contrast(lo: int, hi: int, path: Path, after: list[str] | None = None) -> None:
