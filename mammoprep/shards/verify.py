@@ -147,8 +147,6 @@ def verify(out_dir: str | Path) -> list[str]:
     """
     import pyarrow.parquet as pq
 
-    from ..io.png import decode_png16
-
     out = Path(out_dir)
     problems: list[str] = []
     for name in MANIFESTS:
@@ -184,37 +182,48 @@ def verify(out_dir: str | Path) -> list[str]:
         if _sha256(path) != s["sha256"]:
             problems.append(f"{path}: sha256 differs from shards.parquet (corrupt or modified)")
             continue
-        try:
-            with tarfile.open(path) as tar:
-                members = {m.name: m for m in tar.getmembers()}
-                keys_in_tar = {n.split(".", 1)[0] for n in members}
-                expected_keys = {r["key"] for r in by_shard.get(s["shard"], [])}
-                for extra in sorted(keys_in_tar - expected_keys):
-                    problems.append(f"{path}: sample {extra} is not in images.parquet")
-                if len(expected_keys) != s["samples"]:
-                    problems.append(f"{path}: {len(expected_keys)} samples in images.parquet, "
-                                    f"{s['samples']} in shards.parquet")
-                for key in sorted(expected_keys):
-                    if f"{key}.json" not in members:
-                        problems.append(f"{path}: {key}.json missing")
-                for r in by_shard.get(s["shard"], []):
-                    name = f"{r['key']}.{r['view']}.png"
-                    if name not in members:
-                        problems.append(f"{path}: {name} listed in images.parquet is missing")
-                        continue
-                    try:
-                        px = decode_png16(tar.extractfile(members[name]).read())
-                    except Exception as exc:  # noqa: BLE001 - report, keep checking
-                        problems.append(f"{path}: {name} does not decode ({exc})")
-                        continue
-                    if px.shape != (r["stored_rows"], r["stored_cols"]):
-                        problems.append(f"{path}: {name} is {px.shape}, manifest says "
-                                        f"{(r['stored_rows'], r['stored_cols'])}")
-        except tarfile.TarError as exc:
-            problems.append(f"{path}: not a readable tar ({exc})")
+        problems += _verify_tar(path, s, by_shard.get(s["shard"], []))
     listed = {s["shard"] for s in shards}
     for r in images:
         if r["shard"] not in listed:
             problems.append(f"images.parquet: {r['key']}.{r['view']} points to unlisted shard "
                             f"{r['shard']}")
+    return problems
+
+
+def _verify_tar(path: Path, shard: dict, rows: list[dict]) -> list[str]:
+    """Problems inside one shard (``shard``: its shards.parquet row, ``rows``: its
+    images.parquet rows): samples not in the manifest, sample counts, missing JSONs, PNGs
+    missing, not decoding or of another size than recorded."""
+    from ..io.png import decode_png16
+
+    problems: list[str] = []
+    try:
+        with tarfile.open(path) as tar:
+            members = {m.name: m for m in tar.getmembers()}
+            keys_in_tar = {n.split(".", 1)[0] for n in members}
+            expected_keys = {r["key"] for r in rows}
+            for extra in sorted(keys_in_tar - expected_keys):
+                problems.append(f"{path}: sample {extra} is not in images.parquet")
+            if len(expected_keys) != shard["samples"]:
+                problems.append(f"{path}: {len(expected_keys)} samples in images.parquet, "
+                                f"{shard['samples']} in shards.parquet")
+            for key in sorted(expected_keys):
+                if f"{key}.json" not in members:
+                    problems.append(f"{path}: {key}.json missing")
+            for r in rows:
+                name = f"{r['key']}.{r['view']}.png"
+                if name not in members:
+                    problems.append(f"{path}: {name} listed in images.parquet is missing")
+                    continue
+                try:
+                    px = decode_png16(tar.extractfile(members[name]).read())
+                except Exception as exc:  # noqa: BLE001 - report, keep checking
+                    problems.append(f"{path}: {name} does not decode ({exc})")
+                    continue
+                if px.shape != (r["stored_rows"], r["stored_cols"]):
+                    problems.append(f"{path}: {name} is {px.shape}, manifest says "
+                                    f"{(r['stored_rows'], r['stored_cols'])}")
+    except tarfile.TarError as exc:
+        problems.append(f"{path}: not a readable tar ({exc})")
     return problems
