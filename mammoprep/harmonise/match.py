@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..atomic import atomic_write  # temporary, fsync, rename; WriteError if full
 from ..errors import MammoprepError, ReferenceError_
 from ..geometry import bbox_xyxy
 from ..histogram import PixelRangeError, as_u16, check_bits, foreground_histogram
@@ -222,8 +223,6 @@ class Reference:
 
         def strings(items):
             return np.array(items, dtype=np.str_) if items else np.zeros(0, dtype="<U1")
-
-        from ..atomic import atomic_write  # temporary, fsync, rename; WriteError if full
 
         atomic_write(path, lambda fh: np.savez(
             fh, format=np.int64(_FORMAT), hist=self.hist.astype("<i8"),

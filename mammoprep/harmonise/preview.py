@@ -6,10 +6,12 @@ from pathlib import Path
 
 import numpy as np
 
+from ..histogram import foreground_histogram
+from ..io.dicom import read_dicom
+from ..pipeline import PrepConfig, Prepared, preprocess
+
 
 def _fg_hist(px: np.ndarray, bits: int) -> np.ndarray:
-    from ..histogram import foreground_histogram
-
     h = foreground_histogram(px, bits).astype(np.float64)
     return h / max(h.sum(), 1.0)
 
@@ -22,9 +24,6 @@ def render_preview(file: str | Path, ref: str | Path, out: str | Path,
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from ..pipeline import PrepConfig, Prepared, preprocess
-    from ..io.dicom import read_dicom
 
     prep = Prepared(PrepConfig(reference=str(ref), decoder=decoder))
     before = read_dicom(file, decoder=decoder)

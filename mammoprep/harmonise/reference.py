@@ -19,7 +19,14 @@ from typing import Any, Callable, Iterable
 
 from ..batch import Job, Runner, as_reject
 from ..errors import MammoprepError, ReferenceError_, display_path
+from ..histogram import foreground_histogram
+from ..identity import resolve_salt
+from ..io.dicom import read_dicom
+from ..io.header import read_header
 from ..io.mammogram import mammogram_evidence, not_mammogram_error
+from ..io.paths import iter_dicom_paths
+from .energy import energy_class, load_energy_table
+from .match import Reference, rescale_histogram
 
 
 def is_mammogram(meta: Mapping[str, Any], named_by_table: bool = False) -> bool:
@@ -68,12 +75,7 @@ def _image_histogram(path: Path, energy: str | None, table, salt: bytes, decoder
     (0008,0070) Manufacturer) or ``'other_energy'``. Raises typed errors (not a mammogram,
     unreadable, an image already pooled from the file ``seen[hash]``, segmentation
     suspect, ...)."""
-    from ..io.dicom import read_dicom
-    from ..io.header import read_header
-    from .energy import energy_class
     from ..segmentation.foreground import remove_text
-    from ..histogram import foreground_histogram
-
     header = read_header(path, salt=salt)  # cheap: decide before decoding
     check_mammogram(header, path)
     if energy:
@@ -127,10 +129,6 @@ def build_reference(inputs: Iterable[str | Path], *, energy: str | None = "low",
     files without Manufacturer, if any, and the two ways on).
     """
     import numpy as np
-
-    from ..io.paths import iter_dicom_paths
-    from .energy import load_energy_table
-    from ..identity import resolve_salt
 
     table = load_energy_table(energy_table)
     salt_b = salt if isinstance(salt, bytes) else resolve_salt(salt)  # once, not per file
@@ -206,8 +204,6 @@ def _nothing_used(energy: str | None, inputs, rejects: dict[str, int],
 def _pool(used: list[_Contribution], pooled: dict, bits: int | None, rejects: dict[str, int],
           unknown: list[Path]):
     """(reference, report) of :func:`build_reference` from the pooled per-depth histograms."""
-    from .match import Reference, rescale_histogram
-
     b = bits or max(item.bits for item in used)
     unit = max(0, b - min(pooled))  # every pixel weighs 2^unit so that spreading is exact
     hist = sum(rescale_histogram(h, k, b, unit) for k, h in sorted(pooled.items()))
@@ -234,8 +230,6 @@ def load_reference(spec: str | Path, keep_suspect: bool = False,
     class from ``energy_table``, default the shipped one) or a single DICOM mammogram (used
     whatever its energy class). ``salt``: the run's pseudonymisation salt (see
     :func:`build_reference`)."""
-    from .match import Reference
-
     path = Path(spec)
     if not path.exists():
         raise ReferenceError_(path, "reference not found", tag="--ref", value=str(spec),

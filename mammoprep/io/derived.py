@@ -31,7 +31,13 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import __version__
+from ..atomic import write_parts
+from ..errors import WriteError
+from ..histogram import foreground_histogram
+from ..identity import derived_uid, pseudonym, resolve_salt
 from ..record import Record
+from .header import read_header_dataset
 
 #: Attributes copied from the source header as they are (PS3.15 Table E.1-1 keeps them,
 #: or the Retain Device Identity option does). Anything not listed is not written.
@@ -114,9 +120,6 @@ def write_derived_dicom(source: str | Path, rec: Record, dest: str | Path,
     window from the new foreground's 0.5-99.5 % range; LUT and window attributes of the old
     values dropped; a Source Image Sequence reference to the source image.
     """
-    from .header import read_header_dataset
-    from ..identity import resolve_salt
-
     if header is None:
         header, _ = read_header_dataset(Path(source))
     salt_b = salt if isinstance(salt, bytes) else resolve_salt(salt)
@@ -134,8 +137,6 @@ def write_derived_dicom(source: str | Path, rec: Record, dest: str | Path,
     try:
         _atomic_save(ds, px, Path(dest))
     except OSError as exc:
-        from ..errors import WriteError
-
         raise WriteError(dest, f"cannot write the derived DICOM ({exc.strerror or exc})",
                          hint="free disk space or fix the output folder's permissions, then "
                               "rerun; no partial file was left") from None
@@ -176,9 +177,6 @@ def _deidentified(header, source, salt: bytes, uid_salt: str, cleaned: bool):
     of the method (no pixel attributes yet)."""
     from pydicom.dataset import Dataset
     from pydicom.sequence import Sequence
-
-    from .. import __version__
-    from ..identity import derived_uid, pseudonym
 
     def uid(keyword: str) -> str:
         return str(header.get(keyword, "") or "").strip()
@@ -264,8 +262,6 @@ def _foreground_histogram(px: np.ndarray, rec: Record) -> np.ndarray:
     has one, else counted here (one pass over the image)."""
     if rec.histogram is not None:
         return rec.histogram
-    from ..histogram import foreground_histogram
-
     return foreground_histogram(px, 16)
 
 
@@ -312,8 +308,6 @@ def _atomic_save(ds, px: np.ndarray, dest: Path) -> None:
     absent/old or the complete new file, never a partial one (kill -9, disk full). ``ds``
     must hold no element after (7FE0,0010)."""
     import io
-
-    from ..atomic import write_parts
 
     px = np.ascontiguousarray(px, dtype="<u2")
     head = io.BytesIO()

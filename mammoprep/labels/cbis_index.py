@@ -22,6 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from ..io.header import read_header_dataset
+from ..io.paths import iter_dicom_paths, regular_file_problem
+
 #: (Patient ID, Study Instance UID, Series Instance UID) as the table's path gives them.
 Triple = tuple[str, str, str]
 
@@ -75,8 +78,6 @@ class HeaderIndex:
     def scan(cls, roots: Iterable[str | Path]) -> "HeaderIndex":
         """Read the header (only) of every DICOM file under the folders ``roots``. Files
         that cannot be read are left out here: ``shard``'s own scan reports them."""
-        from ..io.paths import iter_dicom_paths
-
         start = time.perf_counter()
         index = cls()
         folders = [Path(r) for r in roots if Path(r).is_dir()]
@@ -95,8 +96,6 @@ class HeaderIndex:
 
     def _read(self, path: Path):
         """The header data set of ``path`` (None if unreadable); records its shape."""
-        from ..io.header import read_header_dataset
-
         full = str(path.resolve())
         try:
             ds, _ = read_header_dataset(path)  # typed errors; FIFOs, devices never opened
@@ -134,8 +133,6 @@ def mask_box(path: Path, shape: tuple[int, int] | None) -> tuple[list[float] | N
     pixels of a binary mask, or (None, why it is no mask of an image of ``shape``)."""
     import numpy as np
     import pydicom
-
-    from ..io.paths import regular_file_problem
 
     problem = regular_file_problem(path)  # a FIFO or device named *.dcm would block dcmread
     if problem is not None:

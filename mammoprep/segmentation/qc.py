@@ -14,6 +14,9 @@ from typing import Iterable
 
 import numpy as np
 
+from ..errors import MammoprepError
+from ..io.dicom import read_dicom
+
 #: Tile size in pixels (width, height of the image area) and caption height.
 TILE_W, TILE_H, CAPTION_H = 240, 300, 46
 
@@ -71,8 +74,6 @@ def render_tile(pixels: np.ndarray, clean: np.ndarray, chest_wall: str) -> np.nd
 def qc_item(path: str | Path, *, decoder: str | None = None) -> QCItem:
     """Decode one file, segment it (suspect images are kept, flagged) and draw its tile.
     Typed failures become an 'error' item with the message; never raises for a file."""
-    from ..io.dicom import read_dicom
-    from ..errors import MammoprepError
     from .foreground import remove_burned_in
 
     p = Path(path)

@@ -11,6 +11,11 @@ from typing import Any, Callable
 
 from ..batch import Job, Runner
 from ..errors import MammoprepError, display_path
+from ..identity import pseudonym
+from ..io.dicom import safe_read
+from ..io.header import read_header
+from ..io.mammogram import mammogram_evidence, not_mammogram_error
+from ..labels import LabelError, LabelRow
 from ..labels._common import TASKS as LABEL_TASKS, unmatched
 from .schema import STORED_VIEWS
 
@@ -19,9 +24,6 @@ def _scan_one(job: Job) -> dict[str, Any]:
     shows something other than a mammogram (a CR chest, a CT: steps 3-6 of
     :mod:`mammoprep.io.mammogram`, which no label table overrides) is a ``not_mammogram``
     error; a header without breast evidence is left to the label table (planning)."""
-    from ..io.header import read_header
-    from ..io.mammogram import not_mammogram_error
-
     path = job.src
     try:
         meta = read_header(path, salt=job.salt)
@@ -60,8 +62,6 @@ def image_identity(lab, meta: dict[str, Any], salt: bytes) -> dict[str, str | No
     gives them, else the header's (``meta`` from :func:`mammoprep.io.dicom.read_header`).
     A study missing from both is the patient's. The one precedence for ``shard``
     (:func:`plan_samples`) and ``mammotrain predict --dicom``."""
-    from ..identity import pseudonym
-
     patient = pseudonym(lab.patient, salt) if lab.patient else meta.get("patient_hash")
     study = (pseudonym(lab.study, salt) if lab.study else None) or meta.get("study_hash")
     return {"patient": patient, "study": study or patient,
@@ -92,8 +92,6 @@ def plan_samples(scanned: list[dict[str, Any]], labels, salt: bytes,
 
     Returns (samples sorted by key, rejects, label keys that matched no image).
     """
-    from ..labels import LabelRow
-
     rejects: list[dict[str, str]] = []
     groups: dict[str, dict[str, Any]] = {}
     matched: set[str] = set()
@@ -201,7 +199,6 @@ def _evidence(meta: dict[str, Any], named_by_table: bool) -> str | None:
     the label table that names it (:func:`mammoprep.io.mammogram.mammogram_evidence`)."""
     if meta.get("mammogram") or not named_by_table:
         return meta.get("mammogram_evidence")
-    from ..io.mammogram import mammogram_evidence
 
     return mammogram_evidence(meta, named_by_table=True)[1]
 
@@ -241,8 +238,6 @@ def check_boxes(lab, meta: dict[str, Any], path: str, table=None) -> list:
     (it used to be clipped to an empty [0, 0, 0, 0]) is left out and counted in
     ``table.dropped`` (column ``boxes``), or, without a table or with a strict one
     (``--strict-labels``), a LabelError naming the label row, the box and the image size."""
-    from ..labels import LabelError
-
     rows, cols = meta.get("rows"), meta.get("columns")
     if not lab.boxes or not rows or not cols:
         return lab.boxes
@@ -269,8 +264,6 @@ def pick_duplicate(entries: list[dict[str, Any]], salt: bytes
     """Of several files claiming one view of one breast, keep the first (in path order)
     that decodes and passes :func:`~mammoprep.io.dicom.read_dicom`'s checks (a truncated
     ``.bak`` copy listed first does not win). Returns (kept, [(dropped, why), ...])."""
-    from ..io.dicom import safe_read
-
     entries = sorted(entries, key=lambda e: e["path"])
     errors: dict[str, str] = {}
     kept = None

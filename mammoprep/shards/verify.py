@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import MammoprepError, display_path
+from ..io.png import decode_png16
 from .schema import MANIFESTS, PARTS, ShardConfig
 
 def _sha256(path: Path) -> str:
@@ -195,8 +196,6 @@ def _verify_tar(path: Path, shard: dict, rows: list[dict]) -> list[str]:
     """Problems inside one shard (``shard``: its shards.parquet row, ``rows``: its
     images.parquet rows): samples not in the manifest, sample counts, missing JSONs, PNGs
     missing, not decoding or of another size than recorded."""
-    from ..io.png import decode_png16
-
     problems: list[str] = []
     try:
         with tarfile.open(path) as tar:

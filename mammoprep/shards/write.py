@@ -24,7 +24,12 @@ from .. import __version__
 from ..atomic import atomic_write, output_lock, remove_temporaries, write_error
 from ..batch import Runner
 from ..errors import MammoprepError
+from ..geometry import label_boxes
+from ..io.paths import iter_dicom_paths
+from ..io.png import encode_png16
+from ..labels import load_labels
 from ..labels._common import TASKS as LABEL_TASKS
+from ..pipeline import crop_and_resize, original_bbox, prepared, preprocess
 from .plan import assign_folds, plan_samples, reject_row, scan
 from .schema import (MANIFESTS, PARTS, SCHEMA_VERSION, ShardConfig, image_row, manifest_schemas,
                      sample_json, shard_name, view_record)
@@ -50,10 +55,7 @@ class ShardTask:
 def _sample_entries(sample: dict[str, Any], prep, cfg: ShardConfig, salt: bytes, fold: int | None
                     ) -> tuple[dict[str, bytes], list[dict], list[dict]]:
     """Preprocess the views of one sample -> (tar entries, image rows, rejects)."""
-    from ..geometry import label_boxes
-    from ..pipeline import crop_and_resize, original_bbox, preprocess
-    from ..segmentation.foreground import qc_fields
-    from ..io.png import encode_png16
+    from ..segmentation.foreground import qc_fields  # Numba: loaded where images are made
 
     entries: dict[str, bytes] = {}
     rows, rejects = [], []
@@ -113,8 +115,6 @@ def task_digest(task: ShardTask) -> str:
 
 def write_shard(task: ShardTask) -> dict[str, Any]:
     """Write one shard (atomically) and then its part file; return the part."""
-    from ..pipeline import prepared
-
     out = Path(task.out_dir)
     name = shard_name(task.index)
     prep = prepared(task.config.prep, task.salt)  # once per worker process
@@ -259,9 +259,6 @@ def build_shards(inputs: Iterable[str], out_dir: str | Path, cfg: ShardConfig, s
 
 def _build_locked(inputs, out: Path, cfg: ShardConfig, salt: bytes, executor, progress, log,
                   overwrite: bool, table=None, strict_labels: bool = False) -> dict[str, Any]:
-    from ..io.paths import iter_dicom_paths
-    from ..labels import load_labels
-
     if overwrite:
         remove_outputs(out)
     inputs = [str(p) for p in inputs]
