@@ -168,6 +168,7 @@ class Runner:
                  own: bool = True, on_close: Callable[[], None] | None = None) -> None:
         self.workers = max(1, workers)
         self._executor = executor
+        self._local = executor is None and self.workers > 1 and not threads
         self._own = own if executor is not None else True
         self._threads = threads
         self._start = start
@@ -194,12 +195,7 @@ class Runner:
     @property
     def local_pool(self) -> bool:
         """Whether jobs go to this runner's own pool of processes (worth chunking)."""
-        return self._executor is None and self.workers > 1 and not self._threads \
-            or isinstance(self._executor, ProcessPoolExecutor) and self._own
-
-    @property
-    def in_process(self) -> bool:
-        return self._executor is None and self.workers == 1
+        return self._local
 
     def start(self) -> "Runner":
         """Make the local pool now (its workers start with the first submitted job)."""
