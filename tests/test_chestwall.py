@@ -1,5 +1,5 @@
-"""Film-base strips along the chest wall (mammoprep.segmentation.chestwall) on hand-made block images:
-a breast blob at the wall plus thin glowing strips above and below it."""
+"""Film-base strips along the chest wall (mammoprep.segmentation.chestwall) on hand-made block
+images: a breast blob at the wall plus thin glowing strips above and below it."""
 
 from __future__ import annotations
 

@@ -12,10 +12,11 @@ from scipy import ndimage as ndi
 
 from mammoprep import kernels as K
 from mammoprep.errors import MammoprepError
-from mammoprep.segmentation.foreground import (NoBreastError, SegmentationSuspectError, background_peak,
-                                               breast_mask, chest_wall_side, estimate_background,
-                                               normalise_orientation, orient_left, qc_verdict,
-                                               remove_burned_in, remove_saturated_overlay, remove_text)
+from mammoprep.segmentation.foreground import (NoBreastError, SegmentationSuspectError,
+                                               background_peak, breast_mask, chest_wall_side,
+                                               estimate_background, normalise_orientation,
+                                               orient_left, qc_verdict, remove_burned_in,
+                                               remove_saturated_overlay, remove_text)
 from mammoprep.record import Record
 
 from .conftest import real
