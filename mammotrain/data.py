@@ -42,7 +42,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mammoprep import boxes as box_ops
+from mammoprep import geometry as box_ops
 from mammoprep.io.png import decode_png16  # re-exported: the 16-bit-safe shard PNG decoder
 
 from .augment import Augment, apply_view

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 from PIL import Image
 
-from mammoprep import boxes as B
+from mammoprep import geometry as B
 from mammoprep.io.png import decode_png16, encode_png16
 from mammoprep.resize import axis_weights, resize_uint16, resize_uint16_np
 
