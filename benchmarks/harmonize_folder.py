@@ -95,7 +95,7 @@ def stages(files: list[Path], ref_path: Path, out: Path) -> dict[str, float]:
     threads, as `harmonize -j 1`), after one warm-up image: reading the bytes, decode, text
     removal, harmonise, the derived-DICOM writer, a raw write of the output bytes, and the
     16-bit PNG at the command's level."""
-    from mammoprep.harmonise.files import PNG_LEVEL
+    from mammoprep.runs.harmonize import PNG_LEVEL
     from mammoprep.io.derived import write_derived_dicom
     from mammoprep.io.dicom import read_dicom
     from mammoprep.segmentation.foreground import remove_text
@@ -233,7 +233,7 @@ def main() -> None:
         worker_s = wall([sys.executable, "-c",
                          "from mammoprep.batch import process_worker_start\n"
                          "from mammoprep.pipeline import PrepConfig\n"
-                         "process_worker_start(1, 'mammoprep.harmonise.files:warm_worker', "
+                         "process_worker_start(1, 'mammoprep.runs.harmonize:warm_worker', "
                          f"PrepConfig(reference={str(tmp / 'ref.npz')!r}))"],
                         env)
         # per stage, in this process

@@ -136,7 +136,7 @@ def test_stage_threads_allocate_images_in_the_main_heap(tmp_path):
         assert keep_freed_images()
         import numpy as np
         from mammoprep.batch import Job
-        from mammoprep.harmonise.files import read_one, stage_threads
+        from mammoprep.runs.harmonize import read_one, stage_threads
         from mammoprep.pipeline import PrepConfig
 
         reader, writer = stage_threads(2)

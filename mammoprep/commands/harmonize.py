@@ -148,7 +148,7 @@ def _harmonize(inputs, ref, out, fmt, only_energy, energy_table, orient_left, vo
     from ..atomic import output_lock, remove_orphaned_temporaries
     from ..batch import Job, auto_jobs
     from ..errors import MammoprepError
-    from ..harmonise import files as hf
+    from ..runs import harmonize as hf
     from ..harmonise.reference import load_reference
     from ..identity import resolve_salt
     from ..pipeline import PrepConfig, prepared
@@ -203,7 +203,7 @@ def _harmonize(inputs, ref, out, fmt, only_energy, energy_table, orient_left, vo
 def _summary(out: Path, rows: list[dict]) -> None:
     """Write the log, print the rejects and the summary; exit 1 if any file failed."""
     from ..errors import MammoprepError
-    from ..harmonise.files import write_log
+    from ..runs.harmonize import write_log
 
     unwritten = [r for r in rows if r.get("kind") == "write_failed"]
     try:
@@ -246,7 +246,7 @@ def _summary(out: Path, rows: list[dict]) -> None:
 def preview_cmd(file, ref, out, decoder):
     """Before/after images side by side with their foreground histograms and the reference's."""
     from ..errors import MammoprepError, UnexpectedError
-    from ..harmonise.preview import render_preview
+    from ..runs.preview import render_preview
 
     try:
         render_preview(file, ref, out, decoder=decoder)

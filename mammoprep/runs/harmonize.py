@@ -183,7 +183,7 @@ def warm(prep) -> None:
         import pydicom  # noqa: F401 - the reader's import, paid here
 
         from ..segmentation.foreground import remove_text
-        from .match import harmonize
+        from ..harmonise.match import harmonize
 
         rec = remove_text(Record(px, {"bits_stored": 12, "steps": ["decode"]}),
                           keep_suspect=True)
@@ -283,7 +283,7 @@ def harmonize_jobs(jobs: list[Job], workers: int, started_progress) -> list[dict
     started()  # this process loads no kernels
     threads = max(1, (os.cpu_count() or 1) // workers)
     runner = Runner(workers, start="auto", initializer=process_worker_start,
-                    initargs=(threads, "mammoprep.harmonise.files:warm_worker", jobs[0].cfg))
+                    initargs=(threads, "mammoprep.runs.harmonize:warm_worker", jobs[0].cfg))
     # every batch is submitted here, which starts the workers
     results = runner.map_batches(harmonize_batch, jobs, batch_size(len(jobs), workers))
     progress = started_progress()
