@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One GPU check in one go (issue 24, item 5): under 8 minutes on one lent H100, one line of
-# figures per step, and a --tiny CPU mode that tests/test_gpu_check.py runs so it cannot rot.
+# figures per step, and a --tiny CPU mode that tests/train/test_gpu_check.py runs so it cannot rot.
 #
 #   bash benchmarks/gpu_check.sh [--tiny] [--out DIR]
 #

@@ -14,7 +14,7 @@ minus before) as a multiple of the decoded image, ``rows * cols * 2`` bytes.
 
 ``ru_maxrss`` is the process high-water mark: the growth is an upper bound for what one
 worker adds on top of its warmed-up baseline while it holds one image (with ``-j N``, N
-times that). tests/test_codestreams.py asserts a bound on the same measurement
+times that). tests/prep/test_codestreams.py asserts a bound on the same measurement
 (:func:`measure`).
 """
 

@@ -2,8 +2,8 @@
 
 Every kernel ``name`` is ``@numba.njit(cache=True, nogil=True)`` (it releases the GIL, so
 reader and writer threads run while it works); ``name_np`` is a plain NumPy/SciPy
-implementation of the same contract. ``tests/test_harmonize.py`` and
-``tests/test_foreground.py`` assert that the two give identical output. The library calls
+implementation of the same contract. ``tests/prep/test_harmonize.py`` and
+``tests/prep/test_foreground.py`` assert that the two give identical output. The library calls
 the Numba versions; the twins document the maths and serve as the test oracle.
 
 The full-image kernels (``histogram_u16``, ``apply_lut``, ``block_mean``,

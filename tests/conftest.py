@@ -32,3 +32,53 @@ def shared_dicom() -> Path:
     if not SHARED_DICOM.exists():
         pytest.skip(f"real test data not found: {SHARED_DICOM}")
     return SHARED_DICOM
+
+
+class CohortFactory:
+    """Synthetic cohorts (``mammoprep.synth.generate_cohort``), each built once per session
+    per distinct argument set, below the session's base temporary directory.
+
+    A cohort is shared by every test (and test module) that asks for the same arguments:
+    treat it as read-only; a test that must change files copies the cohort first.
+    """
+
+    def __init__(self, base: Path) -> None:
+        self._base = base
+        self._built: dict[tuple, tuple[Path, dict]] = {}
+
+    def build(self, patients: int, seed: int, size: tuple[int, int] | None = None,
+              artefacts: float = 0.0) -> tuple[Path, dict]:
+        """(cohort root, generate_cohort's summary); size None is the generator's default."""
+        key = (patients, seed, tuple(size) if size is not None else None, artefacts)
+        if key not in self._built:
+            from mammoprep.synth import generate_cohort
+
+            name = f"cohort-p{patients}-s{seed}" + (f"-{size[0]}x{size[1]}" if size else "")
+            root = self._base / (name + (f"-a{artefacts:g}" if artefacts else ""))
+            kw = {"size": tuple(size)} if size is not None else {}
+            summary = generate_cohort(root, patients=patients, seed=seed, artefacts=artefacts,
+                                      **kw)
+            self._built[key] = (root, summary)
+        return self._built[key]
+
+    def __call__(self, patients: int, seed: int, size: tuple[int, int] | None = None,
+                 artefacts: float = 0.0) -> Path:
+        return self.build(patients, seed, size, artefacts)[0]
+
+
+@pytest.fixture(scope="session")
+def make_cohort(tmp_path_factory) -> CohortFactory:
+    """``make_cohort(patients, seed, size=None, artefacts=0.0)`` -> root of a synthetic cohort
+    built once per session per argument set (read-only: copy it before changing files)."""
+    return CohortFactory(tmp_path_factory.getbasetemp())
+
+
+@pytest.fixture(scope="module")
+def cohort(request, make_cohort) -> Path:
+    """The synthetic cohort the requesting test module describes in its module-level
+    ``COHORT`` (the keyword arguments of ``make_cohort``), shared read-only."""
+    spec = getattr(request.module, "COHORT", None)
+    if spec is None:
+        raise pytest.UsageError(f"{request.module.__name__} uses the `cohort` fixture without "
+                                "a module-level COHORT = dict(patients=..., seed=..., size=...)")
+    return make_cohort(**spec)

@@ -31,24 +31,24 @@ def _tree_digest(root: Path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def cohort(tmp_path_factory) -> tuple[Path, dict]:
-    out = tmp_path_factory.mktemp("cohort")
-    summary = synth.generate_cohort(out, PATIENTS, SEED)
-    return out, summary
+def synth_cohort(make_cohort) -> tuple[Path, dict]:
+    """(root, summary) of the session's PATIENTS/SEED cohort (conftest.py), read-only."""
+    return make_cohort.build(PATIENTS, SEED)
 
 
 @pytest.fixture(scope="module")
-def labels(cohort) -> list[dict[str, str]]:
-    return _read_csv(cohort[0] / "labels.csv")
+def labels(synth_cohort) -> list[dict[str, str]]:
+    return _read_csv(synth_cohort[0] / "labels.csv")
 
 
 @pytest.fixture(scope="module")
-def decoded(cohort, labels) -> list[tuple[dict, pydicom.Dataset, np.ndarray, synth.SynthImage]]:
+def decoded(synth_cohort,
+            labels) -> list[tuple[dict, pydicom.Dataset, np.ndarray, synth.SynthImage]]:
     """(label row, dataset, decoded stored pixels, re-rendered image) for every file."""
     plans = {p.case_id: p for p in synth.plan_cohort(PATIENTS, SEED)}
     out = []
     for row in labels:
-        ds = pydicom.dcmread(cohort[0] / row["path"])
+        ds = pydicom.dcmread(synth_cohort[0] / row["path"])
         arr = ds.pixel_array
         img = synth.render_image(synth.image_spec(plans[row["patient"]], row["laterality"],
                                                   row["view"]))
@@ -91,8 +91,8 @@ def test_refuses_foreign_non_empty_directory(tmp_path):
 
 # ----------------------------------------------------------------------------- layout / labels
 
-def test_layout_and_csv_columns(cohort, labels):
-    out, summary = cohort
+def test_layout_and_csv_columns(synth_cohort, labels):
+    out, summary = synth_cohort
     assert list(labels[0]) == list(synth.LABEL_COLUMNS)
     for col in ("patient", "group", "path", "laterality", "view", "pathology", "birads",
                 "density", "vendor", "manufacturer", "model", "energy", "boxes",
@@ -138,14 +138,14 @@ def test_pathology_per_breast(labels):
         assert key.setdefault(k, v) == v
 
 
-def test_xlsx_sheets(cohort, labels):
+def test_xlsx_sheets(synth_cohort, labels):
     """The published structure: exactly ID, RIGHT_OR_LEFT, BIRADS, BREAST COMPOSITION,
     MANUFACTOR; two rows per patient (MLO row, then CC row) describing the breast(s) the plan
     names; BIRADS equal on both rows; density per row. Checked against the plan, and
     labels.csv must agree with the sheet image by image."""
     import openpyxl
 
-    out, _ = cohort
+    out, _ = synth_cohort
     plans = {p.case_id: p for p in synth.plan_cohort(PATIENTS, SEED)}
     csv_rows = {(r["patient"], r["laterality"], r["view"]): r for r in labels}
     for group in ("Benign", "Malign"):
@@ -341,8 +341,8 @@ def test_text_boxes_outside_breast_and_bright(decoded):
     assert touching > 0
 
 
-def test_identities_in_headers(cohort, decoded):
-    out, _ = cohort
+def test_identities_in_headers(synth_cohort, decoded):
+    out, _ = synth_cohort
     ids = {r["patient"]: r for r in _read_csv(out / "identities.csv")}
     assert list(next(iter(ids.values()))) == list(synth.IDENTITY_COLUMNS)
     assert len(ids) == PATIENTS

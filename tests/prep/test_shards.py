@@ -22,16 +22,11 @@ from mammoprep.pipeline import PrepConfig
 from mammoprep.shards.schema import ShardConfig
 from mammoprep.shards.write import build_shards
 from mammoprep.shards.verify import verify
-from mammoprep.synth import generate_cohort
 
 SALT = b"shard-test-salt-not-secret"
 
 
-@pytest.fixture(scope="module")
-def cohort(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("cohort")
-    generate_cohort(root, patients=10, seed=11, size=(192, 160))
-    return root
+COHORT = dict(patients=10, seed=11, size=(192, 160))  # the `cohort` fixture (conftest.py)
 
 
 @pytest.fixture(scope="module")

@@ -26,7 +26,7 @@ from mammoprep.io.header import read_header
 from mammoprep.errors import (DecodeError, InvalidHeaderError, MammoprepError, NoContrastError,
                               TruncatedError)
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SHARED = REPO.parent / "shared" / "testdata"
 #: JPEG lossless SV1, 2294 x 1914, 12 bits: the probe's file.
 DXM = SHARED / "mammo_real" / "DXm_2_25_102225650577760012443884776983328874638.DCM"

@@ -25,7 +25,7 @@ from mammoprep.errors import DecodeError, InvalidHeaderError, NoDecoderError, To
 
 imagecodecs = pytest.importorskip("imagecodecs")
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 REAL = REPO.parent / "shared" / "testdata" / "mammo_real"
 JPEG_LOSSLESS = "1.2.840.10008.1.2.4.70"
 JPEGLS = "1.2.840.10008.1.2.4.80"

@@ -15,7 +15,7 @@ from scipy import ndimage as ndi
 from mammoprep.io.dicom import read_dicom
 from mammoprep.segmentation.foreground import remove_burned_in
 
-from .conftest import REPO
+from ..conftest import REPO
 
 MAMMO_REAL = (REPO.parent / "shared" / "testdata" / "mammo_real").resolve()
 DICOM = (REPO.parent / "shared" / "testdata" / "dicom").resolve()

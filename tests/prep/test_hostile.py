@@ -29,9 +29,8 @@ from mammoprep.io.header import INFLATE_HEADER_LIMIT, read_header
 from mammoprep.io.paths import iter_dicom_paths
 from mammoprep.errors import (InvalidHeaderError, NotRegularFileError, TooLargeError,
                               TruncatedError, display_path)
-from mammoprep.synth import generate_cohort
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DEFLATED = "1.2.840.10008.1.2.1.99"
 MG = "1.2.840.10008.5.1.4.1.1.1.2"
 
@@ -51,11 +50,7 @@ def deadline(seconds: int = 30):
         signal.signal(signal.SIGALRM, old)
 
 
-@pytest.fixture(scope="module")
-def cohort(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("hostile_cohort")
-    generate_cohort(root, patients=2, seed=3, size=(160, 128))
-    return root
+COHORT = dict(patients=2, seed=3, size=(160, 128))  # the `cohort` fixture (conftest.py)
 
 
 def _header(rows=64, cols=64) -> Dataset:

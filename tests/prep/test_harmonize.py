@@ -383,7 +383,7 @@ def test_twin_apply_lut(img, seed):
 
 # ------------------------------------------------------------------ histogram carried by the LUT
 
-REAL_MAMMO = Path(__file__).resolve().parents[2] / "shared" / "testdata" / "mammo_real"
+REAL_MAMMO = Path(__file__).resolve().parents[3] / "shared" / "testdata" / "mammo_real"
 
 
 def _real_clean_records(n: int) -> list[Record]:

@@ -23,7 +23,7 @@ from pathlib import Path
 import pydicom
 import pytest
 
-from .conftest import REPO, real
+from ..conftest import REPO, real
 
 GE = "fodicom_GH133_GE_SenographeEssential.dcm"            # JPEG lossless SV1, 12 bit
 BASELINE = "edge/orthanc_Issue44_Monochrome1-Jpeg.dcm"     # JPEG baseline, 8 bit
@@ -98,7 +98,7 @@ def test_pyproject_extras():
 
 def test_jpeg_lossless_decodes_without_the_gpl_codec(tmp_path):
     """With imagecodecs (extra fast) and no pylibjpeg-libjpeg: libjpeg-turbo decodes JPEG
-    lossless with the golden pixel values of tests/test_dicomio.py."""
+    lossless with the golden pixel values of tests/prep/test_dicomio.py."""
     if not _installed("imagecodecs"):
         pytest.skip("imagecodecs (extra fast) not installed")
     res = run_without(GPL, READ, [real(GE)], tmp_path)

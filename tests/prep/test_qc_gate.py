@@ -149,7 +149,7 @@ def test_qc_sheet_cli(batch, tmp_path):
 
 def test_preview_of_a_non_mammogram_is_a_typed_error(tmp_path):
     """The WG04 CR radiograph that crashed `preview` (IndexError) is a typed reject now."""
-    from .conftest import SHARED_DICOM
+    from ..conftest import SHARED_DICOM
 
     f = SHARED_DICOM / "edge" / "wg04_RG1_JLSN.dcm"
     if not f.exists():

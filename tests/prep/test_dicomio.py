@@ -24,7 +24,7 @@ from mammoprep.io.paths import iter_dicom_paths
 from mammoprep.errors import (MammoprepError, NoPixelDataError, NotDicomError, TruncatedError,
                               UnsupportedImageError)
 
-from .conftest import real
+from ..conftest import real
 
 GE = "fodicom_GH133_GE_SenographeEssential.dcm"
 SIEMENS = "fodicom_OutOfBoundsOverlay_Siemens_MammomatInspiration.dcm"
@@ -498,7 +498,7 @@ def test_native_view_plugin_gives_pydicom_pixels(case, tmp_path):
 
 
 def test_native_view_plugin_on_real_uncompressed_files():
-    from .conftest import SHARED_DICOM
+    from ..conftest import SHARED_DICOM
 
     paths = [real("edge/fodicom_CR-MONO1-10-chest_nometa.dcm")]  # implicit VR, no File Meta
     lorad = SHARED_DICOM.parent / "mammo_real" / "lorad_selenia_burned_in_text_800x615.dcm"

@@ -32,7 +32,7 @@ from .test_labels import (EMBED_META_COLUMNS, RSNA_COLUMNS, embed_clin_row, embe
                           write_embed_tables)
 
 SALT = "embed-rsna-download-test-salt-not-secret"
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DX_FOR_PRESENTATION = "1.2.840.10008.5.1.4.1.1.1.1"
 #: Real 2294 x 1914 mammograms: chest wall on the left / on the right of the stored pixels.
 LEFT_WALL = "DXm_2_25_108230795280146909138556370364240885876.DCM"

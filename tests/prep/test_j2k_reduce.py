@@ -13,7 +13,7 @@ from mammoprep import decoders
 from mammoprep.decoders import j2k, pillow_j2k
 from mammoprep.io.dicom import read_dicom
 
-from .conftest import real
+from ..conftest import real
 
 J2K_LOSSLESS = "1.2.840.10008.1.2.4.90"
 WG04 = "wg04_MG1_J2KI.dcm"  # NEMA WG04: real JPEG 2000 (irreversible), 4664x3064, 12 bits

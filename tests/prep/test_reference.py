@@ -21,7 +21,7 @@ from mammoprep.segmentation.foreground import remove_text
 from mammoprep.harmonise.match import Reference, rescale_histogram
 from mammoprep.harmonise.reference import build_reference, is_mammogram
 
-from .conftest import SHARED_DICOM
+from ..conftest import SHARED_DICOM
 
 MAMMO_REAL = SHARED_DICOM.parent / "mammo_real"
 CR_CHEST = SHARED_DICOM / "edge" / "fodicom_CR-MONO1-10-chest_nometa.dcm"

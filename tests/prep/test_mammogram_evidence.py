@@ -24,7 +24,7 @@ from mammoprep.harmonise.match import Reference
 from mammoprep.io.mammogram import mammogram_evidence
 from mammoprep.harmonise.reference import is_mammogram
 
-from .conftest import SHARED_DICOM
+from ..conftest import SHARED_DICOM
 
 MAMMO_REAL = SHARED_DICOM.parent / "mammo_real"
 DX_PRESENTATION = "1.2.840.10008.5.1.4.1.1.1.1"

@@ -24,7 +24,6 @@ from mammoprep.io.dicom import read_dicom
 from mammoprep.io.header import read_header
 from mammoprep.identity import (SaltError, derived_uid, pseudonym, resolve_salt,
                                 salt_fingerprint)
-from mammoprep.synth import generate_cohort
 
 SALT = "privacy-test-salt-0123456789"
 #: metadata the harmonisation, the energy rule and the shards read: must survive
@@ -33,11 +32,7 @@ ACQUISITION = ("manufacturer", "model", "modality", "kvp", "anode_target", "filt
                "view", "presentation_intent", "pixel_spacing_mm", "patient_hash")
 
 
-@pytest.fixture(scope="module")
-def cohort(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("pcohort")
-    generate_cohort(root, patients=5, seed=21, size=(160, 128))
-    return root
+COHORT = dict(patients=5, seed=21, size=(160, 128))  # the `cohort` fixture (conftest.py)
 
 
 @pytest.fixture(scope="module")

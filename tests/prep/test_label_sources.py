@@ -53,11 +53,7 @@ def _seed_with_one_view_density() -> int:
 SEED = _seed_with_one_view_density()
 
 
-@pytest.fixture(scope="module")
-def cohort(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("cohort")
-    synth.generate_cohort(root, patients=10, seed=SEED, size=SIZE)
-    return root
+COHORT = dict(patients=10, seed=SEED, size=SIZE)  # the `cohort` fixture (conftest.py)
 
 
 def _by_uid(shards: Path) -> dict[str, dict]:
@@ -530,7 +526,7 @@ def test_unstratified_fold_split_is_reported(cohort, tmp_path):
 def test_birads_values_in_sheet_are_parsed_strictly_end_to_end(cohort, tmp_path):
     """A BI-RADS 7 written into a copy of the published sheet stops `shard --strict-labels`
     with a message naming the sheet, row and column (exit 1, no traceback); without the
-    flag the value is left out and counted (tests/test_labels.py)."""
+    flag the value is left out and counted (tests/prep/test_labels.py)."""
     import shutil
 
     from openpyxl import load_workbook

@@ -94,7 +94,7 @@ def test_pool_forks_only_from_a_process_without_threads_or_numba():
     assert out.splitlines() == [expected, "spawn", "spawn"]
 
 
-REAL_MAMMO = Path(__file__).resolve().parents[2] / "shared" / "testdata" / "mammo_real"
+REAL_MAMMO = Path(__file__).resolve().parents[3] / "shared" / "testdata" / "mammo_real"
 #: A real 3328x2560 FFDM image (JPEG lossless), padded below to 4096x3328.
 BIG_REAL = "DXm_2_25_108645011105767518722872724526265539868.DCM"
 

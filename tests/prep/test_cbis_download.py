@@ -31,7 +31,7 @@ from mammoprep.labels.cbis_index import HeaderIndex, clean_path, path_triple, ro
 
 from .test_labels import write_cbis_tables, write_dicom
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 #: ../shared beside the checkout (or beside the worktrees' folder, for a worktree in wt/).
 FILM = next((p for p in (REPO.parent / "shared" / "testdata" / "film",
                          REPO.parent.parent / "shared" / "testdata" / "film") if p.is_dir()),

@@ -29,7 +29,7 @@ from mammoprep.io.paths import iter_dicom_paths
 from mammoprep.identity import pseudonym
 from mammoprep.labels import load_labels
 
-from .conftest import REPO
+from ..conftest import REPO
 from .test_labels import SHEET_HEADER
 
 SALT = "lumina-vindr-download-test-salt-0123456789"
@@ -97,7 +97,7 @@ def lumina_download(tmp_path_factory) -> tuple[Path, dict[tuple[str, int], str]]
 
 
 @pytest.fixture(scope="module")
-def lumina_shards(lumina_download, tmp_path_factory):
+def lumina_download_shards(lumina_download, tmp_path_factory):
     root, _ = lumina_download
     out = tmp_path_factory.mktemp("lumina-out") / "shards"
     r = _shard(root, out, f"lumina:{root}", "--folds", "4")
@@ -112,9 +112,9 @@ def _named_rows(root: Path, named: dict, out: Path) -> dict[tuple[str, int, str]
 
 
 def test_lumina_same_id_in_both_folders_is_two_patients_in_two_folds(lumina_download,
-                                                                       lumina_shards):
+                                                                       lumina_download_shards):
     root, _ = lumina_download
-    out, _ = lumina_shards
+    out, _ = lumina_download_shards
     rows = _by_uid(out)
     patient, fold = {}, {}
     for f in sorted(root.rglob("*.dcm")):
@@ -132,9 +132,9 @@ def test_lumina_same_id_in_both_folders_is_two_patients_in_two_folds(lumina_down
         assert r["patient"] not in ("8", "9", "Benign/8", "Malign/8")
 
 
-def test_lumina_density_as_the_publishers_loader(lumina_download, lumina_shards):
+def test_lumina_density_as_the_publishers_loader(lumina_download, lumina_download_shards):
     root, named = lumina_download
-    out, _ = lumina_shards
+    out, _ = lumina_download_shards
     got = _named_rows(root, named, out)
     dens = {k: (r["density"], r["label_density"]) for k, r in got.items()}
     assert dens == {

@@ -32,11 +32,7 @@ from mammoprep.synth import generate_cohort
 SALT = b"faults-test-salt-not-secret-0123"
 
 
-@pytest.fixture(scope="module")
-def cohort(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("fcohort")
-    generate_cohort(root, patients=4, seed=5, size=(128, 104))
-    return root
+COHORT = dict(patients=4, seed=5, size=(128, 104))  # the `cohort` fixture (conftest.py)
 
 
 def _cfg(cohort: Path, **kw) -> ShardConfig:

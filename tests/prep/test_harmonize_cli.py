@@ -16,16 +16,11 @@ from click.testing import CliRunner
 from mammoprep.cli import main
 from mammoprep.io.dicom import read_dicom
 from mammoprep.harmonise.match import Reference
-from mammoprep.synth import generate_cohort
 
-from .conftest import real
+from ..conftest import real
 
 
-@pytest.fixture(scope="module")
-def cohort(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("hcohort")
-    generate_cohort(root, patients=6, seed=5, size=(160, 128))
-    return root
+COHORT = dict(patients=6, seed=5, size=(160, 128))  # the `cohort` fixture (conftest.py)
 
 
 @pytest.fixture(scope="module")

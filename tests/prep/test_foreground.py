@@ -19,7 +19,7 @@ from mammoprep.segmentation.foreground import (NoBreastError, SegmentationSuspec
                                                remove_saturated_overlay, remove_text)
 from mammoprep.record import Record
 
-from .conftest import real
+from ..conftest import real
 
 SETTINGS = settings(max_examples=40, deadline=None)
 
