@@ -218,8 +218,8 @@ def cmd_export(a) -> int:
     from mammotrain.tasks import get_task
 
     cfg, model, _ = load_for_export(a.model)
-    detection = get_task(cfg.task).detection
-    wrapper = OnnxWrapper(model, detection).eval()
+    task = get_task(cfg.task)
+    wrapper = OnnxWrapper(model, task).eval()
     available = ort.get_available_providers()
     want = (["CUDAExecutionProvider"] if "CUDAExecutionProvider" in available else []) + \
         ["CPUExecutionProvider"]

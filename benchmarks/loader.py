@@ -10,7 +10,7 @@ with one thread ("per worker"), two-view samples (CC + MLO of a breast -> float3
 ``[2, 1, SIZE, SIZE]`` in [0, 1], random flip; channel replication and ImageNet
 normalisation happen on the device in both cases):
 
-* shards: :class:`mammotrain.data.ShardStream` (webdataset tar -> PNG decode -> resize);
+* shards: :class:`mammotrain.stream.ShardStream` (webdataset tar -> PNG decode -> resize);
 * LUMINA: for each breast, ``PIL.Image.open`` both full-resolution PNGs, convert to float,
   resize to SIZE x SIZE per sample (the same resize code as the stream).
 
@@ -82,7 +82,9 @@ def build(tmp: Path, patients: int, full: str, size: int, jobs: int) -> tuple[Pa
 
 
 def shard_loader(shards: Path, size: int):
-    from mammotrain.data import Example, Preprocess, ShardStream, read_manifest
+    from mammotrain.data import Example, read_manifest
+    from mammotrain.preprocess import Preprocess
+    from mammotrain.stream import ShardStream
 
     rows = read_manifest(shards)
     by_key: dict[str, dict] = {}
@@ -104,8 +106,9 @@ def read_volume(root: Path, patients: int, per_shard: int, jobs: int,
     """Bytes read per rank in one training epoch, ranks simulated in this process."""
     from collections import Counter
 
-    from mammotrain.data import (Preprocess, ShardStream, plan_examples, read_manifest,
-                                 split_examples)
+    from mammotrain.data import plan_examples, read_manifest, split_examples
+    from mammotrain.preprocess import Preprocess
+    from mammotrain.stream import ShardStream
     from mammotrain.tasks import get_task
 
     cohort, shards = root / "read-cohort", root / "read-shards"
@@ -163,7 +166,7 @@ def lumina_samples(pairs: list, size: int, rng: np.random.Generator):
     import torch
     from PIL import Image
 
-    from mammotrain.data import resize_square, to_unit
+    from mammotrain.preprocess import resize_square, to_unit
 
     for pair in pairs:
         flip = rng.random() < 0.5

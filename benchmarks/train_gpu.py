@@ -10,7 +10,7 @@ classifier (``MultiViewClassifier``, shared backbone, AdamW, cross-entropy) with
 (bf16 where supported, else fp16 with a GradScaler) and channels_last on CUDA:
 
 * model only: one batch ``[B, 2, 1, S, S]`` of random tensors already on the device;
-* fed: batches from :class:`mammotrain.data.EpochLoader` over :class:`ShardStream`
+* fed: batches from :class:`mammotrain.stream.EpochLoader` over :class:`ShardStream`
   (``--workers`` DataLoader workers, pinned memory, non-blocking copies), the trainer's path.
 
 Prints images/s (two views = two images per example) of both and their ratio (target: the
@@ -119,7 +119,8 @@ def model_only(step: Step, batch: int, size: int, steps: int, warmup: int) -> fl
 def fed(step: Step, shards: Path, batch: int, size: int, steps: int, warmup: int,
         workers: int) -> float:
     """images/s of optimiser steps on batches streamed from the shards (trainer's loader)."""
-    from mammotrain.data import EpochLoader, Preprocess, ShardStream
+    from mammotrain.preprocess import Preprocess
+    from mammotrain.stream import EpochLoader, ShardStream
 
     stream = ShardStream(shards, two_view_examples(shards), Preprocess(size), train=True,
                          seed=0, shuffle_buffer=64)

@@ -2,7 +2,7 @@
 
 An :class:`Augment` holds magnitudes only; :meth:`Augment.sample` draws one example's
 parameters from the stream's seeded generator and :func:`apply_view` applies them to one
-view (``float32 [1, H, W]`` in [0, 1] after :class:`mammotrain.data.Preprocess`, boxes
+view (``float32 [1, H, W]`` in [0, 1] after :class:`mammotrain.preprocess.Preprocess`, boxes
 ``float32 [N, 4]`` xyxy in model-input pixels) with ``torchvision.transforms.v2.functional``
 on ``tv_tensors.Image`` / ``tv_tensors.BoundingBoxes``, so boxes move with the image.
 
@@ -36,6 +36,8 @@ from typing import Any
 
 import numpy as np
 import torch
+from torchvision import tv_tensors
+from torchvision.transforms.v2 import functional as TF
 
 #: preset name -> magnitudes (see :class:`Augment`)
 PRESETS: dict[str, dict[str, float]] = {
@@ -147,8 +149,6 @@ def intensity_jitter(img: torch.Tensor, gamma: float = 1.0, contrast: float = 1.
     """float ``[..., H, W]`` in [0, 1] -> the same shape: gamma, contrast around the
     foreground mean, brightness, clamped to [0, 1]; pixels equal to 0 (background, padding)
     stay 0 (module docstring)."""
-    from torchvision.transforms.v2 import functional as TF
-
     fg = img > 0
     out = TF.adjust_gamma(img, gamma) if gamma != 1.0 else img
     if contrast != 1.0 and bool(fg.any()):
@@ -165,9 +165,6 @@ def apply_view(img: torch.Tensor, boxes: np.ndarray, p: ViewParams
     image) -> the augmented image (same shape) and boxes (float32 ``[N, 4]``, the enclosing
     box of each moved box, clipped to the image). Order: flips, affine (bilinear, fill 0,
     about the centre), intensity."""
-    from torchvision import tv_tensors
-    from torchvision.transforms.v2 import functional as TF
-
     if p == IDENTITY:
         return img, np.asarray(boxes, np.float32).reshape(-1, 4)
     h, w = int(img.shape[-2]), int(img.shape[-1])

@@ -17,78 +17,16 @@
 from __future__ import annotations
 
 import functools
+import importlib.util
 import sys
+import tomllib
 from pathlib import Path
 
 import click
 
-# the LUMINA defaults live in TrainConfig; the CLI only mirrors them
-DEFAULTS = dict(batch_size=32, weight_decay=1e-5, step_size=30, gamma=0.1,
-                val_fraction=0.2, workers=2, seed=0)
+from mammoprep.errors import MammoprepError
 
-
-class TaskType(click.ParamType):
-    """A task name from the registry (:mod:`mammotrain.tasks`)."""
-
-    name = "task"
-
-    def convert(self, value, param, ctx):
-        from .tasks import UnknownTaskError, get_task
-
-        try:
-            return get_task(str(value)).name
-        except UnknownTaskError as exc:
-            self.fail(str(exc), param, ctx)
-
-
-class BackboneType(click.ParamType):
-    """A timm model name (checked without building or downloading anything)."""
-
-    name = "backbone"
-
-    def convert(self, value, param, ctx):
-        from .models import UnknownModelError, check_backbone_name
-
-        try:
-            check_backbone_name(str(value))
-        except UnknownModelError as exc:
-            self.fail(str(exc), param, ctx)
-        return str(value)
-
-
-class SizeType(click.ParamType):
-    """A model input size: ``512`` or ``ROWSxCOLS`` (``1024x512``)."""
-
-    name = "size"
-
-    def convert(self, value, param, ctx):
-        from .data import input_hw, parse_size
-
-        try:
-            size = parse_size(value)
-        except ValueError as exc:
-            self.fail(str(exc), param, ctx)
-        if min(input_hw(size)) < 16:
-            self.fail(f"size must be at least 16 pixels per side, got {value!r}", param, ctx)
-        return size
-
-
-class FoldsType(click.ParamType):
-    """Comma-separated fold numbers, e.g. ``0,2``."""
-
-    name = "folds"
-
-    def convert(self, value, param, ctx):
-        if isinstance(value, tuple):
-            return value
-        try:
-            folds = tuple(int(x) for x in str(value).split(",") if x.strip() != "")
-        except ValueError:
-            self.fail(f"expected comma-separated fold numbers such as 0,1,2; got {value!r}",
-                      param, ctx)
-        if not folds or min(folds) < 0:
-            self.fail(f"expected fold numbers >= 0, got {value!r}", param, ctx)
-        return folds
+from .options import CLI_ORDER, Options, click_options
 
 
 def _log(msg: str) -> None:
@@ -110,8 +48,6 @@ def _read_config_file(ctx: click.Context, param: click.Parameter, value):
                                          "or write the file as TOML", ctx, param) from None
             data = yaml.safe_load(path.read_text()) or {}
         else:
-            import tomllib
-
             data = tomllib.loads(path.read_text())
     except click.BadParameter:
         raise
@@ -140,159 +76,12 @@ def _read_config_file(ctx: click.Context, param: click.Parameter, value):
 
 
 def training_options(shards: bool = True):
-    """The options shared by train / cv / ablation."""
-    opts = [
-        click.option("--task", type=TaskType(), required=True,
-                     help="diagnosis, birads2, birads3, density (classification) or "
-                          "detection (multi-task DETR: malignancy + lesion boxes)."),
-        click.option("--views", type=click.IntRange(1, 2), default=None,
-                     help="1: one example per image; 2: CC + MLO pairs of a breast "
-                          "[default: 2; detection: 1, the only mode]."),
-        click.option("--backbone", type=BackboneType(), default="efficientnet_b0",
-                     show_default=True, help="Any timm model name."),
-        click.option("--size", type=SizeType(), default=None,
-                     help="Model input in pixels: S (square) or ROWSxCOLS, e.g. 1024x512 "
-                          "(aspect ratio kept: letterboxed; classification) [default: 224; "
-                          "detection 512]."),
-        click.option("--out", "-o", type=click.Path(file_okay=False), required=True,
-                     help="Output folder of the run."),
-        click.option("--epochs", type=click.IntRange(1), default=None,
-                     help="[default: 100; detection 400]"),
-        click.option("--patience", type=click.IntRange(0), default=None,
-                     help="Early stopping: epochs without a better validation score "
-                          "[default: off; detection 150]; 0 = off."),
-        click.option("--batch-size", type=click.IntRange(1), default=DEFAULTS["batch_size"],
-                     show_default=True),
-        click.option("--lr", type=click.FloatRange(0, min_open=True), default=None,
-                     help="Learning rate [default: detection 1e-4; else 1e-5 transformers "
-                          "(Swin, ViT), 1e-3 CNNs]."),
-        click.option("--wd", "weight_decay", type=click.FloatRange(0),
-                     default=DEFAULTS["weight_decay"], show_default=True,
-                     help="AdamW weight decay."),
-        click.option("--schedule", type=click.Choice(["step", "constant", "cosine"]),
-                     default=None,
-                     help="lr schedule, stepped per epoch: step (x gamma every step-size "
-                          "epochs), constant, or cosine (annealed to 0 over the epochs) "
-                          "[default: step; detection constant]."),
-        click.option("--step-size", type=click.IntRange(1), default=DEFAULTS["step_size"],
-                     show_default=True, help="--schedule step: epochs between lr decays."),
-        click.option("--gamma", type=click.FloatRange(0, 1), default=DEFAULTS["gamma"],
-                     show_default=True, help="--schedule step: decay factor."),
-        click.option("--folds", type=FoldsType(), default=None,
-                     help="Test folds to run, e.g. 0,1 [default: all in the manifest; with "
-                          "--split-by vendor or energy: every group; with --split official: "
-                          "0, the official test part]."),
-        click.option("--split-by", type=click.Choice(["fold", "vendor", "energy"]),
-                     default="fold", show_default=True,
-                     help="What a test fold is: fold (the manifest's patient-level folds), "
-                          "vendor or energy (leave one out: test fold K holds every example "
-                          "of the K-th manufacturer or energy class, in sorted order; the "
-                          "model is trained and selected on the other groups' patients, "
-                          "never on a patient of the test group). The log, split.json and "
-                          "the report name each fold's group."),
-        click.option("--split", type=click.Choice(["kfold", "official"]), default="kfold",
-                     show_default=True,
-                     help="kfold: the folds of --split-by. official: the publisher's "
-                          "train/test split (manifest column split: CBIS-DDSM, VinDr, a "
-                          "csv: table's split column): trained on the train part (validation: "
-                          "--val-fraction of its patients), tested once on the test part "
-                          "(fold 0); examples without a split are excluded (no_split); a "
-                          "patient in both parts keeps its test examples and loses its "
-                          "training ones (train_of_test_patient). Not with --split-by "
-                          "vendor or energy."),
-        click.option("--val-fraction", type=click.FloatRange(0, 1, max_open=True),
-                     default=DEFAULTS["val_fraction"], show_default=True,
-                     help="Share of the training folds' patients held out for model selection."),
-        click.option("--workers", type=click.IntRange(0), default=DEFAULTS["workers"],
-                     show_default=True, help="DataLoader worker processes."),
-        click.option("--shuffle-buffer", type=click.IntRange(0), default=256,
-                     show_default=True,
-                     help="Training samples shuffled in memory per loader worker (raw shard "
-                          "bytes: size it to RAM; 0 or 1 = shard order only)."),
-        click.option("--dist-timeout", type=click.FloatRange(0, min_open=True), default=30.0,
-                     show_default=True,
-                     help="torchrun: minutes a rank waits for the others before failing."),
-        click.option("--device", default="auto", show_default=True,
-                     help="auto, cpu, cuda or cuda:N."),
-        click.option("--shared/--independent", default=True, show_default=True,
-                     help="Two-view: one backbone for both views or one per view."),
-        click.option("--pretrained", type=click.Path(dir_okay=False, exists=True), default=None,
-                     help="Local backbone weights (.pth or .safetensors); never downloaded."),
-        click.option("--seed", type=int, default=DEFAULTS["seed"], show_default=True),
-        click.option("--max-steps-per-epoch", type=click.IntRange(1), default=None,
-                     help="Cap on optimiser steps per epoch (quick runs)."),
-        click.option("--in-chans", type=click.Choice(["1", "3"]), default="3", show_default=True,
-                     help="3: grayscale replicated + ImageNet normalisation; 1: one channel."),
-        click.option("--resize", type=click.Choice(["square", "letterbox"]), default=None,
-                     help="square: stretch to the input (LUMINA); letterbox: keep the aspect "
-                          "ratio, pad with background [default: square; letterbox for a "
-                          "ROWSxCOLS --size]."),
-        click.option("--select", type=click.Choice(["auc", "loss", "last", "map25"]),
-                     default="auc", show_default=True,
-                     help="Model selection on the validation split (map25: detection only)."),
-        click.option("--gradcam", type=click.IntRange(0), default=4, show_default=True,
-                     help="Test examples per fold shown with Grad-CAM (detection: with "
-                          "predicted and true boxes)."),
-        click.option("--queries", type=click.IntRange(1), default=3, show_default=True,
-                     help="Detection: learned object queries."),
-        click.option("--dec-layers", type=click.IntRange(1), default=3, show_default=True,
-                     help="Detection: deformable decoder layers."),
-        click.option("--det-lambda", type=click.FloatRange(0), default=1.0, show_default=True,
-                     help="Detection: weight of the detection loss (L = L_cls + lambda L_det)."),
-        click.option("--interpolation", type=click.Choice(["bilinear", "bicubic", "timm"]),
-                     default="bilinear", show_default=True,
-                     help="Loader resize filter; timm: the backbone's timm data config "
-                          "(bicubic for most weights)."),
-        click.option("--clip-grad", type=click.FloatRange(0, min_open=True), default=None,
-                     help="Clip the gradients' global L2 norm to this value [default: off]."),
-        click.option("--augment", type=click.Choice(["none", "flip", "full"]), default="flip",
-                     show_default=True,
-                     help="Training augmentation (torchvision transforms v2, boxes moved "
-                          "with the image): none; flip (horizontal, p 0.5: the earlier "
-                          "behaviour); full (flips, small affine: rotate 5 deg, scale and "
-                          "translate; intensity jitter: gamma, contrast, brightness 10 %). "
-                          "Both views of a breast share flips and intensity; each view gets "
-                          "its own affine. --aug-* override magnitudes."),
-        click.option("--aug-hflip", "flip_p", type=click.FloatRange(0, 1), default=None,
-                     help="Horizontal flip probability [default: 0.5]."),
-        click.option("--aug-vflip", type=click.FloatRange(0, 1), default=None,
-                     help="Vertical flip probability [default: full 0.5, flip 0]."),
-        click.option("--aug-rotate", type=click.FloatRange(0), default=None,
-                     help="Rotation, +- degrees [default: full 5]."),
-        click.option("--aug-scale", type=click.FloatRange(0, 1, max_open=True), default=None,
-                     help="Zoom 1 +- this [default: full 0.1]."),
-        click.option("--aug-translate", type=click.FloatRange(0, 1), default=None,
-                     help="Shift, +- this fraction of width/height [default: full 0.05]."),
-        click.option("--aug-brightness", type=click.FloatRange(0, 1, max_open=True),
-                     default=None, help="Brightness factor 1 +- this [default: full 0.1]."),
-        click.option("--aug-contrast", type=click.FloatRange(0, 1, max_open=True),
-                     default=None, help="Contrast about the breast's mean, 1 +- this "
-                                        "[default: full 0.1]."),
-        click.option("--aug-gamma", type=click.FloatRange(0, 1, max_open=True), default=None,
-                     help="Gamma 1 +- this [default: full 0.1]."),
-        click.option("--ema", type=click.FloatRange(0, 1, min_open=True, max_open=True),
-                     default=None,
-                     help="EMA of the weights with this decay (e.g. 0.999), updated every "
-                          "optimiser step; validation, selection and the saved model use "
-                          "the averaged weights [default: off]."),
-        click.option("--warmup-epochs", type=click.IntRange(0), default=0, show_default=True,
-                     help="Linear lr warm-up epochs ((e + 1) / (N + 1) of the lr) before "
-                          "--schedule, which then runs over the remaining epochs."),
-        click.option("--accum-steps", type=click.IntRange(1), default=1, show_default=True,
-                     help="Gradient accumulation: batches per optimiser step (effective "
-                          "batch = batch-size x accum-steps)."),
-        click.option("--compile", is_flag=True,
-                     help="torch.compile the training forward (first steps slower)."),
-        click.option("--balanced", is_flag=True,
-                     help="Class-balanced sampling: each training epoch draws its examples "
-                          "with replacement, every class equally likely."),
-        click.option("--amp/--no-amp", default=None, help="Mixed precision [default: on CUDA]."),
-        click.option("--resume", is_flag=True,
-                     help="Continue from the folds' checkpoints; finished folds are kept."),
-    ]
-    if shards:
-        opts.insert(0, click.option("--shards", type=click.Path(file_okay=False, exists=True),
-                                    required=True, help="Shard folder (mammoprep shard)."))
+    """The options shared by train / cv / ablation: ``--config``, the declared training
+    options (:mod:`mammotrain.options`; without ``--shards`` for ablation) and ``--resume``."""
+    names = CLI_ORDER if shards else tuple(n for n in CLI_ORDER if n != "shards")
+    opts = click_options(Options, names) + [click.option(
+        "--resume", is_flag=True,
+        help="Continue from the folds' checkpoints; finished folds are kept.")]
     opts.insert(0, click.option(
         "--config", "config_file", type=click.Path(dir_okay=False, exists=True),
         is_eager=True, expose_value=False, callback=_read_config_file,
@@ -308,7 +97,7 @@ def training_options(shards: bool = True):
 
 
 def _config(kw: dict, **extra):
-    from .train import TrainConfig
+    from .config import TrainConfig  # torch
 
     kw = dict(kw, **extra)
     if kw.get("split") == "official" and kw.get("split_by", "fold") != "fold":
@@ -328,9 +117,7 @@ def _run(fn):
     """Library errors -> a one-line message and exit 1 (not a traceback)."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        from mammoprep.errors import MammoprepError
-
-        from .data import DataError
+        from .data import DataError  # torch
 
         try:
             return fn(*args, **kwargs)
@@ -347,8 +134,6 @@ TRAIN_EXTRA = ("torch", "torchvision", "timm", "safetensors", "torchmetrics", "p
 
 def missing_train_modules() -> list[str]:
     """The modules of :data:`TRAIN_EXTRA` that are not installed (found without importing)."""
-    import importlib.util
-
     return [m for m in TRAIN_EXTRA if importlib.util.find_spec(m) is None]
 
 
@@ -371,7 +156,7 @@ def cv_cmd(**kw):
 
     Runs under torchrun as well (DDP; gloo on CPU, NCCL on GPU).
     """
-    from .train import run_cv
+    from .engine.fit import run_cv
 
     resume = kw["resume"]
     run_cv(_config(kw), resume=resume, log=_log)
@@ -383,7 +168,7 @@ def cv_cmd(**kw):
 @_run
 def train_cmd(fold, **kw):
     """Train and evaluate one test fold (the report covers the finished folds of OUT)."""
-    from .train import run_cv
+    from .engine.fit import run_cv
 
     resume = kw["resume"]
     kw["folds"] = (fold,)
@@ -400,8 +185,9 @@ def train_cmd(fold, **kw):
 def ablation_cmd(raw_shards, harmonized_shards, **kw):
     """The same configuration on raw and harmonised shards: OUT/raw, OUT/harmonized and
     OUT/ablation.md (table with deltas, overlaid mean ROC, energy-wise AUC)."""
-    from .report import write_ablation_report
-    from .train import init_distributed, run_cv
+    from .compare import write_ablation_report
+    from .engine.distributed import init_distributed
+    from .engine.fit import run_cv
 
     resume, out = kw["resume"], Path(kw["out"])
     for name, shards in (("raw", raw_shards), ("harmonized", harmonized_shards)):
@@ -461,7 +247,7 @@ def predict_cmd(checkpoint, shards, dicoms, more_dicoms, labels, ref, shard_size
     boxes. Single-view models need no View Position. A warning is printed when the inputs
     hold patients the checkpoint was trained or selected on.
     """
-    from .train import predict_shards
+    from .engine.inference import predict_shards
 
     if more_dicoms and not dicoms:
         raise click.UsageError(f"unexpected path(s) {', '.join(more_dicoms)}: extra paths "
@@ -533,7 +319,7 @@ def report_cmd(runs):
 @_run
 def compare_cmd(raw_run, harmonized_run, out):
     """Ablation report (raw vs harmonised) from two finished runs of one configuration."""
-    from .report import write_ablation_report
+    from .compare import write_ablation_report
 
     write_ablation_report(raw_run, harmonized_run, out)
     click.echo(str(Path(out) / "ablation.md"))
@@ -550,7 +336,7 @@ def compare_cmd(raw_run, harmonized_run, out):
 @_run
 def combine_cmd(runs, ablations, out, title, notes):
     """One Markdown report over several runs (tables per task) and ablations."""
-    from .report import write_combined_report
+    from .compare import write_combined_report
 
     write_combined_report(runs, ablations, out, title, notes)
     click.echo(out)

@@ -13,11 +13,12 @@ appends to ``history.jsonl``: epoch counted from 1, train_loss, lr, val_loss, va
 from __future__ import annotations
 
 import atexit
-import csv
 import json
 import math
 from pathlib import Path
 from typing import Any
+
+from . import jsonio
 
 _WRITERS: dict[str, Any] = {}
 
@@ -40,13 +41,8 @@ def write_csv(fold_dir: Path) -> Path:
     for r in rows:
         cols += [k for k in r if k not in cols]
     path = fold_dir / "history.csv"
-    tmp = path.with_suffix(".csv.tmp")
-    with open(tmp, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=cols, lineterminator="\n")
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: r.get(k) for k in cols})
-    tmp.replace(path)
+    jsonio.write_csv(path, [{k: r.get(k) for k in cols} for r in rows], cols,
+                     lineterminator="\n")
     return path
 
 

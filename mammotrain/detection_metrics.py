@@ -18,6 +18,8 @@ import math
 from typing import Sequence
 
 import numpy as np
+import torch
+from torchmetrics.detection import MeanAveragePrecision
 
 DETECTION_METRICS = ("map50", "map25", "recall25", "miou")
 
@@ -92,9 +94,6 @@ def detection_metrics(pred_boxes: Sequence, pred_scores: Sequence, gt_boxes: Seq
                       ) -> dict[str, float]:
     """{'map50', 'map25', 'recall25', 'miou'} (fractions; NaN without any lesion) computed
     with torchmetrics (COCO backend) and :func:`mean_best_iou`."""
-    import torch
-    from torchmetrics.detection import MeanAveragePrecision
-
     def as_t(x, shape):
         return torch.as_tensor(np.asarray(x, np.float32).reshape(shape))
 

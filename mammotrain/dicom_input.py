@@ -26,9 +26,32 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+import pyarrow.parquet as pq
 import torch
 
-from .data import Example, Preprocess, collate
+from mammoprep.io.header import header_meta, read_header_dataset
+from mammoprep.io.paths import iter_dicom_paths
+from mammoprep.harmonise.energy import energy_class, load_energy_table
+from mammoprep.errors import MammoprepError
+from mammoprep.identity import resolve_salt
+from mammoprep.labels import LabelRow
+from mammoprep.labels import load_labels
+from mammoprep.pipeline import PrepConfig
+from mammoprep.pipeline import Prepared
+from mammoprep.pipeline import crop_and_resize, preprocess
+from mammoprep.shards.plan import image_identity
+from mammoprep.shards.schema import ShardConfig, value_bits
+from mammoprep.shards.write import build_shards
+
+from .config import TrainConfig
+from .data import Example
+from .engine.checkpoint import read_checkpoint
+from .engine.evaluate import predict, write_predictions
+from .engine.inference import (inference_model, predict_shards, warn_seen_patients,
+                               write_prediction_outputs)
+from .preprocess import Preprocess
+from .stream import collate
+from .tasks import get_task
 
 Log = Callable[[str], None]
 
@@ -39,8 +62,6 @@ def training_prep(cfg, ref: str | None = None, shard_size: int | None = None):
     """The :class:`mammoprep.pipeline.PrepConfig` of the shards ``cfg`` was trained on
     (their ``config.json``), with ``ref`` ('none' = no harmonisation) and ``shard_size``
     overriding it."""
-    from mammoprep.pipeline import PrepConfig
-
     src = Path(cfg.shards) / "config.json"
     prep = json.loads(src.read_text())["config"]["prep"] if src.exists() else {}
     if not prep and shard_size is None:
@@ -75,13 +96,6 @@ def scan_sources(inputs: Sequence[str], salt: bytes, labels=None, energy_table=N
     :func:`mammoprep.shards.plan.image_identity`); ``key`` names the breast (study and
     laterality) as a shard's manifest does, or the image alone when that is unknown, so
     per-breast metrics never merge unrelated images."""
-    from mammoprep.io.header import header_meta, read_header_dataset
-    from mammoprep.io.paths import iter_dicom_paths
-    from mammoprep.harmonise.energy import energy_class, load_energy_table
-    from mammoprep.errors import MammoprepError
-    from mammoprep.labels import LabelRow
-    from mammoprep.shards.plan import image_identity
-
     table = load_energy_table(energy_table)
     sources, rejects = [], []
     for p in iter_dicom_paths(inputs):
@@ -145,15 +159,13 @@ def report_rejects(rejects: list[dict[str, str]], n_inputs: int, out: Path, log:
 # -------------------------------------------------------------------- single-view images
 
 class DicomImages(torch.utils.data.Dataset):
-    """Map-style dataset over sources: item ``i`` is a :func:`~mammotrain.data.collate`
+    """Map-style dataset over sources: item ``i`` is a :func:`~mammotrain.stream.collate`
     sample (``image`` float32 ``[1, 1, S, S]``, uid ``f'{i:06d}'``, the original -> stored
     transform) or ``{'reject': {path, reason, message}}`` when the file cannot be prepared.
     """
 
     def __init__(self, sources: list[dict[str, Any]], prep_cfg, pre: Preprocess,
                  labels: list[int], salt: bytes):
-        from mammoprep.pipeline import Prepared
-
         self.sources, self.labels, self.salt = sources, labels, salt
         self.prep_cfg, self.pre = prep_cfg, pre
         self.prepared = Prepared(prep_cfg)
@@ -162,10 +174,6 @@ class DicomImages(torch.utils.data.Dataset):
         return len(self.sources)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        from mammoprep.errors import MammoprepError
-        from mammoprep.pipeline import crop_and_resize, preprocess
-        from mammoprep.shards.schema import value_bits
-
         path = self.sources[i]["path"]
         try:
             rec = preprocess(path, self.prepared, salt=self.salt)
@@ -214,12 +222,6 @@ def predict_dicoms(checkpoint: str | Path, inputs: Sequence[str], out: str | Pat
     """Predict DICOM files (and folders of them) with a checkpoint; see the module docstring.
     ``labels``: a ``--labels`` spec (``KIND:PATH``) supplying views, laterality and labels
     (metrics are written for the labelled rows). Returns {'rows', 'metrics', 'rejects'}."""
-    from mammoprep.identity import resolve_salt
-    from mammoprep.labels import load_labels
-
-    from .tasks import get_task
-    from .train import TrainConfig, read_checkpoint, warn_seen_patients
-
     out = Path(out)
     ck = read_checkpoint(checkpoint)
     cfg0 = TrainConfig.from_dict(ck["config"])
@@ -261,9 +263,6 @@ def _nothing(n_inputs: int, rejects: list, out: Path, hint: str = "") -> ValueEr
 
 def _predict_single_view(ck, out: Path, prep, salt, sources, rejects, n_inputs, *, device,
                          batch_size, workers, figure, log) -> dict[str, Any]:
-    from .tasks import get_task
-    from .train import inference_model, predict, write_prediction_outputs
-
     cfg, model = inference_model(ck, ck["config"]["shards"], device, workers)
     task = get_task(cfg.task)
     if not sources:
@@ -289,28 +288,20 @@ def _predict_single_view(ck, out: Path, prep, salt, sources, rejects, n_inputs, 
                                      labels[i], s["patient"] or "", None, "", s["energy"],
                                      s["manufacturer"], (s["sop_uid_hash"],))
     figure_batch = None
-    if task.detection and figure > 0:
+    if task.draws_predictions and figure > 0:
         figure_batch = _collate_or_reject([ds[int(u)] for u in pred["uid"][:figure]])
     res = write_prediction_outputs(cfg, pred, by_uid, out, figure=figure, log=log,
                                    figure_batch=figure_batch)
     for r in res["rows"]:  # the file itself, whatever its header holds
         s = sources[int(r["uid"])]
         r["path"], r["sop_instance_uid"] = s["path"], s["sop_instance_uid"]
-    from .train import write_predictions
-
-    write_predictions(res["rows"], out)
+    write_predictions(res["rows"], out, task)
     return {**res, "rejects": rejects}
 
 
 def _predict_two_view(checkpoint, ck, inputs, out: Path, prep, labels, table, salt, sources,
                       rejects, by_hash, n_inputs, *, device, batch_size, workers, figure,
                       log) -> dict[str, Any]:
-    import pyarrow.parquet as pq
-    from mammoprep.shards.schema import ShardConfig
-    from mammoprep.shards.write import build_shards
-
-    from .train import predict_shards
-
     with tempfile.TemporaryDirectory(prefix="mammotrain-predict-") as tmp:
         shards = Path(tmp) / "shards"
         summary = build_shards([str(p) for p in inputs], shards,

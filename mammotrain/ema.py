@@ -16,6 +16,7 @@ Integer buffers (BatchNorm's ``num_batches_tracked``) are copied, not averaged.
 from __future__ import annotations
 
 import torch
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 
 class ModelEma(torch.nn.Module):
@@ -26,8 +27,6 @@ class ModelEma(torch.nn.Module):
         super().__init__()
         if not 0.0 < decay < 1.0:
             raise ValueError(f"ema decay must be in (0, 1), got {decay!r}")
-        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-
         self.decay = float(decay)
         self.averaged = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(self.decay),
                                       use_buffers=True)

@@ -1,10 +1,10 @@
 """``mammotrain export``: a trained model as ONNX, or a ``best.pt`` as a self-contained
-``.safetensors`` model file (:mod:`mammotrain.modelfile`).
+``.safetensors`` model file (:mod:`mammotrain.engine.checkpoint`).
 
 ONNX graph (opset :data:`OPSET`, run by onnxruntime on CPU in the tests):
 
 * input ``image``: float32 ``[B, V, 1, S, S]``, grayscale in [0, 1] exactly as
-  :class:`mammotrain.data.Preprocess` makes it (resize, ``/ (2**bits - 1)``); ``B`` is
+  :class:`mammotrain.preprocess.Preprocess` makes it (resize, ``/ (2**bits - 1)``); ``B`` is
   dynamic, ``V`` (views) and ``S`` (size) are fixed. The normalisation (timm mean/std,
   channel replication) is inside the graph.
 * classification outputs ``logits`` float32 ``[B, K]`` and ``probs`` (softmax) ``[B, K]``;
@@ -25,6 +25,10 @@ from typing import Any, Callable
 import torch
 
 from . import jsonio
+from .engine.checkpoint import read_checkpoint, write_model_file
+from .engine.inference import inference_model
+from .preprocess import input_hw
+from .tasks import Task, get_task
 
 OPSET = 17
 
@@ -32,22 +36,17 @@ OPSET = 17
 class OnnxWrapper(torch.nn.Module):
     """The model with tensor outputs only (see the module docstring)."""
 
-    def __init__(self, model: torch.nn.Module, detection: bool):
+    def __init__(self, model: torch.nn.Module, task: Task):
         super().__init__()
-        self.model, self.detection = model, detection
+        self.model, self.task = model, task
 
     def forward(self, image: torch.Tensor):
-        out = self.model(image)
-        if self.detection:
-            return out["logits"], out["pred_boxes"], out["pred_obj"]
-        return out, torch.softmax(out, dim=-1)
+        return self.task.onnx_forward(self.model(image))
 
 
 def load_for_export(checkpoint: str | Path) -> tuple[Any, torch.nn.Module, dict[str, Any]]:
     """(resolved config, model in eval mode on CPU, checkpoint dict) of a ``.pt`` or a
     ``.safetensors`` model file."""
-    from .train import inference_model, read_checkpoint
-
     ck = read_checkpoint(checkpoint)
     cfg, model = inference_model(ck, ck["config"]["shards"], "cpu")
     return cfg, model.eval(), ck
@@ -58,22 +57,18 @@ def export_onnx(checkpoint: str | Path, out: str | Path, *, opset: int = OPSET,
     """Write ``out`` (ONNX) from a checkpoint or model file; with ``check`` and onnxruntime
     installed, run both on the same random batch of 2 and return the largest absolute
     difference per output (``max_abs_diff``)."""
-    from .tasks import get_task
-
     try:
         import onnx  # noqa: F401  (torch's exporter needs it)
     except ImportError:
         raise ValueError("ONNX export needs the onnx package: pip install onnx onnxruntime "
                          "(both are in mammoprep's dev extra)") from None
-    from .data import input_hw
-
     cfg, model, ck = load_for_export(checkpoint)
-    detection = get_task(cfg.task).detection
-    wrapper = OnnxWrapper(model, detection).eval()
-    views = 1 if detection else cfg.views
+    task = get_task(cfg.task)
+    wrapper = OnnxWrapper(model, task).eval()
+    views = task.export_views(cfg)
     rows, cols = input_hw(cfg.size)  # S x S, or rows x cols (--size 1024x512)
     x = torch.rand(2, views, 1, rows, cols, generator=torch.Generator().manual_seed(0))
-    names = ["logits", "boxes", "objectness"] if detection else ["logits", "probs"]
+    names = list(task.onnx_outputs)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     kw: dict[str, Any] = dict(input_names=["image"], output_names=names,
@@ -126,7 +121,5 @@ def compare_with_onnxruntime(wrapper: torch.nn.Module, path: Path, x: torch.Tens
 def export_model_file(checkpoint: str | Path, out: str | Path) -> Path:
     """A ``best.pt`` (whose run and shards are still on this machine) as a self-contained
     ``.safetensors`` model file with its ``.json``."""
-    from .modelfile import write_model_file
-
     cfg, model, ck = load_for_export(checkpoint)
     return write_model_file(out, model, cfg, ck)

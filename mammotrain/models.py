@@ -22,8 +22,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import timm
 import torch
 import torch.nn as nn
+from safetensors.torch import load_file
+from timm.data import resolve_model_data_config
+
+from .preprocess import IMAGENET_MEAN, IMAGENET_STD, normalize
 
 
 class UnknownModelError(ValueError):
@@ -32,8 +37,6 @@ class UnknownModelError(ValueError):
 
 def check_backbone_name(name: str) -> None:
     """Raise :class:`UnknownModelError` (with close matches) unless timm knows ``name``."""
-    import timm
-
     if not timm.is_model(name):
         stem = name.split("_")[0][:6]
         close = timm.list_models(f"*{stem}*")[:8] if stem else []
@@ -44,8 +47,6 @@ def check_backbone_name(name: str) -> None:
 def _timm_create(name: str, img_size: int | None, **kw: Any) -> nn.Module:
     """``timm.create_model`` with ``img_size`` where the model takes it (ViT, Swin, EVA:
     fixed-size position embeddings / windows); CNNs refuse it and are built without."""
-    import timm
-
     if img_size is not None:
         try:
             return timm.create_model(name, img_size=img_size, **kw)
@@ -78,8 +79,6 @@ def create_backbone(name: str, in_chans: int = 3, img_size: int | None = None,
 def timm_interpolation(name: str) -> str:
     """The resize filter of backbone ``name``'s timm pretrained config ('bicubic' for most,
     'bilinear' for some); 'bilinear' when timm names none or another filter."""
-    import timm
-
     cfg = timm.models.get_pretrained_cfg(name)
     interp = str(getattr(cfg, "interpolation", "") or "bilinear")
     return interp if interp in ("bilinear", "bicubic") else "bilinear"
@@ -90,8 +89,6 @@ def data_config(model: nn.Module) -> dict[str, Any]:
     std (3-tuples, [0, 1] scale), interpolation ('bilinear', 'bicubic', ...), input_size,
     crop_pct. Weights loaded from a file keep the model's registered config, so the
     statistics are those its pretrained weights were trained with."""
-    from timm.data import resolve_model_data_config
-
     cfg = resolve_model_data_config(model)
     return {"mean": [float(v) for v in cfg["mean"]], "std": [float(v) for v in cfg["std"]],
             "interpolation": str(cfg.get("interpolation") or "bilinear"),
@@ -142,13 +139,11 @@ class InputNorm(nn.Module):
     """Grayscale in [0, 1] ``[..., 1, H, W]`` -> model input ``[..., in_chans, H, W]``:
     replicated to 3 channels and normalised with ``mean``/``std`` (3-tuples; default
     ImageNet, the backbones pass timm's data config), or one channel normalised with the means
-    of those values (:func:`mammotrain.data.normalize`)."""
+    of those values (:func:`mammotrain.preprocess.normalize`)."""
 
     def __init__(self, in_chans: int = 3, mean: tuple[float, ...] | None = None,
                  std: tuple[float, ...] | None = None):
         super().__init__()
-        from .data import IMAGENET_MEAN, IMAGENET_STD
-
         if in_chans not in (1, 3):
             raise ValueError(f"in_chans must be 1 or 3, got {in_chans}")
         self.in_chans = in_chans
@@ -156,8 +151,6 @@ class InputNorm(nn.Module):
         self.std = tuple(float(v) for v in (std or IMAGENET_STD))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        from .data import normalize
-
         if x.shape[-3] != 1:
             raise ValueError(f"expected one grayscale channel [..., 1, H, W], got {tuple(x.shape)}")
         return normalize(x, self.in_chans, self.mean, self.std)
@@ -269,8 +262,6 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: pretrained weight file not found")
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
         sd: Any = load_file(str(path))
     else:
         sd = torch.load(path, map_location="cpu", weights_only=True)

@@ -10,8 +10,9 @@ import torch
 
 from mammotrain.augment import (PRESETS, Augment, ViewParams, apply_view, build_augment,
                                 intensity_jitter)
-from mammotrain.data import (EpochLoader, Preprocess, ShardStream, letterbox, parse_size,
-                             plan_examples, read_manifest)
+from mammotrain.data import plan_examples, read_manifest
+from mammotrain.preprocess import Preprocess, letterbox, parse_size
+from mammotrain.stream import EpochLoader, ShardStream
 from mammotrain.tasks import get_task
 
 from .test_train_shards import train_shards  # noqa: F401  (session fixture)

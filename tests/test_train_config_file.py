@@ -74,3 +74,27 @@ def test_yaml_config_file_and_unknown_keys(tmp_path):
     r = CliRunner().invoke(main, ["cv", "--config", str(ok), "--shards", str(tmp_path),
                                   "-o", str(tmp_path / "o")])
     assert r.exit_code == 2 and "unknown task 'cancer'" in r.output
+
+
+def test_options_are_declared_once_in_groups():
+    """Every TrainConfig field is the task or a field of exactly one option group; the
+    training commands' options are built from those declarations (same names, defaults)."""
+    import dataclasses
+
+    from mammotrain.cli import cv_cmd
+    from mammotrain.config import TrainConfig
+    from mammotrain.options import CLI_ORDER, CONFIG_ORDER, GROUPS
+
+    grouped = [f.name for cls in GROUPS.values() for f in dataclasses.fields(cls)]
+    assert len(grouped) == len(set(grouped))
+    assert sorted(grouped + ["task"]) == sorted(f.name for f in dataclasses.fields(TrainConfig))
+    assert list(TrainConfig().to_dict()) == list(CONFIG_ORDER)
+    cfg = TrainConfig(batch_size=7, backbone="test_resnet")
+    assert cfg.group("optimisation").batch_size == 7
+    assert cfg.group("model").backbone == "test_resnet"
+    params = {p.name: p for p in cv_cmd.params}
+    assert [n for n in params if n in CLI_ORDER] == list(CLI_ORDER)
+    defaults = TrainConfig()
+    for name in ("batch_size", "weight_decay", "step_size", "gamma", "val_fraction", "workers",
+                 "seed", "shuffle_buffer", "dist_timeout", "gradcam", "queries", "select"):
+        assert params[name].default == getattr(defaults, name), name

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from mammotrain.data import (EpochLoader, Preprocess, ShardStream, letterbox, normalize,
-                             plan_examples, read_manifest, rebatch, regroup_folds,
-                             resize_square, split_examples, to_unit)
+from mammotrain.data import plan_examples, read_manifest, regroup_folds, split_examples
+from mammotrain.preprocess import Preprocess, letterbox, normalize, resize_square, to_unit
+from mammotrain.stream import EpochLoader, ShardStream, rebatch
 from mammotrain.tasks import get_task
 
 from .test_train_shards import train_shards  # noqa: F401  (session fixture)

@@ -19,8 +19,9 @@ import numpy as np
 import pytest
 import torch
 
-from mammotrain.data import (EpochLoader, Preprocess, ShardStream, assign_shards, fit_length,
-                             plan_examples, read_manifest, split_examples)
+from mammotrain.data import plan_examples, read_manifest, split_examples
+from mammotrain.preprocess import Preprocess
+from mammotrain.stream import EpochLoader, ShardStream, assign_shards, fit_length
 from mammotrain.tasks import get_task
 
 from .test_train_shards import build, train_shards  # noqa: F401  (session fixture)
@@ -138,8 +139,10 @@ def _validate_rank(rank: int, world: int, port: int, cfg_dict: dict, uids: list,
                    out: str):
     """One gloo rank joined as under torchrun (:func:`init_distributed`, 0.5 min timeout):
     predict its share of ``uids``, gather to rank 0; each rank pickles what it has."""
-    from mammotrain.train import (TrainConfig, _eval_loader, build_task_model,
-                                  gather_predictions, init_distributed, predict)
+    from mammotrain.config import TrainConfig
+    from mammotrain.engine.distributed import gather_predictions, init_distributed
+    from mammotrain.engine.evaluate import eval_loader, predict
+    from mammotrain.tasks import build_task_model
 
     torch.set_num_threads(1)
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1",
@@ -150,7 +153,7 @@ def _validate_rank(rank: int, world: int, port: int, cfg_dict: dict, uids: list,
     ex = [e for e in _density(cfg.shards) if e.uid in set(uids)]
     model, _ = build_task_model(cfg)
     model.load_state_dict(torch.load(state))
-    local = predict(model, _eval_loader(cfg, ex, dist), cfg, torch.device("cpu"))
+    local = predict(model, eval_loader(cfg, ex, dist), cfg, torch.device("cpu"))
     merged = gather_predictions(local, dist)
     with open(f"{out}.rank{rank}", "wb") as fh:
         pickle.dump({"local": local["uid"], "merged": merged, "rank": dist.rank,
@@ -159,7 +162,9 @@ def _validate_rank(rank: int, world: int, port: int, cfg_dict: dict, uids: list,
 
 
 def test_distributed_validation_gathers_each_example_once(small_shards, tmp_path):
-    from mammotrain.train import TrainConfig, _eval_loader, build_task_model, predict
+    from mammotrain.config import TrainConfig
+    from mammotrain.engine.evaluate import eval_loader, predict
+    from mammotrain.tasks import build_task_model
 
     cfg = TrainConfig(task="density", views=1, backbone="test_resnet", size=32,
                       shards=str(small_shards), workers=0, device="cpu", batch_size=4,
@@ -169,7 +174,7 @@ def test_distributed_validation_gathers_each_example_once(small_shards, tmp_path
     torch.manual_seed(0)
     model, _ = build_task_model(cfg)
     torch.save(model.state_dict(), tmp_path / "model.pt")
-    single = predict(model, _eval_loader(cfg, val), cfg, torch.device("cpu"))
+    single = predict(model, eval_loader(cfg, val), cfg, torch.device("cpu"))
     out = str(tmp_path / "val")
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -13,13 +13,14 @@ import torch
 from click.testing import CliRunner
 
 from mammotrain.cli import main
-from mammotrain.data import (EpochLoader, Preprocess, ShardStream, plan_examples,
-                             read_manifest)
+from mammotrain.data import plan_examples, read_manifest
 from mammotrain.detection_metrics import (average_precision, detection_metrics,
                                           mean_best_iou)
 from mammotrain.detr import DetrConfig, build_detector
 from mammotrain.detr_loss import (DetrCriterion, HungarianMatcher, LossWeights, match_cost,
                                   targets_from_batch)
+from mammotrain.preprocess import Preprocess
+from mammotrain.stream import EpochLoader, ShardStream
 from mammotrain.tasks import get_task
 
 from .test_train_shards import build, mammoprep, train_shards  # noqa: F401
@@ -219,9 +220,9 @@ def test_box_encloses_the_square_after_shard_and_loader(tmp_path_factory, resize
     seen = np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], np.float64)
     assert np.abs(seen - box).max() <= 2.0, (seen, box)
     if not flip:  # and back: model input -> stored -> original DICOM pixels (predict's boxes)
-        from mammotrain.train import _to_original
+        from mammotrain.tasks.detection import to_original
 
-        back = _to_original(Preprocess(512, resize), np.asarray([box]),
+        back = to_original(Preprocess(512, resize), np.asarray([box]),
                             batch["transforms"][0][0])
         assert np.abs(back[0] - np.asarray(rows[0]["boxes_original"][0])).max() <= 1.0
 

@@ -55,7 +55,7 @@ def trained(train_shards_harmonized, tmp_path_factory):  # noqa: F811
 
 def test_model_file_holds_config_and_reference(trained):
     from mammoprep.harmonise.match import Reference
-    from mammotrain.modelfile import read_document, reference_hash
+    from mammotrain.engine.checkpoint import read_document, reference_hash
 
     fold = trained["fold"]
     doc = read_document(fold / "best.safetensors")
@@ -110,7 +110,7 @@ def test_model_file_alone_reproduces_dicom_predictions(trained, tmp_path):
 def test_damaged_embedded_reference_is_refused(trained, tmp_path):
     from safetensors.torch import load_file, save_file
 
-    from mammotrain.modelfile import METADATA_KEY, read_document, read_model_file
+    from mammotrain.engine.checkpoint import METADATA_KEY, read_document, read_model_file
 
     src = trained["fold"] / "best.safetensors"
     doc = read_document(src)

@@ -39,9 +39,10 @@ import json
 
 import pytest
 
+from mammotrain.config import TrainConfig
+from mammotrain.engine.fit import run_cv
 from mammotrain.metrics import bootstrap_ci
 from mammotrain.report import load_run, pooled_metrics
-from mammotrain.train import TrainConfig, run_cv
 
 from .test_train_shards import build
 

@@ -1,4 +1,4 @@
-"""mammotrain.train / report: every task x view x backbone sharing trains a step and
+"""mammotrain.engine / report: every task x view x backbone sharing trains a step and
 evaluates on real shards; checkpoints resume; run reports are written."""
 
 from __future__ import annotations
@@ -11,9 +11,11 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
+from mammotrain.config import TrainConfig
 from mammotrain.data import read_manifest
-from mammotrain.train import (TrainConfig, build_scheduler, lr_factor, run_cv, train_fold,
-                              write_predictions)
+from mammotrain.engine.evaluate import write_predictions
+from mammotrain.engine.fit import run_cv, train_fold
+from mammotrain.engine.schedule import build_scheduler, lr_factor
 
 from .test_train_shards import train_shards  # noqa: F401  (session fixture)
 
@@ -46,7 +48,7 @@ def test_every_task_and_view_trains_and_evaluates(train_shards, tmp_path, task, 
 
 
 def test_cv_report_resume_and_gradcam(train_shards, tmp_path):
-    from mammotrain.report import write_ablation_report, write_combined_report
+    from mammotrain.compare import write_ablation_report, write_combined_report
 
     out = tmp_path / "run"
     cfg = TrainConfig(task="diagnosis", views=2, shards=str(train_shards), out=str(out),
@@ -114,8 +116,9 @@ def _rewrite_predictions(run, fold, fn):
 def _ablation_against_a_known_better_run(out, tmp_path):
     """The ablation of a real run against a copy whose scores are perfect: the paired test
     pairs every example and measures exactly the AUC gap."""
+    from mammotrain.compare import write_ablation_report
     from mammotrain.metrics import classification_metrics
-    from mammotrain.report import load_run, write_ablation_report
+    from mammotrain.report import load_run
 
     harm = tmp_path / "perfect"
     shutil.copytree(out, harm)

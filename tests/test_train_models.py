@@ -60,8 +60,8 @@ def test_shared_vs_independent_two_view():
 
 
 def test_input_norm_three_and_one_channels():
-    from mammotrain.data import IMAGENET_MEAN, IMAGENET_STD
     from mammotrain.models import InputNorm
+    from mammotrain.preprocess import IMAGENET_MEAN, IMAGENET_STD
 
     x = torch.full((2, 1, 1, 4, 4), 0.5)
     y = InputNorm(3)(x)

@@ -131,14 +131,17 @@ def test_two_view_model_takes_views_from_labels(train_shards, models, tmp_path, 
     out = tmp_path / "y.parquet"
     import mammoprep.labels
 
-    import mammotrain.train
+    import mammotrain.dicom_input
+    import mammotrain.engine.inference
 
     loads, load = [], mammoprep.labels.load_labels
-    monkeypatch.setattr(mammoprep.labels, "load_labels",
-                        lambda *a, **k: loads.append(a[0]) or load(*a, **k))
-    reads, read = [], mammotrain.train.read_checkpoint
-    monkeypatch.setattr(mammotrain.train, "read_checkpoint",
-                        lambda *a, **k: reads.append(a[0]) or read(*a, **k))
+    for module in (mammoprep.labels, mammotrain.dicom_input):
+        monkeypatch.setattr(module, "load_labels",
+                            lambda *a, **k: loads.append(a[0]) or load(*a, **k))
+    reads, read = [], mammotrain.dicom_input.read_checkpoint
+    for module in (mammotrain.dicom_input, mammotrain.engine.inference):
+        monkeypatch.setattr(module, "read_checkpoint",
+                            lambda *a, **k: reads.append(a[0]) or read(*a, **k))
     r = _predict("-c", models[2], "--dicom", bare, "--labels", f"csv:{table}", "-o", out)
     assert r.exit_code == 0, r.output
     assert loads == [f"csv:{table}"]  # read once (a CBIS-DDSM table opens every ROI mask)

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from collections import Counter
 
-from mammotrain.data import Example, Preprocess, ShardStream
+from mammotrain.data import Example
+from mammotrain.preprocess import Preprocess
+from mammotrain.stream import ShardStream
 
 
 def _examples(n0: int, n1: int) -> list[Example]:

@@ -90,8 +90,9 @@ def test_shards_are_read_back_by_webdataset(train_shards):
 def test_stream_decodes_what_the_manifest_lists(train_shards):
     from mammoprep.io.png import decode_png16
 
-    from mammotrain.data import (EpochLoader, Preprocess, ShardStream, plan_examples,
-                                 read_manifest)
+    from mammotrain.data import plan_examples, read_manifest
+    from mammotrain.preprocess import Preprocess
+    from mammotrain.stream import EpochLoader, ShardStream
     from mammotrain.tasks import get_task
 
     rows = read_manifest(train_shards)
@@ -125,7 +126,9 @@ def test_values_above_bits_stored_are_not_clipped(train_shards, tmp_path):
     import pydicom
     import pyarrow.parquet as pq
 
-    from mammotrain.data import EpochLoader, Preprocess, ShardStream, plan_examples, read_manifest
+    from mammotrain.data import plan_examples, read_manifest
+    from mammotrain.preprocess import Preprocess
+    from mammotrain.stream import EpochLoader, ShardStream
     from mammotrain.tasks import get_task
 
     cohort = next(train_shards.parent.glob("cohort-24-0-*"))

@@ -15,7 +15,7 @@ from mammoprep.labels import table as generic_table
 from mammoprep.labels._common import LabelError
 from mammotrain.cli import main
 from mammotrain.data import plan_examples, regroup_folds, split_examples
-from mammotrain.report import _split_note
+from mammotrain.report import split_note
 from mammotrain.tasks import get_task
 
 from .test_train_cli import TINY
@@ -67,7 +67,7 @@ def test_official_split_is_one_test_fold_without_leaks():
     assert val and train and not val & train
     assert val | train == {f"t{i}" for i in range(1, 7)}  # carved from the train part only
     assert "x" not in val | train
-    note = _split_note(plan.to_dict())  # the ablation report's line
+    note = split_note(plan.to_dict())  # the ablation report's line
     assert note.startswith("; official split: trained on the publisher's train part")
 
 

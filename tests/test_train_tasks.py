@@ -17,7 +17,7 @@ def test_registry_matches_label_rules():
         assert spec.num_classes == TASKS[spec.label_rule]
         assert spec.label_column == f"label_{spec.label_rule}"
     det = get_task("detection")
-    assert det.detection and det.label_rule == "diagnosis" and det.views == (1,)
+    assert det.kind == "detection" and det.label_rule == "diagnosis" and det.views == (1,)
     assert det.default("size") == 512 and det.default("patience") == 150
 
 

@@ -10,9 +10,11 @@ import shutil
 import pytest
 import torch
 
+from mammotrain.config import TrainConfig
 from mammotrain.ema import ModelEma
-from mammotrain.stepping import OptimStep, compile_model
-from mammotrain.train import TrainConfig, build_scheduler, lr_factor, train_fold
+from mammotrain.engine.fit import train_fold
+from mammotrain.engine.schedule import build_scheduler, lr_factor
+from mammotrain.engine.stepping import OptimStep, compile_model
 
 from .test_train_shards import train_shards  # noqa: F401  (session fixture)
 

@@ -175,8 +175,8 @@ def test_detector_backbone_loads_through_timm_too(tmp_path):
 def test_interpolation_from_the_timm_data_config():
     import numpy as np
 
-    from mammotrain.data import Preprocess
-    from mammotrain.train import TrainConfig
+    from mammotrain.config import TrainConfig
+    from mammotrain.preprocess import Preprocess
 
     for name, kw in (VIT, ("resnet10t", {})):
         cfg = TrainConfig(backbone=name, interpolation="timm", shards="x").resolved()

@@ -12,9 +12,11 @@ all-reduced once per optimiser step (``no_sync`` on the other micro-batches).
 from __future__ import annotations
 
 import contextlib
+import sys
 from typing import Any
 
 import torch
+from tqdm import tqdm
 
 
 class OptimStep:
@@ -82,3 +84,19 @@ def compile_model(net: torch.nn.Module, enabled: bool, log=None) -> torch.nn.Mod
     if log is not None:
         log("torch.compile: the first steps are slow while the graph is compiled")
     return torch.compile(net)
+
+
+def autocast(cfg, device: torch.device):
+    """Mixed precision of a resolved config on CUDA (bf16 where supported), else off."""
+    if cfg.amp and device.type == "cuda":
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.autocast("cuda", dtype=dtype)
+    return torch.autocast(device.type, enabled=False)
+
+
+def progress(loader, main: bool, desc: str):
+    """A tqdm bar over the loader's steps on an interactive stderr (rank 0 only); the plain
+    iterable otherwise (logs and CI keep one line per epoch)."""
+    if not (main and sys.stderr.isatty()):
+        return loader
+    return tqdm(loader, total=len(loader), desc=desc, unit="step", leave=False)

@@ -1,0 +1,190 @@
+"""Evaluation: predictions of a model over a loader, their metrics, the prediction table
+(``predictions.parquet``) and the test-fold evaluation of a trained fold (``metrics.json``,
+figures)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from mammoprep.atomic import atomic_write
+
+from ..config import TrainConfig
+from ..data import Example, Split
+from ..jsonio import write_json
+from ..models import count_parameters
+from ..stream import EpochLoader, ShardStream
+from ..tasks import Task, get_task
+from .checkpoint import load_best, save_best
+from .distributed import Dist
+from .stepping import autocast, progress
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, loader: EpochLoader, cfg: TrainConfig,
+            device: torch.device, with_loss: bool = True) -> dict[str, Any]:
+    """Run ``model`` over ``loader`` -> {'uid': [N], 'label': int [N], 'probs': float [N, K],
+    'loss': mean training objective} plus the task's per-example outputs
+    (:meth:`mammotrain.tasks.Task.collect`; detection: 'boxes', 'box_scores', 'gt_boxes',
+    'boxes_original')."""
+    task = get_task(cfg.task)
+    crit = task.make_criterion(cfg.size, cfg.det_lambda) if with_loss else None
+    model.eval()
+    uids, labels, probs, loss_sum = [], [], [], 0.0
+    extra = task.new_outputs()
+    prep = cfg.preprocess()
+    for batch in progress(loader, True, "predict"):
+        x = batch["image"].to(device, non_blocking=True)
+        with autocast(cfg, device):
+            out = model(x)
+        if crit is not None:
+            loss_sum += float(crit(out, batch)["loss"]) * len(batch["label"])
+        probs.append(task.activate(task.logits(out)).cpu().numpy())
+        labels.append(batch["label"].numpy())
+        uids.extend(batch["uid"])
+        task.collect(extra, out, batch, cfg, prep)
+    n = len(uids)
+    res = {"uid": uids, "label": np.concatenate(labels) if labels else np.zeros(0, np.int64),
+           "probs": np.concatenate(probs) if probs else np.zeros((0, task.num_classes)),
+           "loss": loss_sum / max(n, 1)}
+    res.update(extra)
+    return res
+
+
+def eval_loader(cfg: TrainConfig, examples: list[Example], dist: Dist | None = None
+                ) -> EpochLoader:
+    """Evaluation batches of ``examples``: all of them, or with ``dist`` this rank's shards'
+    share (every example on exactly one rank;
+    :func:`~mammotrain.engine.distributed.gather_predictions`)."""
+    dist = dist or Dist()
+    stream = ShardStream(cfg.shards, examples, cfg.preprocess(), train=False, seed=cfg.seed,
+                         rank=dist.rank, world=dist.world)
+    return EpochLoader(stream, cfg.eval_batch_size or cfg.batch_size,
+                       workers=min(cfg.workers, 2), drop_last=False)
+
+
+def selection_score(cfg: TrainConfig, val: dict[str, float]) -> tuple[float, float]:
+    if cfg.select in ("auc", "map25"):
+        v = val.get(cfg.select, float("nan"))
+        return (v if math.isfinite(v) else -math.inf, -val["loss"])
+    return (-val["loss"], 0.0)
+
+
+def predictions_table(pred: dict[str, Any], examples: dict[str, Example], fold: int | None,
+                      split: str, task: Task) -> list[dict[str, Any]]:
+    """Rows of ``predictions.parquet``: uid, key, view ('cc', 'mlo' or 'cc+mlo'), patient,
+    fold, split, label (-1 = unlabelled), pred (arg-max), scores (class probabilities),
+    score (binary: p of class 1; multi-class: p of the label, of the prediction when
+    unlabelled), energy, manufacturer, sop_uid_hash (mammoprep's salted pseudonym of the
+    image's SOP Instance UID; two-view: of the CC image, the MLO's in sop_uid_hash_mlo) and,
+    filled by ``predict --dicom`` only, path / sop_instance_uid of the input file (two-view:
+    the CC file; the MLO's in path_mlo / sop_instance_uid_mlo); then the task's columns
+    (:meth:`mammotrain.tasks.Task.row_fields`; detection: ``boxes`` (``[Q, 4]`` pixel xyxy
+    at the model input, best first), ``box_scores`` (objectness), ``gt_boxes`` (model input)
+    and ``boxes_original`` (the ``boxes`` in original DICOM pixels, same order))."""
+    rows = []
+    for i, (uid, label, p) in enumerate(zip(pred["uid"], pred["label"], pred["probs"])):
+        e = examples[uid]
+        k = int(label) if label >= 0 else int(np.argmax(p))
+        row = {"uid": uid, "key": e.key, "view": "+".join(e.views), "patient": e.patient,
+               "fold": fold if fold is not None else e.fold, "split": split,
+               "label": int(label), "pred": int(np.argmax(p)), "scores": [float(v) for v in p],
+               "score": float(p[1] if len(p) == 2 else p[k]),
+               "energy": e.energy, "manufacturer": e.manufacturer}
+        hashes = list(e.sop_uid_hashes) + [None, None]
+        row.update({"sop_uid_hash": hashes[0], "path": None, "sop_instance_uid": None,
+                    "sop_uid_hash_mlo": hashes[1] if len(e.views) > 1 else None,
+                    "path_mlo": None, "sop_instance_uid_mlo": None})
+        row.update(task.row_fields(pred, i))
+        rows.append(row)
+    return rows
+
+
+def write_predictions(rows: list[dict[str, Any]], path: Path, task: Task | None = None
+                      ) -> None:
+    """``predictions.parquet``: the columns of :func:`predictions_table`; ``task``'s
+    columns where the rows have them."""
+    fields_ = [("uid", pa.string()), ("key", pa.string()), ("view", pa.string()),
+               ("patient", pa.string()), ("fold", pa.int16()), ("split", pa.string()),
+               ("label", pa.int16()), ("pred", pa.int16()),
+               ("scores", pa.list_(pa.float32())), ("score", pa.float32()),
+               ("energy", pa.string()), ("manufacturer", pa.string()),
+               ("sop_uid_hash", pa.string()), ("path", pa.string()),
+               ("sop_instance_uid", pa.string()), ("sop_uid_hash_mlo", pa.string()),
+               ("path_mlo", pa.string()), ("sop_instance_uid_mlo", pa.string())]
+    if task is not None:
+        fields_ += [f for f in task.prediction_columns() if rows and f[0] in rows[0]]
+    table = pa.Table.from_pylist(rows, schema=pa.schema(fields_))
+    atomic_write(path, lambda fh: pq.write_table(table, fh))
+
+
+
+def selection_text(cfg: TrainConfig, has_val: bool) -> str:
+    """How the evaluated epoch is chosen, as said in logs, metrics.json and reports."""
+    if not has_val:
+        return "last epoch: no validation patients"
+    return {"auc": "highest validation AUC (ties: lowest loss)",
+            "map25": "highest validation mAP@.25 (ties: lowest loss)",
+            "loss": "lowest validation loss",
+            "last": "last epoch (--select last)"}[cfg.select]
+
+
+def evaluate_fold(cfg: TrainConfig, model, split: Split, examples: list[Example],
+                  device: torch.device, out: Path, log: Callable[[str], None],
+                  selection: str | None = None) -> dict[str, Any]:
+    """Load the selected weights, predict the test fold, write predictions/metrics/Grad-CAM.
+    ``metrics.json`` gives ``selected_epoch`` counted from 1 and ``selection`` (how)."""
+    best = load_best(out, model)
+    save_best(out, model, cfg, best, log)
+    by_uid = {e.uid: e for e in examples}
+    pred = predict(model, eval_loader(cfg, split.test), cfg, device)
+    if len(pred["uid"]) != len(split.test):
+        log(f"warning: fold {split.test_fold}: {len(split.test) - len(pred['uid'])} test "
+            "examples listed in images.parquet were not found in the shards")
+    task = get_task(cfg.task)
+    rows = predictions_table(pred, by_uid, split.test_fold, "test", task)
+    write_predictions(rows, out / "predictions.parquet", task)
+    metrics = task.compute_metrics(pred)
+    epoch = int(best["epoch"]) + 1 - int(best.get("epoch_base", 0))
+    selection = selection or best.get("selection") or selection_text(cfg, bool(split.val))
+    metrics.update({"fold": split.test_fold, "selected_epoch": epoch, "selection": selection,
+                    "test_loss": pred["loss"], "n_train": len(split.train),
+                    "n_val": len(split.val), "n_test": len(split.test),
+                    "params": count_parameters(model)})
+    write_json(out / "metrics.json", metrics)
+    log(f"fold {split.test_fold} test (epoch {epoch}; {selection}): "
+        + ", ".join(f"{task.metric_label(k)} {fmt(metrics[k])}" for k in task.metrics))
+    if cfg.gradcam > 0:
+        try:
+            cases = _gradcam_cases(rows, cfg.gradcam)
+            task.fold_figure(model, cfg, [by_uid[u] for u in cases],
+                             {r["uid"]: r for r in rows}, out, device)
+        except Exception as exc:  # noqa: BLE001 - a figure must not lose the fold's results
+            log(f"warning: fold {split.test_fold}: figure failed ({type(exc).__name__}: {exc})")
+    return metrics
+
+
+def fmt(v: float) -> str:
+    return f"{v:.3f}" if v is not None and math.isfinite(v) else "undefined"
+
+
+def _gradcam_cases(rows: list[dict[str, Any]], n: int) -> list[str]:
+    """Test uids for Grad-CAM: the most confident example of each class, round-robin."""
+    by_label: dict[int, list] = {}
+    for r in sorted(rows, key=lambda r: -r["scores"][r["label"]]):
+        by_label.setdefault(r["label"], []).append(r["uid"])
+    order = sorted(by_label, reverse=True)
+    picked: list[str] = []
+    while len(picked) < n and any(by_label[k] for k in order):
+        for k in order:
+            if by_label[k] and len(picked) < n:
+                picked.append(by_label[k].pop(0))
+    return picked
+
+
