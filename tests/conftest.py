@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -82,3 +84,59 @@ def cohort(request, make_cohort) -> Path:
         raise pytest.UsageError(f"{request.module.__name__} uses the `cohort` fixture without "
                                 "a module-level COHORT = dict(patients=..., seed=..., size=...)")
     return make_cohort(**spec)
+
+
+# ----------------------------------------------------------- training shards (mammotrain)
+# Made with the real `mammoprep` commands once per session (per xdist worker), shared by the
+# mammotrain tests and the shard readers' tests.
+
+BIN = Path(sys.executable).parent
+_CACHE: dict[str, Path] = {}
+
+
+def mammoprep(*args: str) -> None:
+    """Run the real ``mammoprep`` command; fail with its output if it fails."""
+    exe = BIN / "mammoprep"
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "mammoprep.cli"]
+    env = {**os.environ, "MAMMOPREP_SALT": "test-salt-not-secret", "NUMBA_NUM_THREADS": "1"}
+    r = subprocess.run(cmd + list(args), capture_output=True, text=True, env=env)
+    assert r.returncode == 0, f"mammoprep {' '.join(args)} failed:\n{r.stdout}\n{r.stderr}"
+
+
+def build(root: Path, name: str, patients: int, seed: int, size: int, folds: int = 5,
+          per_shard: int = 8, harmonized: bool = False, synth_size: str = "512x416",
+          labels: str = "lumina") -> Path:
+    """``mammoprep synth`` + (``reference``) + ``shard``; cached per process by ``name``.
+    The cohort is shared by every build with the same ``(patients, seed)``. ``labels``:
+    'lumina' (the spreadsheets: no boxes) or 'csv' (synth's flat table, with boxes)."""
+    if name in _CACHE:
+        return _CACHE[name]
+    cohort = root / f"cohort-{patients}-{seed}-{synth_size}"
+    out = root / name
+    if not (out / "images.parquet").exists():
+        if not cohort.exists():
+            mammoprep("synth", str(cohort), "--patients", str(patients), "--seed", str(seed),
+                      "--size", synth_size, "-j", "2")
+        extra = []
+        if harmonized:  # reference pooled from the cohort's low-energy images
+            mammoprep("reference", str(cohort), "-o", str(root / f"{name}-ref.npz"))
+            extra = ["--ref", str(root / f"{name}-ref.npz")]
+        spec = f"lumina:{cohort}" if labels == "lumina" else f"csv:{cohort / 'labels.csv'}"
+        mammoprep("shard", str(cohort), "-o", str(out), "--labels", spec,
+                  "--size", str(size), "--samples-per-shard", str(per_shard), "--folds",
+                  str(folds), "--allow-rejects", "-j", "2", *extra)
+    _CACHE[name] = out
+    return out
+
+
+@pytest.fixture(scope="session")
+def train_shards(tmp_path_factory) -> Path:
+    """24 synthetic patients, raw (no harmonisation), longer side 128, 5 folds, 8 per shard."""
+    return build(tmp_path_factory.getbasetemp(), "train-shards", 24, 0, 128)
+
+
+@pytest.fixture(scope="session")
+def train_shards_harmonized(tmp_path_factory, train_shards) -> Path:
+    """The same cohort, harmonised to its own low-energy reference (``mammoprep reference``)."""
+    return build(tmp_path_factory.getbasetemp(), "train-shards-harmonized", 24, 0, 128,
+                 harmonized=True)

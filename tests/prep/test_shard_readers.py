@@ -16,7 +16,6 @@ import pytest
 from mammotrain.data import decode_png16, require_16bit
 
 from ..conftest import REPO
-from ..test_train_shards import train_shards  # noqa: F401
 
 
 def _readme_snippets() -> list[str]:

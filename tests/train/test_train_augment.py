@@ -15,7 +15,6 @@ from mammotrain.preprocess import Preprocess, letterbox, parse_size
 from mammotrain.stream import EpochLoader, ShardStream
 from mammotrain.tasks import get_task
 
-from .test_train_shards import train_shards  # noqa: F401  (session fixture)
 
 
 def _square_image(h=64, w=48, box=(10, 20, 22, 30)):

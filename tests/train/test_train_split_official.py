@@ -19,7 +19,7 @@ from mammotrain.report import split_note
 from mammotrain.tasks import get_task
 
 from .test_train_cli import TINY
-from .test_train_shards import mammoprep
+from ..conftest import mammoprep
 
 
 def _row(patient, side, view, split, pathology="benign", fold=0):

@@ -11,7 +11,6 @@ from click.testing import CliRunner
 
 from mammotrain.cli import main
 
-from .test_train_shards import train_shards  # noqa: F401
 
 
 def test_toml_config_file_drives_training_and_cli_wins(train_shards, tmp_path):  # noqa: F811

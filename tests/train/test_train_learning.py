@@ -44,7 +44,7 @@ from mammotrain.engine.fit import run_cv
 from mammotrain.metrics import bootstrap_ci
 from mammotrain.report import load_run, pooled_metrics
 
-from .test_train_shards import build
+from ..conftest import build
 
 FOLDS = (0, 1, 2)
 FOLD_BAR, FOLD_CI_BAR, POOLED_BAR = 0.75, 0.6, 0.7

@@ -23,7 +23,7 @@ from mammotrain.preprocess import Preprocess
 from mammotrain.stream import EpochLoader, ShardStream
 from mammotrain.tasks import get_task
 
-from .test_train_shards import build, mammoprep, train_shards  # noqa: F401
+from ..conftest import build, mammoprep
 
 TINY = ["--backbone", "test_resnet", "--size", "48", "--epochs", "1", "--batch-size", "4",
         "--workers", "0", "--max-steps-per-epoch", "2", "--device", "cpu", "--gradcam", "2"]

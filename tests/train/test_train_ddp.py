@@ -24,7 +24,7 @@ from mammotrain.preprocess import Preprocess
 from mammotrain.stream import EpochLoader, ShardStream, assign_shards, fit_length
 from mammotrain.tasks import get_task
 
-from .test_train_shards import build, train_shards  # noqa: F401  (session fixture)
+from ..conftest import build
 
 
 @pytest.fixture(scope="session")

@@ -16,7 +16,6 @@ from click.testing import CliRunner
 
 from mammotrain.cli import main
 
-from .test_train_shards import train_shards  # noqa: F401  (session fixture)
 
 TINY = ["--backbone", "test_resnet", "--size", "32", "--epochs", "1", "--batch-size", "4",
         "--workers", "0", "--max-steps-per-epoch", "1", "--device", "cpu", "--gradcam", "0"]

@@ -16,7 +16,6 @@ from mammotrain.engine.fit import train_fold
 from mammotrain.engine.schedule import build_scheduler, lr_factor
 from mammotrain.engine.stepping import OptimStep, compile_model
 
-from .test_train_shards import train_shards  # noqa: F401  (session fixture)
 
 
 def _cosine(e, n):

@@ -20,7 +20,6 @@ from click.testing import CliRunner
 
 from mammotrain.cli import main
 
-from .test_train_shards import train_shards, train_shards_harmonized  # noqa: F401
 
 TINY = ["--backbone", "test_resnet", "--size", "32", "--epochs", "1", "--batch-size", "4",
         "--workers", "0", "--max-steps-per-epoch", "1", "--device", "cpu", "--gradcam", "0"]

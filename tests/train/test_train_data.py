@@ -14,7 +14,6 @@ from mammotrain.preprocess import Preprocess, letterbox, normalize, resize_squar
 from mammotrain.stream import EpochLoader, ShardStream, rebatch
 from mammotrain.tasks import get_task
 
-from .test_train_shards import train_shards  # noqa: F401  (session fixture)
 
 
 def _row(key, view, birads="2", pathology="benign", density="B", fold=0, patient=None):

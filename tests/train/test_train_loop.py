@@ -17,7 +17,6 @@ from mammotrain.engine.evaluate import write_predictions
 from mammotrain.engine.fit import run_cv, train_fold
 from mammotrain.engine.schedule import build_scheduler, lr_factor
 
-from .test_train_shards import train_shards  # noqa: F401  (session fixture)
 
 TINY = dict(backbone="test_resnet", size=32, epochs=1, batch_size=4, workers=0,
             max_steps_per_epoch=1, gradcam=0, device="cpu", val_fraction=0.25)

@@ -12,7 +12,6 @@ from click.testing import CliRunner
 
 from mammotrain.cli import main
 
-from .test_train_shards import train_shards  # noqa: F401
 
 TINY = ["--task", "diagnosis", "--views", "1", "--fold", "0", "--backbone", "test_resnet",
         "--size", "32", "--epochs", "1", "--batch-size", "4", "--workers", "0",
