@@ -144,6 +144,24 @@ def cxcywh_to_xyxy(boxes, width: float, height: float) -> np.ndarray:
     return np.stack([x0, y0, x0 + b[:, 2] * width, y0 + b[:, 3] * height], 1)
 
 
+def box_iou(a, b) -> np.ndarray:
+    """IoU ``float64 [N, M]`` of xyxy boxes ``a [N, 4]`` and ``b [M, 4]`` (any units, the same
+    for both); 0 where the union is empty."""
+    a = np.asarray(a, np.float64).reshape(-1, 4)
+    b = np.asarray(b, np.float64).reshape(-1, 4)
+    lt = np.maximum(a[:, None, :2], b[None, :, :2])
+    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.clip(rb - lt, 0, None).prod(-1)
+    union = box_area(a)[:, None] + box_area(b)[None, :] - inter
+    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
+
+
+def box_area(boxes) -> np.ndarray:
+    """Areas ``float64 [N]`` of xyxy boxes (0 for inverted ones)."""
+    b = np.asarray(boxes, np.float64).reshape(-1, 4)
+    return np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None)
+
+
 def bbox_xyxy(bbox) -> tuple[int, int, int, int]:
     """A ``breast_bbox`` ``[y0, x0, y1, x1]`` as an int xyxy box ``(x0, y0, x1, y1)``."""
     y0, x0, y1, x1 = (int(v) for v in bbox)

@@ -21,19 +21,9 @@ import numpy as np
 import torch
 from torchmetrics.detection import MeanAveragePrecision
 
+from mammoprep.geometry import box_iou
+
 DETECTION_METRICS = ("map50", "map25", "recall25", "miou")
-
-
-def _box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU ``[N, M]`` of xyxy boxes ``a [N, 4]`` and ``b [M, 4]``."""
-    a = np.asarray(a, np.float64).reshape(-1, 4)
-    b = np.asarray(b, np.float64).reshape(-1, 4)
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.clip(rb - lt, 0, None).prod(-1)
-    area = lambda x: np.clip(x[:, 2] - x[:, 0], 0, None) * np.clip(x[:, 3] - x[:, 1], 0, None)  # noqa: E731
-    union = area(a)[:, None] + area(b)[None, :] - inter
-    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
 
 
 def mean_best_iou(pred_boxes: Sequence, gt_boxes: Sequence) -> float:
@@ -45,7 +35,7 @@ def mean_best_iou(pred_boxes: Sequence, gt_boxes: Sequence) -> float:
         if len(g) == 0:
             continue
         p = np.asarray(p, np.float64).reshape(-1, 4)
-        best.extend(_box_iou(g, p).max(1) if len(p) else np.zeros(len(g)))
+        best.extend(box_iou(g, p).max(1) if len(p) else np.zeros(len(g)))
     return float(np.mean(best)) if best else float("nan")
 
 
@@ -72,7 +62,7 @@ def average_precision(pred_boxes: Sequence, pred_scores: Sequence, gt_boxes: Seq
         g = np.asarray(gt_boxes[i], np.float64).reshape(-1, 4)
         if len(g) == 0:
             continue
-        ious = _box_iou(box[None], g)[0]
+        ious = box_iou(box[None], g)[0]
         ious[used[i]] = -1.0
         j = int(np.argmax(ious))
         if ious[j] >= iou:

@@ -74,3 +74,17 @@ def test_box_helpers_roundtrip():
     assert np.allclose(c, [[0.2, 0.2, 0.2, 0.2]])
     assert np.allclose(B.cxcywh_to_xyxy(c, 100, 200), b)
     assert np.allclose(B.scale(b, 2, 0.5, 1, 1), [[21, 11, 61, 31]])
+
+
+def test_box_iou_and_area_by_hand():
+    from mammoprep.geometry import box_area, box_iou
+
+    a = [[0, 0, 10, 10], [5, 5, 15, 25]]
+    b = [[5, 0, 15, 10], [20, 20, 30, 30], [0, 0, 10, 10]]
+    assert box_area(a).tolist() == [100.0, 200.0]
+    iou = box_iou(a, b)
+    assert iou.shape == (2, 3)
+    assert iou[0].tolist() == [50 / 150, 0.0, 1.0]
+    # a[1] and b[0] share x 5..15 and y 5..10 (50); a[1] and b[2] x 5..10, y 5..10 (25)
+    assert iou[1].tolist() == [50 / (200 + 100 - 50), 0.0, 25 / (200 + 100 - 25)]
+    assert box_iou([[3, 3, 3, 9]], [[3, 3, 3, 9]]).tolist() == [[0.0]]  # empty union

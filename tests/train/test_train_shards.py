@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from ..conftest import mammoprep
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("MAMMOPREP_SALT", "test-salt-not-secret")
 
