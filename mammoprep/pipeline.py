@@ -206,6 +206,18 @@ def preprocess(path: str | Path, prep: Prepared, salt: bytes | str | None = None
     return rec.evolve(harmonized=bool(harmonise))
 
 
+def prepare_for_model(path: str | Path, prep: Prepared, cfg: PrepConfig,
+                      salt: bytes | str | None = None) -> tuple[Record, Transform]:
+    """One file as the model sees it: :func:`preprocess` (read, text removal, harmonisation)
+    then :func:`crop_and_resize` to ``cfg.size`` (``cfg.crop``). Returns the stored image
+    (``uint16 [rows, cols]`` with its meta) and the original -> stored
+    :class:`~mammoprep.geometry.Transform`. The one preparation of ``shard`` (the PNGs in
+    the shards) and of ``mammotrain predict --dicom``, so a model meets at inference exactly
+    the pixels it was trained on."""
+    rec = preprocess(path, prep, salt=salt)
+    return crop_and_resize(rec, cfg.size, cfg.crop)
+
+
 def crop_and_resize(rec: Record, size: int | None, crop: bool = True) -> tuple[Record, Transform]:
     """Crop to ``meta['breast_bbox']`` ([ymin, xmin, ymax, xmax]) and resize so the longer
     side is ``size`` (aspect kept; area averaging when shrinking). Returns the new record and

@@ -38,7 +38,7 @@ from mammoprep.labels import LabelRow
 from mammoprep.labels import load_labels
 from mammoprep.pipeline import PrepConfig
 from mammoprep.pipeline import Prepared
-from mammoprep.pipeline import crop_and_resize, preprocess
+from mammoprep.pipeline import prepare_for_model
 from mammoprep.shards.plan import image_identity
 from mammoprep.shards.schema import ShardConfig, value_bits
 from mammoprep.shards.write import build_shards
@@ -176,8 +176,7 @@ class DicomImages(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> dict[str, Any]:
         path = self.sources[i]["path"]
         try:
-            rec = preprocess(path, self.prepared, salt=self.salt)
-            rec, t = crop_and_resize(rec, self.prep_cfg.size, self.prep_cfg.crop)
+            rec, t = prepare_for_model(path, self.prepared, self.prep_cfg, salt=self.salt)
         except MammoprepError as err:
             return {"reject": _reject(path, err.kind, str(err))}
         except Exception as exc:  # noqa: BLE001 - one bad image must not stop the batch

@@ -29,7 +29,7 @@ from ..io.paths import iter_dicom_paths
 from ..io.png import encode_png16
 from ..labels import load_labels
 from ..labels._common import TASKS as LABEL_TASKS
-from ..pipeline import crop_and_resize, original_bbox, prepared, preprocess
+from ..pipeline import original_bbox, prepare_for_model, prepared
 from .plan import assign_folds, plan_samples, reject_row, scan
 from .schema import (MANIFESTS, PARTS, SCHEMA_VERSION, ShardConfig, image_row, manifest_schemas,
                      sample_json, shard_name, view_record)
@@ -65,8 +65,7 @@ def _sample_entries(sample: dict[str, Any], prep, cfg: ShardConfig, salt: bytes,
     for v in sorted(sample["views"]):
         item = sample["views"][v]
         try:
-            rec = preprocess(item["path"], prep, salt=salt)
-            rec, t = crop_and_resize(rec, cfg.prep.size, cfg.prep.crop)
+            rec, t = prepare_for_model(item["path"], prep, cfg.prep, salt=salt)
         except MammoprepError as err:
             rejects.append(reject_row(item["path"], err.kind, str(err), "write"))
             continue
