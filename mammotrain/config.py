@@ -10,7 +10,7 @@ import torch
 from .augment import PRESETS as AUG_PRESETS
 from .augment import build_augment
 from .data import SPLIT_BY
-from .engine.schedule import SCHEDULES
+from .schedule import SCHEDULES
 from .models import check_backbone_name, timm_interpolation
 from .options import CONFIG_ORDER, GROUPS, Options
 from .preprocess import INTERPOLATIONS, Preprocess, input_hw, parse_size
@@ -52,7 +52,7 @@ class TrainConfig(Options):
     select: model selection on the validation split: 'auc' (highest AUC, ties: lowest loss),
         'loss' (lowest loss) or 'last' (last epoch). Without validation patients the last
         epoch is used, and the fold's metrics say so.
-    schedule: the lr schedule (:data:`~mammotrain.engine.schedule.SCHEDULES`), None = the
+    schedule: the lr schedule (:data:`~mammotrain.schedule.SCHEDULES`), None = the
         task's: 'step' (x ``gamma`` every ``step_size`` epochs; classification, LUMINA),
         'constant' (detection: the paper names no decay) or 'cosine' (cosine annealing to 0
         over ``epochs``).
@@ -68,7 +68,7 @@ class TrainConfig(Options):
     ema: decay of an exponential moving average of the weights (None = off); validation,
         selection and the saved model use the averaged weights (:mod:`mammotrain.ema`).
     warmup_epochs: linear lr warm-up epochs before the schedule
-        (:func:`~mammotrain.engine.schedule.lr_factor`).
+        (:func:`~mammotrain.schedule.lr_factor`).
     accum_steps: loader batches per optimiser step (gradient accumulation: effective batch
         ``batch_size * accum_steps``; :mod:`mammotrain.engine.stepping`).
     compile: ``torch.compile`` the training forward.

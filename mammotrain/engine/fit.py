@@ -50,7 +50,7 @@ from .checkpoint import (load_training_state, save_best_weights, save_training_s
 from .distributed import Dist, agree, gather_predictions, init_distributed, rank_device
 from .evaluate import (eval_loader, evaluate_fold, fmt, predict, selection_score,
                        selection_text)
-from .schedule import build_scheduler
+from ..schedule import build_scheduler
 from .stepping import OptimStep, autocast, compile_model, progress
 
 

@@ -48,7 +48,7 @@ class Task:
     views: the view modes the task supports (1 = single image, 2 = CC + MLO pair).
     defaults: TrainConfig values of the task's paper where the user gives none
         (epochs, size, lr, patience, views, schedule: the lr schedule, a name of
-        :data:`mammotrain.engine.schedule.SCHEDULES`).
+        :data:`mammotrain.schedule.SCHEDULES`).
 
     Class attributes of a kind: ``kind`` ('classification' or 'detection'), ``loss``
     ('cross_entropy' or 'detr'), ``selects`` (the ``--select`` values it accepts),

@@ -15,7 +15,7 @@ from mammotrain.config import TrainConfig
 from mammotrain.data import read_manifest
 from mammotrain.engine.evaluate import write_predictions
 from mammotrain.engine.fit import run_cv, train_fold
-from mammotrain.engine.schedule import build_scheduler, lr_factor
+from mammotrain.schedule import build_scheduler, lr_factor
 
 
 TINY = dict(backbone="test_resnet", size=32, epochs=1, batch_size=4, workers=0,

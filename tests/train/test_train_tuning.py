@@ -13,7 +13,7 @@ import torch
 from mammotrain.config import TrainConfig
 from mammotrain.ema import ModelEma
 from mammotrain.engine.fit import train_fold
-from mammotrain.engine.schedule import build_scheduler, lr_factor
+from mammotrain.schedule import build_scheduler, lr_factor
 from mammotrain.engine.stepping import OptimStep, compile_model
 
 
