@@ -39,3 +39,23 @@ def test_clip_grad(train_shards, tmp_path):  # noqa: F811
     r = CliRunner().invoke(main, ["train", "--shards", str(train_shards), "--out",
                                   str(tmp_path / "bad"), *TINY, "--clip-grad", "0"])
     assert r.exit_code == 2 and "--clip-grad" in r.output
+
+
+def test_option_choices_match_the_constants_the_code_uses():
+    """options.py keeps literal choice lists (so --help imports no torch); each must equal
+    the constant the training code checks against, or an accepted value would fail later."""
+    import click
+
+    from mammotrain.augment import PRESETS
+    from mammotrain.cli import main
+    from mammotrain.data import SPLIT_BY
+    from mammotrain.preprocess import INTERPOLATIONS
+    from mammotrain.schedule import SCHEDULES
+    from mammotrain.splits import SPLITS
+
+    params = {p.name: p for p in main.commands["cv"].params}
+    expected = {"split": set(SPLITS), "split_by": set(SPLIT_BY), "augment": set(PRESETS),
+                "schedule": set(SCHEDULES), "interpolation": {*INTERPOLATIONS, "timm"}}
+    for name, values in expected.items():
+        assert isinstance(params[name].type, click.Choice), name
+        assert set(params[name].type.choices) == values, name
