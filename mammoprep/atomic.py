@@ -227,12 +227,37 @@ class FolderLockedError(MammoprepError):
     kind = "folder_locked"
 
 
+def _record_holder(fh, command: str) -> None:
+    """Write ``mammoprep COMMAND (pid N)`` into the held lock file, so a refused run can
+    name the run that holds it (best effort: the lock itself is the flock)."""
+    try:
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"mammoprep {command} (pid {os.getpid()})\n".encode())
+        fh.flush()
+    except OSError:
+        pass
+
+
+def _lock_holder(fh) -> str:
+    """What the lock file says about its holder: "`mammoprep shard` (pid 123)", or
+    "mammoprep run" where it says nothing readable."""
+    try:
+        fh.seek(0)
+        text = fh.read(200).decode("ascii", "replace").strip()
+    except OSError:
+        text = ""
+    m = re.fullmatch(r"mammoprep ([a-z-]+) \(pid (\d+)\)", text)
+    return f"`mammoprep {m.group(1)}` (pid {m.group(2)})" if m else "mammoprep run"
+
+
 @contextmanager
 def output_lock(folder: str | os.PathLike, command: str) -> Iterator[None]:
     """Hold an exclusive lock on ``folder/.lock`` (``fcntl.flock``, released when the
     process ends, even by kill -9) for the duration; a second run on the same folder gets
-    :class:`FolderLockedError` at once instead of interleaving its files with ours. Without
-    ``fcntl`` (Windows) nothing is locked."""
+    :class:`FolderLockedError` at once, naming the command and pid that hold the folder,
+    instead of interleaving its files with ours. Without ``fcntl`` (Windows) nothing is
+    locked."""
     folder = Path(folder)
     try:
         import fcntl
@@ -251,10 +276,47 @@ def output_lock(folder: str | os.PathLike, command: str) -> Iterator[None]:
         except OSError as exc:
             if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                 raise FolderLockedError(
-                    folder, f"another `mammoprep {command}` is writing to this folder",
+                    folder, f"another {_lock_holder(fh)} is writing to this folder "
+                            f"(this run: `mammoprep {command}`)",
                     tag=".lock", value="locked",
                     hint="wait for it to finish, or use another output folder") from None
             raise write_error(lock, exc) from None
+        _record_holder(fh, command)
         yield
     finally:
         fh.close()
+
+
+#: Image formats :func:`save_image` infers from a file suffix.
+IMAGE_FORMATS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".pdf": "pdf", ".svg": "svg",
+                 ".tif": "tiff", ".tiff": "tiff", ".webp": "webp"}
+
+
+def check_writable(path: str | os.PathLike) -> None:
+    """Raise :class:`WriteError` now if the file ``path`` cannot be created where it is
+    asked for (a parent that is a file, a read-only or full folder), before a long run
+    computes what it would hold: creates the parent folder and a temporary probe file."""
+    path = Path(path)
+    probe = temporary_name(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(probe, "wb"):
+            pass
+    except OSError as exc:
+        raise write_error(path, exc) from None
+    finally:
+        try:
+            os.unlink(probe)
+        except OSError:
+            pass
+
+
+def save_image(path: str | os.PathLike, write: Callable[[BinaryIO, str], None]) -> Path:
+    """Write a figure atomically: ``write(fh, fmt)`` renders into a binary file object in
+    format ``fmt`` (from the suffix of ``path``: :data:`IMAGE_FORMATS`, default png), e.g.
+    ``lambda fh, fmt: fig.savefig(fh, format=fmt)``. A full or read-only disk raises
+    :class:`WriteError` and leaves no partial or empty file under ``path``."""
+    path = Path(path)
+    fmt = IMAGE_FORMATS.get(path.suffix.lower(), "png")
+    atomic_write(path, lambda fh: write(fh, fmt))
+    return path

@@ -47,16 +47,62 @@ def _exit_now(code: object) -> None:
         print(code, file=sys.stderr)
         status = 1
     logging.shutdown()
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):  # closed or broken pipe: nothing more to say
-            pass
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:  # the reader left before our last line: say so (once), exit 1
+        if not status:
+            print("mammoprep: the program reading standard output closed the pipe before "
+                  "the output ended", file=sys.stderr)
+            status = 1
+    except (OSError, ValueError):  # closed: nothing more to say
+        pass
+    try:
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass
     os._exit(status & 0xFF if status >= 0 else 1)
+
+
+def _reader_gone(fd: int) -> bool:
+    """True if ``fd`` is a pipe whose reading end has been closed (poll reports POLLERR)."""
+    import select
+
+    try:
+        poller = select.poll()
+        poller.register(fd, select.POLLOUT)
+        return any(ev & select.POLLERR for _, ev in poller.poll(0))
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _broken_pipe(ctx: click.Context) -> click.ClickException:
+    """The message for a ``BrokenPipeError`` out of a command: the program reading our
+    standard output went away (``mammoprep inspect ... | head``), or a pipe inside the run
+    (a pool worker's) broke."""
+    name = f"mammoprep {ctx.invoked_subcommand or ctx.info_name}"
+    try:
+        gone = _reader_gone(sys.__stdout__.fileno())
+    except (OSError, ValueError, AttributeError):
+        gone = False
+    if gone:
+        return click.ClickException(
+            f"`{name}` stopped: the program reading its standard output closed the pipe; "
+            "outputs finished so far are kept (rerun to resume, or read the whole output)")
+    return click.ClickException(
+        f"`{name}` stopped: a pipe inside the run broke (a worker process died?); outputs "
+        "finished so far are kept: rerun to resume, with -v for details")
 
 
 class LazyGroup(click.Group):
     """A click group that imports a command's module only when that command runs."""
+
+    def invoke(self, ctx: click.Context):
+        """Run the command; a broken pipe becomes a message saying which pipe, not click's
+        silent exit 1."""
+        try:
+            return super().invoke(ctx)
+        except BrokenPipeError:
+            raise _broken_pipe(ctx) from None
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return [name for name in COMMANDS if self._available(name)]

@@ -39,6 +39,8 @@ def qc_cmd(inputs, out, max_images, columns, decoder, jobs):
     """
     from tqdm import tqdm
 
+    from ..atomic import check_writable
+    from ..errors import WriteError
     from ..io.paths import iter_dicom_paths
     from ..batch import Job, Runner, numba_worker_init
     from ..options import bar_disabled
@@ -47,6 +49,10 @@ def qc_cmd(inputs, out, max_images, columns, decoder, jobs):
     files = [str(p) for p in iter_dicom_paths(inputs)]
     if not files:
         raise click.UsageError("no DICOM files found")
+    try:
+        check_writable(out)  # a sheet that cannot be written fails before the batch runs
+    except WriteError as err:
+        raise click.ClickException(str(err)) from None
     n_jobs = min(jobs or os.cpu_count() or 1, len(files))
     with tqdm(total=len(files), desc="qc", unit="img", file=sys.stderr,
               disable=True if len(files) < 2 else bar_disabled()) as bar, \
@@ -55,7 +61,10 @@ def qc_cmd(inputs, out, max_images, columns, decoder, jobs):
                                 progress=bar.update))
     ranked = order(items)
     shown = ranked[:max_images] if max_images else ranked
-    render_sheet(shown, out, columns=columns)
+    try:
+        render_sheet(shown, out, columns=columns)
+    except WriteError as err:
+        raise click.ClickException(str(err)) from None
     counts = {v: sum(it.verdict == v for it in items) for v in ("ok", "suspect", "error")}
     for it in ranked:
         if it.verdict != "ok":

@@ -12,6 +12,7 @@ still be forked (:func:`mammoprep.batch.start_method`).
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -28,6 +29,8 @@ from ..io.png import encode_png16, write_png16
 from ..pipeline import prepared, preprocess, read_image
 from ..record import Record
 from ..runtime import started
+
+log = logging.getLogger(__name__)
 
 #: zlib/libdeflate level of `harmonize --format png`, chosen by measurement (benchmarks/
 #: RESULTS.md, "PNG compression level"): the knee of size vs time.
@@ -243,6 +246,19 @@ def collisions(pairs: list[tuple]) -> list[tuple[str, str, str]]:
     return clashes
 
 
+def outside(files: list[Path], out: Path) -> list[Path]:
+    """``files`` less those below the output folder ``out`` (symlinks resolved): with OUT
+    inside IN, a rerun finds the outputs of the earlier run among its inputs; they are
+    results, not inputs, and are left out with a warning."""
+    root = os.path.realpath(out)
+    kept = [f for f in files
+            if os.path.commonpath([root, os.path.realpath(f)]) != root]
+    if len(kept) < len(files):
+        log.warning("left out %d file(s) under the output folder %s (outputs of an earlier "
+                    "run, not inputs)", len(files) - len(kept), out)
+    return kept
+
+
 class OutputPathsError(ValueError):
     """The inputs cannot be mirrored under the output folder (no input, two inputs to one
     output, an output that is an input); nothing has been written. The message says which."""
@@ -253,7 +269,7 @@ def output_paths(inputs, out: Path, fmt: str) -> tuple[list[Path], list[Path]]:
     the inputs' common folder mirrored under ``out`` (suffix ``.png`` or ``.dcm``).
     Raises :class:`OutputPathsError`."""
     # one file named twice (e.g. a folder and a file inside it, spelt differently) is one input
-    files = list(unique(iter_dicom_paths(inputs)))
+    files = outside(list(unique(iter_dicom_paths(inputs))), out)
     if not files:
         raise OutputPathsError("no DICOM files found")
     suffix = ".png" if fmt == "png" else ".dcm"

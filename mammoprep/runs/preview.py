@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..atomic import save_image
 from ..histogram import foreground_histogram
 from ..io.dicom import read_dicom
 from ..pipeline import PrepConfig, Prepared, preprocess
@@ -63,6 +64,7 @@ def render_preview(file: str | Path, ref: str | Path, out: str | Path,
     fig.suptitle(f"{Path(file).name}: {title}\nremoved {after.meta.get('removed_fraction', 0):.2%}"
                  f" of non-zero pixels as burned-in text/markers")
     fig.tight_layout()
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=90)
-    plt.close(fig)
+    try:
+        save_image(out, lambda fh, fmt: fig.savefig(fh, format=fmt, dpi=90))
+    finally:
+        plt.close(fig)

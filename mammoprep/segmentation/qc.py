@@ -116,7 +116,9 @@ def _wrap(text: str, width: int) -> list[str]:
 
 
 def render_sheet(items: list[QCItem], out: str | Path, columns: int = 6) -> Path:
-    """Write the contact sheet PNG of ``items`` (in the given order) to ``out``."""
+    """Write the contact sheet PNG of ``items`` (in the given order) to ``out``, atomically
+    (:func:`mammoprep.atomic.save_image`: a full disk leaves no partial sheet)."""
+    from ..atomic import save_image
     from PIL import Image, ImageDraw
 
     n = max(1, len(items))
@@ -139,7 +141,4 @@ def render_sheet(items: list[QCItem], out: str | Path, columns: int = 6) -> Path
         for k, line in enumerate(lines[:4]):
             draw.text((x0, y0 + TILE_H + 2 + 11 * k), line,
                       fill=colour.get(it.verdict, (255, 255, 255)) if k else (230, 230, 230))
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    sheet.save(out)
-    return out
+    return save_image(out, lambda fh, fmt: sheet.save(fh, format=fmt))

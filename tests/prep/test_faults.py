@@ -202,7 +202,7 @@ def test_a_second_run_on_the_same_folder_is_refused(cohort, tmp_path):
         """)], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "locked"
-        with pytest.raises(FolderLockedError, match="another `mammoprep shard` is writing"):
+        with pytest.raises(FolderLockedError, match="another mammoprep run is writing"):
             build_shards([str(cohort)], out, _cfg(cohort), SALT, log=lambda m: None)
         assert not list(out.glob("shard-*"))
     finally:
