@@ -196,11 +196,12 @@ def per_breast(keys: Sequence[str], y, score) -> tuple[np.ndarray, np.ndarray]:
 
 
 def binary_operating_metrics(y, probs) -> dict[str, float]:
-    """The values given a confidence interval in reports: AUC (macro for K > 2), sensitivity
-    (recall) and specificity at the arg-max decision, and for binary tasks the sensitivity at
-    90 % specificity (``sens_at_90spec``)."""
+    """The values given a confidence interval in reports: AUC, ACC and F1 (the paper's
+    columns; AUC and F1 macro for K > 2), sensitivity (recall) and specificity at the
+    arg-max decision, and for binary tasks the sensitivity at 90 % specificity
+    (``sens_at_90spec``)."""
     m = classification_metrics(y, probs)
-    out = {"auc": m["auc"], "recall": m["recall"], "specificity": m["specificity"]}
+    out = {k: m[k] for k in ("auc", "acc", "f1", "recall", "specificity")}
     probs = np.asarray(probs, np.float64)
     if probs.shape[1] == 2:
         out["sens_at_90spec"] = sensitivity_at_specificity(y, probs[:, 1], 0.9)
