@@ -151,6 +151,29 @@ def detection_bootstrap_ci(pred_boxes: Sequence, pred_scores: Sequence, gt_boxes
     return {k: _percentile_ci(v, n_boot, alpha) for k, v in samples.items()}
 
 
+def detection_paired_bootstrap(a: tuple[Sequence, Sequence, Sequence],
+                               b: tuple[Sequence, Sequence, Sequence], groups: Sequence,
+                               metric: str = "map25", n_boot: int = 2000, seed: int = 0,
+                               alpha: float = 0.05) -> dict[str, float]:
+    """Two detectors' predictions of the same images, ``a`` and ``b`` each (pred_boxes,
+    pred_scores, gt_boxes) in the same image order: ``metric(b) - metric(a)`` (a key of
+    :data:`POOLED_DETECTION`, NumPy twin values), its patient-level interval and the
+    two-sided bootstrap p-value (:func:`mammotrain.metrics.paired_result`); both see the
+    same resampled patients in each replicate."""
+    from .metrics import _group_codes, _resample, paired_result
+
+    thr, i = POOLED_DETECTION[metric]
+    ma, mb = match_detections(*a, thr), match_detections(*b, thr)
+    codes, g = _group_codes(groups)
+    rng = np.random.default_rng(seed)
+    d = []
+    for _ in range(n_boot if g else 0):
+        w = np.bincount(_resample(codes, g, rng), minlength=len(codes))
+        d.append(ap_recall(mb, w)[i] - ap_recall(ma, w)[i])
+    return paired_result(ap_recall(ma)[i], ap_recall(mb)[i], d, n_boot, alpha,
+                         n=len(codes), groups=g)
+
+
 def detection_metrics(pred_boxes: Sequence, pred_scores: Sequence, gt_boxes: Sequence
                       ) -> dict[str, float]:
     """{'map50', 'map25', 'recall25', 'miou'} (fractions; NaN without any lesion) computed

@@ -192,13 +192,15 @@ POOLED_LABELS = {"auc": "AUC", "acc": "ACC", "f1": "F1", "recall": "Sensitivity"
                  "pf1": "pF1 (RSNA, per breast)"}
 
 
-def ci_text(v: dict[str, float]) -> str:
-    """'81.20 (95 % CI 74.10-87.00)' in percent; 'undefined' for NaN."""
+def ci_text(v: dict[str, float], label: bool = True) -> str:
+    """'81.20 (95 % CI 74.10-87.00)' in percent (``label`` False: '81.20 (74.10-87.00)', a
+    table cell); 'undefined' for NaN."""
     if v is None or v.get("value") is None or not math.isfinite(v["value"]):
         return "undefined"
     if not (math.isfinite(v.get("ci_low", math.nan)) and math.isfinite(v.get("ci_high", math.nan))):
         return f"{100 * v['value']:.2f}"
-    return f"{100 * v['value']:.2f} (95 % CI {100 * v['ci_low']:.2f}-{100 * v['ci_high']:.2f})"
+    return (f"{100 * v['value']:.2f} ({'95 % CI ' if label else ''}{100 * v['ci_low']:.2f}-"
+            f"{100 * v['ci_high']:.2f})")
 
 
 def subgroup_auc(rows: Sequence[dict[str, Any]], column: str) -> list[dict[str, Any]]:
