@@ -140,6 +140,7 @@ def _side(entry: dict | None) -> dict[str, Any] | None:
     pooled = pooled_metrics(run, seed=int(run["config"].get("seed", 0)))
     folds = summarize(run["folds"])
     return {"run": str(entry["dir"]), "folds": len(run["folds"]), "n": pooled["n"],
+            "unit": run["plan"].get("unit", "example"),
             "patients": pooled["patients"], "pooled": pooled["values"],
             "fold_mean": {m: {"mean": s.mean, "std": s.std, "text": s.text()}
                           for m, s in folds.items()}, "note": entry["note"]}
@@ -269,8 +270,8 @@ def plot_results(rows: list[dict[str, Any]], path: Path, title: str) -> None:
     tables = [t for t in tables if t[2]]
     plt = pyplot()
     heights = [len(body) + 2 for _, _, body in tables]
-    fig, axes = plt.subplots(len(tables), 1, squeeze=False, dpi=130,
-                             figsize=(17, 0.9 + 0.28 * sum(heights)),
+    fig, axes = plt.subplots(len(tables), 1, squeeze=False, dpi=150,
+                             figsize=(11, 0.6 + 0.25 * sum(heights)),
                              gridspec_kw={"height_ratios": heights})
     for ax, (name, header, body) in zip(axes[:, 0], tables):
         ax.axis("off")
@@ -278,16 +279,16 @@ def plot_results(rows: list[dict[str, Any]], path: Path, title: str) -> None:
         tab.auto_set_font_size(False)
         tab.set_fontsize(7)
         tab.auto_set_column_width(list(range(len(header))))
+        tab.scale(1, 1.25)
         for (i, j), c in tab.get_celld().items():
             if i == 0:
                 c.set_text_props(weight="bold")
             if 4 <= j < 4 + len(COLUMNS["classification"]):
                 c.set_facecolor("#f0f0f0")
-        ax.set_title(f"{name}: pooled out-of-fold %, 95 % CI in brackets", fontsize=9,
+        head = f"{title}\n" if ax is axes[0, 0] else ""
+        ax.set_title(f"{head}{name}: pooled out-of-fold %, 95 % CI in brackets", fontsize=9,
                      loc="left")
-    fig.suptitle(title, fontsize=11)
-    fig.tight_layout()
-    fig.savefig(path)
+    fig.savefig(path, bbox_inches="tight", pad_inches=0.15)  # the tables' own width
     plt.close(fig)
 
 
@@ -295,7 +296,8 @@ def _link(side: dict | None, out: Path) -> str:
     if side is None:
         return MISSING
     path = os.path.relpath(Path(side["run"]) / "summary.md", out)
-    return f"[{Path(side['run']).name}]({path}) ({side['folds']} folds, {side['n']} of " \
+    folds = f"{side['folds']} fold{'s' if side['folds'] != 1 else ''}"
+    return f"[{Path(side['run']).name}]({path}) ({folds}, {side['n']} {side['unit']}s of " \
            f"{side['patients']} patients)"
 
 
@@ -312,10 +314,10 @@ def results_md(rows: list[dict[str, Any]], skipped: list[str], out: Path, title:
         header, body = table_cells(rows, table)
         if body:
             md += [f"## {name}", "", md_table(header, body), ""]
-    header, body = table_cells(rows, "classification", pooled=False)
-    if body:
-        md += ["## Mean ± std over test folds (the paper's statistic, %)", "",
-               md_table(header, body), ""]
+    folds = [table_cells(rows, t, pooled=False) for t in COLUMNS]
+    if any(body for _, body in folds):
+        md += ["## Mean ± std over test folds (the paper's statistic, %)", ""]
+        md += [ln for header, body in folds if body for ln in (md_table(header, body), "")]
     md += ["## Runs", "", md_table(["Task", "Views", "Backbone", "Input", "raw run",
                                     "harmonised run"],
                                    [row_label(r) + [_link(r[k], out) for k in KINDS]

@@ -31,7 +31,7 @@ def runs(train_shards, train_shards_harmonized, tmp_path_factory):
                        per_shard=16, synth_size="256x208", labels="csv")
     specs = {"diag-raw": ("diagnosis", 2, train_shards, (0, 1)),
              "diag-harm": ("diagnosis", 2, train_shards_harmonized, (0, 1)),
-             "density-harm": ("density", 2, train_shards_harmonized, (0, 1)),
+             "density-harm": ("density", 2, train_shards_harmonized, (0,)),
              "det": ("detection", 1, det_shards, (1,))}
     for name, (task, views, shards, folds) in specs.items():
         extra = {"patience": 1} if task == "detection" else {}
