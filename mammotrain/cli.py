@@ -11,6 +11,7 @@
   mammotrain predict -c runs/diag2v/fold0/best.safetensors --dicom new/ -o preds.parquet
   mammotrain export -c runs/diag2v/fold0/best.safetensors -o model.onnx
   mammotrain report runs/diag2v            rebuild a run's report from its fold folders
+  mammotrain compare runs/* -o results/     one paper-style table: raw vs harmonised, CIs, p
   mammotrain combine runs/* --ablation runs/abl -o report.md
 """
 
@@ -313,16 +314,33 @@ def report_cmd(runs):
 
 
 @main.command("compare")
-@click.argument("raw_run", type=click.Path(file_okay=False, exists=True))
-@click.argument("harmonized_run", type=click.Path(file_okay=False, exists=True))
-@click.option("--out", "-o", type=click.Path(file_okay=False), required=True)
+@click.argument("runs", nargs=-1, required=True, type=click.Path(file_okay=False))
+@click.option("--out", "-o", type=click.Path(file_okay=False), required=True,
+              help="Folder for results.md, results.png and results.json.")
+@click.option("--title", default="Results: raw vs harmonised", show_default=True)
+@click.option("--notes", default="", help="A paragraph placed under the title.")
 @_run
-def compare_cmd(raw_run, harmonized_run, out):
-    """Ablation report (raw vs harmonised) from two finished runs of one configuration."""
-    from .compare import write_ablation_report
+def compare_cmd(runs, out, title, notes):
+    """One results table over finished runs, laid out like the paper's tables.
 
-    write_ablation_report(raw_run, harmonized_run, out)
-    click.echo(str(Path(out) / "ablation.md"))
+    \b
+    mammotrain compare runs/diag2v-raw runs/diag2v runs/density-2v -o results/
+
+    A row per task x views x backbone x input size, pooled out-of-fold ACC / AUC / F1
+    (detection: mAP@.5 / mAP@.25 / R@.25) with 95 % CIs for the raw and the harmonised
+    run, and the paired p-value between them. Runs are paired by their options (all but
+    the shards); raw or harmonised is read from their shards' config.json. Writes
+    OUT/results.{md,png,json}; two runs of one configuration also get the ablation
+    report OUT/ablation.md (the first is raw unless their shards say otherwise)."""
+    from .compare import write_ablation_report
+    from .results import ablation_pair, write_results
+
+    write_results(runs, out, title, notes)
+    click.echo(str(Path(out) / "results.md"))
+    pair = ablation_pair(runs)
+    if pair:
+        write_ablation_report(*pair, out)
+        click.echo(str(Path(out) / "ablation.md"))
 
 
 @main.command("combine")

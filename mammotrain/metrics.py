@@ -196,11 +196,12 @@ def per_breast(keys: Sequence[str], y, score) -> tuple[np.ndarray, np.ndarray]:
 
 
 def binary_operating_metrics(y, probs) -> dict[str, float]:
-    """The values given a confidence interval in reports: AUC (macro for K > 2), sensitivity
-    (recall) and specificity at the arg-max decision, and for binary tasks the sensitivity at
-    90 % specificity (``sens_at_90spec``)."""
+    """The values given a confidence interval in reports: AUC, ACC and F1 (the paper's
+    columns; AUC and F1 macro for K > 2), sensitivity (recall) and specificity at the
+    arg-max decision, and for binary tasks the sensitivity at 90 % specificity
+    (``sens_at_90spec``)."""
     m = classification_metrics(y, probs)
-    out = {"auc": m["auc"], "recall": m["recall"], "specificity": m["specificity"]}
+    out = {k: m[k] for k in ("auc", "acc", "f1", "recall", "specificity")}
     probs = np.asarray(probs, np.float64)
     if probs.shape[1] == 2:
         out["sens_at_90spec"] = sensitivity_at_specificity(y, probs[:, 1], 0.9)
@@ -268,12 +269,21 @@ def paired_bootstrap(y, probs_a, probs_b, groups, metric: str = "auc", n_boot: i
         idx = _resample(codes, g, rng)
         d.append(classification_metrics(y[idx], pb[idx])[metric]
                  - classification_metrics(y[idx], pa[idx])[metric])
-    dv = np.asarray([x for x in d if math.isfinite(x)], np.float64)
-    lo, hi = _percentile_ci(d, n_boot, alpha)
+    return paired_result(a0, b0, d, n_boot, alpha, n=int(len(y)), groups=g)
+
+
+def paired_result(a: float, b: float, deltas: Sequence[float], n_boot: int, alpha: float,
+                  **extra) -> dict[str, float]:
+    """The summary of a paired bootstrap: the values ``a`` and ``b``, ``delta = b - a``, the
+    percentile interval of the resampled ``deltas`` and the two-sided p-value of no
+    difference (``2 * min(P(d <= 0), P(d >= 0))``, at most 1; NaN when more than half the
+    resamples are undefined), plus ``extra`` and ``n_boot``."""
+    dv = np.asarray([x for x in deltas if math.isfinite(x)], np.float64)
+    lo, hi = _percentile_ci(list(deltas), n_boot, alpha)
     p = (float(min(1.0, 2 * min((dv <= 0).mean(), (dv >= 0).mean())))
          if len(dv) >= 0.5 * n_boot else float("nan"))
-    return {"a": a0, "b": b0, "delta": b0 - a0, "ci_low": lo, "ci_high": hi, "p": p,
-            "n": int(len(y)), "groups": g, "n_boot": n_boot}
+    return {"a": a, "b": b, "delta": b - a, "ci_low": lo, "ci_high": hi, "p": p, **extra,
+            "n_boot": n_boot}
 
 
 def delong_test(y, score_a, score_b) -> dict[str, float]:

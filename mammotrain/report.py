@@ -24,7 +24,7 @@ from typing import Any, Sequence
 import numpy as np
 import pyarrow.parquet as pq
 
-from .detection_metrics import DETECTION_METRICS
+from .detection_metrics import DETECTION_METRICS, detection_bootstrap_ci, detection_metrics
 from .figures import pyplot
 from .jsonio import dumps as strict_dumps
 from .jsonio import json_safe, write_csv, write_text
@@ -130,9 +130,10 @@ def pooled_metrics(run: dict[str, Any], n_boot: int = N_BOOT, seed: int = 0
                    ) -> dict[str, Any]:
     """Every test fold's predictions together (out-of-fold): n, patients, why undefined (if
     so), and per value {'value', 'ci_low', 'ci_high'} (95 % patient-level bootstrap, ``n_boot``
-    resamples): AUC, sensitivity (recall), specificity, binary tasks sensitivity at 90 %
-    specificity; diagnosis tasks pF1 (RSNA's probabilistic F1, one row per breast: the
-    mean score of its views, no interval). Fractions, not percent."""
+    resamples): AUC, ACC, F1, sensitivity (recall), specificity, binary tasks sensitivity at
+    90 % specificity; diagnosis tasks pF1 (RSNA's probabilistic F1, one row per breast: the
+    mean score of its views, no interval); detection mAP@.5, mAP@.25 and recall@.25
+    (:func:`pooled_detection`). Fractions, not percent."""
     task = get_task(run["config"]["task"])
     rows = run["predictions"]
     y, p = _arrays(rows)
@@ -147,9 +148,24 @@ def pooled_metrics(run: dict[str, Any], n_boot: int = N_BOOT, seed: int = 0
         yb, sb = per_breast([r["key"] for r in rows], y, p[:, 1])
         values["pf1"] = {"value": probabilistic_f1(yb, sb), "ci_low": math.nan,
                          "ci_high": math.nan, "breasts": int(len(yb))}
+    if task.kind == "detection":
+        values.update(pooled_detection(rows, groups, n_boot, seed))
     return {"n": int(len(y)), "patients": len(set(groups)),
             "reason": undefined_reason(y, task.num_classes, task.classes), "values": values,
             "underpowered": underpowered(y, task.num_classes)}
+
+
+def pooled_detection(rows: Sequence[dict[str, Any]], groups: Sequence[str], n_boot: int,
+                     seed: int) -> dict[str, dict[str, float]]:
+    """mAP@.5, mAP@.25 and recall@.25 of every test image together: the value as each fold's
+    (:func:`~mammotrain.detection_metrics.detection_metrics`, COCO backend) with its 95 %
+    patient-level bootstrap interval
+    (:func:`~mammotrain.detection_metrics.detection_bootstrap_ci`). Fractions."""
+    args = ([r["boxes"] for r in rows], [r["box_scores"] for r in rows],
+            [r["gt_boxes"] for r in rows])
+    point = detection_metrics(*args)
+    ci = detection_bootstrap_ci(*args, groups, n_boot=n_boot, seed=seed)
+    return {k: {"value": point[k], "ci_low": lo, "ci_high": hi} for k, (lo, hi) in ci.items()}
 
 
 #: Below these pooled test counts a report says it is under-powered: fewer test examples
@@ -169,18 +185,22 @@ def underpowered(y: np.ndarray, num_classes: int) -> str:
     return ""
 
 
-POOLED_LABELS = {"auc": "AUC", "recall": "Sensitivity", "specificity": "Specificity",
+POOLED_LABELS = {"auc": "AUC", "acc": "ACC", "f1": "F1", "recall": "Sensitivity",
+                 "specificity": "Specificity", "map50": "mAP@.5", "map25": "mAP@.25",
+                 "recall25": "R@.25",
                  "sens_at_90spec": "Sensitivity at 90 % specificity",
                  "pf1": "pF1 (RSNA, per breast)"}
 
 
-def ci_text(v: dict[str, float]) -> str:
-    """'81.20 (95 % CI 74.10-87.00)' in percent; 'undefined' for NaN."""
+def ci_text(v: dict[str, float], label: bool = True) -> str:
+    """'81.20 (95 % CI 74.10-87.00)' in percent (``label`` False: '81.20 (74.10-87.00)', a
+    table cell); 'undefined' for NaN."""
     if v is None or v.get("value") is None or not math.isfinite(v["value"]):
         return "undefined"
     if not (math.isfinite(v.get("ci_low", math.nan)) and math.isfinite(v.get("ci_high", math.nan))):
         return f"{100 * v['value']:.2f}"
-    return f"{100 * v['value']:.2f} (95 % CI {100 * v['ci_low']:.2f}-{100 * v['ci_high']:.2f})"
+    return (f"{100 * v['value']:.2f} ({'95 % CI ' if label else ''}{100 * v['ci_low']:.2f}-"
+            f"{100 * v['ci_high']:.2f})")
 
 
 def subgroup_auc(rows: Sequence[dict[str, Any]], column: str) -> list[dict[str, Any]]:
@@ -473,7 +493,7 @@ def _run_sections(out: Path, run: dict[str, Any], task, s: dict[str, FoldStat],
     if pooled.get("underpowered"):
         md += [f"**Warning: under-powered:** {pooled['underpowered']}.", ""]
     md += [md_table(["metric", "value"],
-                     [[("" if task.binary or k not in ("auc", "recall", "specificity")
+                     [[("" if task.binary or k not in ("auc", "f1", "recall", "specificity")
                         else "macro-") + POOLED_LABELS[k], ci_text(v)]
                       for k, v in pooled["values"].items()]), "",
            "## Per fold (%)", "", md_table(list(per_fold[0]),

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # `make train-all`: every task x view configuration of LUMINA plus the harmonisation ablation
-# and the multi-task DETR (detection), 5-fold cross-validation each, one combined report.
+# and the multi-task DETR (detection), 5-fold cross-validation each, one combined report
+# (TRAIN_OUT/report.md) and one paper-style results table (TRAIN_OUT/results.md, results.png:
+# `mammotrain compare` over every run, raw beside harmonised with CIs and paired p-values).
 #
 # Default: a synthetic cohort (built here with `mammoprep synth`, `reference` and `shard`, raw
 # and harmonised, if absent) and a fast CPU setting: timm `test_resnet` from scratch at 64 px,
@@ -141,4 +143,12 @@ Values are %, mean ± std over the test folds; models selected on a patient-grou
 validation split of the training folds. Wall time of this invocation: ${ELAPSED}s."
 "$BIN/mammotrain" combine "${runs[@]}" "${ablations[@]}" -o "$OUT/report.md" \
     --title "LUMINA configurations: all tasks and views, harmonisation ablation" --notes "$NOTES"
-echo "== combined report: $OUT/report.md (${ELAPSED}s)"
+# the one results table: every run, each ablation's raw run beside its harmonised twin
+results=("${runs[@]}")
+for a in "${ablations[@]}"; do
+    if [ -d "$a/raw" ]; then results+=("$a/raw"); fi
+done
+"$BIN/mammotrain" compare "${results[@]}" -o "$OUT" --notes "${NOTES%% Values are*} Wall \
+time of this invocation: ${ELAPSED}s." \
+    --title "LUMINA configurations: raw vs harmonised, pooled out-of-fold"
+echo "== combined report: $OUT/report.md; results table: $OUT/results.md, $OUT/results.png (${ELAPSED}s)"
