@@ -185,7 +185,7 @@ def _check_nul(path: Path, names: list[str], rows: list[list[Any]]) -> None:
             if isinstance(cell, str) and "\x00" in cell:
                 raise LabelError(f"{path}:{n}", "a NUL byte in a cell (a binary or corrupt "
                                  "table)", tag=f"column {name}",
-                                 value=cell.replace("\x00", "\\x00"),
+                                 value=cell,
                                  hint="remove the NUL bytes, or re-export the table as text")
 
 
