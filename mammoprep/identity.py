@@ -25,7 +25,7 @@ from pathlib import Path
 
 from .atomic import fsync_dir
 from .errors import MammoprepError
-from .io.inputs import MAX_SALT_BYTES, read_input
+from .inputs import MAX_SALT_BYTES, read_input
 
 SALT_ENV = "MAMMOPREP_SALT"
 #: Shortest explicit salt (``--salt`` / ``$MAMMOPREP_SALT``) accepted, in characters.

@@ -15,7 +15,7 @@ from ..errors import (InvalidHeaderError, MammoprepError, NotDicomError, NotRegu
                       TooLargeError, TruncatedError)
 from ..identity import pseudonym, resolve_salt
 from . import header_checks
-from .inputs import MAX_DICOM_BYTES, open_input
+from ..inputs import MAX_DICOM_BYTES, open_input
 
 IMPLICIT_LE = "1.2.840.10008.1.2"
 

@@ -1,7 +1,7 @@
 """Reading label tables (CSV, Parquet, XLSX) into rows, refusing what would be read two ways.
 
-Every table is opened by :func:`mammoprep.io.inputs.open_input` (a regular file on disk, at
-most :data:`~mammoprep.io.inputs.MAX_TABLE_BYTES`: a FIFO or ``/dev/zero`` is refused, never
+Every table is opened by :func:`mammoprep.inputs.open_input` (a regular file on disk, at
+most :data:`~mammoprep.inputs.MAX_TABLE_BYTES`: a FIFO or ``/dev/zero`` is refused, never
 read). Then, before any row reaches an adapter:
 
 * a column given twice (``pathology`` and ``PATHOLOGY``: names are matched without case or
@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from ..errors import MammoprepError
-from ..io.inputs import MAX_TABLE_BYTES, open_input
+from ..inputs import MAX_TABLE_BYTES, open_input
 from ._common import LabelError, is_missing
 
 _WHAT = "label table"
