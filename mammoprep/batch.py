@@ -154,6 +154,16 @@ def process_worker_start(threads: int = 1, warm: str | None = None, *args: Any) 
     started()
 
 
+def _start_worker(log_args: tuple, init: Callable[..., None] | None, args: tuple) -> None:
+    """Pool initializer of every local process pool: the worker's log records and
+    warnings to the parent (:func:`mammoprep.logs.worker_logging`), then ``init(*args)``."""
+    from .logs import worker_logging
+
+    worker_logging(*log_args)
+    if init is not None:
+        init(*args)
+
+
 class Runner:
     """Where jobs run. ``workers`` <= 1 and no ``executor``: in this process, one after
     the other. ``workers`` > 1: a local pool of processes (``start``: ``spawn``, ``fork``
@@ -174,6 +184,7 @@ class Runner:
         self._start = start
         self._init = (initializer, initargs)
         self._on_close = on_close
+        self._listener = None  # the workers' log records to this process's handler
 
     @classmethod
     def dask(cls, scheduler: str) -> "Runner":
@@ -205,10 +216,14 @@ class Runner:
                 self._executor = ThreadPoolExecutor(self.workers, initializer=init,
                                                     initargs=args)
             else:
+                from . import logs
+
                 method = start_method() if self._start == "auto" else self._start
+                ctx = mp.get_context(method)
+                log_args, self._listener = logs.forward_workers(ctx)
                 self._executor = ProcessPoolExecutor(
-                    self.workers, mp_context=mp.get_context(method), initializer=init,
-                    initargs=args)
+                    self.workers, mp_context=ctx, initializer=_start_worker,
+                    initargs=(log_args, init, args))
         return self
 
     def map(self, fn: Callable[[J], R], jobs: Iterable[J], *, chunksize: int = 1,
@@ -234,6 +249,17 @@ class Runner:
     def close(self) -> None:
         if self._executor is not None and self._own:
             self._executor.shutdown(wait=True)
+        if self._listener is not None:  # after the workers: their last records shown
+            self._listener.stop()
+            queue = self._listener.queue
+            queue.close()  # ends the thread that fed the listener's stop sentinel
+            queue.join_thread()
+            self._listener = self._executor = None
+            # the workers' queue is no longer referenced once they are reaped: its
+            # semaphores are freed now, not reported as leaked by a process that exits
+            # with os._exit (the CLI)
+            mp.active_children()
+
         if self._on_close is not None:
             self._on_close()
 

@@ -144,65 +144,15 @@ class LazyGroup(click.Group):
                 formatter.write_dl(rows)
 
 
-class _OncePerMessage:
-    """logging filter: library messages (pydicom's logger, Python warnings) are shown once
-    per distinct text, however many files raise them; pydicom's ``warn_and_log`` sends each
-    one both as a log record and a warning, which count as one. ``mammoprep``'s own
-    messages always pass."""
-
-    def __init__(self) -> None:
-        self.seen: set[str] = set()
-
-    def filter(self, record) -> bool:
-        if record.name == "mammoprep" or record.name.startswith("mammoprep."):
-            return True
-        text = record.getMessage().split("\n", 1)[0]
-        if record.name == "py.warnings":  # "file:line: UserWarning: text" -> "text"
-            text = text.split("Warning: ", 1)[-1]
-            record.msg, record.args = text, ()
-        if text in self.seen:
-            return False
-        self.seen.add(text)
-        return True
-
-
-class _StderrHandler(logging.StreamHandler):
-    """Writes to whatever ``sys.stderr`` is at the time (click's test runner swaps it
-    between invocations)."""
-
-    @property
-    def stream(self):
-        return sys.stderr
-
-    @stream.setter
-    def stream(self, value) -> None:
-        pass
-
-
-_HANDLER = None
-
-
 def setup_logging(verbose: int, quiet: bool) -> None:
     """Messages through :mod:`logging` on stderr: warnings by default, ``-v`` info,
-    ``-vv`` debug, ``-q`` errors only. Python warnings (pydicom's) are routed to the log
-    and each distinct library message is shown once per run (:class:`_OncePerMessage`)."""
-    import warnings
+    ``-vv`` debug, ``-q`` errors only. Python warnings (pydicom's) are routed to the log,
+    identifiers scrubbed from library messages, each distinct one shown once per run,
+    worker processes included (:mod:`mammoprep.logs`)."""
+    from . import logs
 
-    global _HANDLER
-    level = (logging.ERROR if quiet else logging.DEBUG if verbose > 1 else
-             logging.INFO if verbose else logging.WARNING)
-    root = logging.getLogger()
-    if _HANDLER is not None:  # called again in one process (tests): replace, not add
-        root.removeHandler(_HANDLER)
-    _HANDLER = _StderrHandler()
-    _HANDLER.setFormatter(logging.Formatter("%(levelname)s: %(name)s: %(message)s"))
-    _HANDLER.setLevel(level)
-    _HANDLER.addFilter(_OncePerMessage())
-    root.addHandler(_HANDLER)
-    root.setLevel(min(root.level or logging.WARNING, level))
-    logging.getLogger("mammoprep").setLevel(level)
-    logging.captureWarnings(True)
-    warnings.simplefilter("ignore" if quiet else "always")
+    logs.setup(logging.ERROR if quiet else logging.DEBUG if verbose > 1 else
+               logging.INFO if verbose else logging.WARNING)
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})

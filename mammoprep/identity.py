@@ -25,6 +25,7 @@ from pathlib import Path
 
 from .atomic import fsync_dir
 from .errors import MammoprepError
+from .inputs import MAX_SALT_BYTES, read_input
 
 SALT_ENV = "MAMMOPREP_SALT"
 #: Shortest explicit salt (``--salt`` / ``$MAMMOPREP_SALT``) accepted, in characters.
@@ -74,10 +75,14 @@ def resolve_salt(salt: str | None = None) -> bytes:
 
 def _file_salt(path: Path) -> bytes:
     """Read the salt file, creating it atomically first if it does not exist."""
-    if not path.exists():
+    if not os.path.lexists(path):
         _create_salt_file(path)
-    try:
-        text = path.read_bytes().decode("ascii").strip()
+    try:  # a FIFO, a device or a /proc file is refused, never read (it could block)
+        text = read_input(path, "salt file", MAX_SALT_BYTES).decode("ascii").strip()
+    except MammoprepError as exc:
+        raise SaltError(path, f"cannot read the salt file ({exc.problem})",
+                        hint="make it a regular file holding the salt: restore it from your "
+                             f"backup, or pass --salt / ${SALT_ENV}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise SaltError(path, f"cannot read the salt file ({exc})",
                         hint="fix its permissions, or restore it from your backup") from None

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import MammoprepError
+from ..inputs import MAX_TABLE_BYTES, read_input
 
 ENERGIES = ("high", "low", "unknown")
 COLUMNS = ("manufacturer", "model", "energy", "note")
@@ -164,10 +165,13 @@ def _add_image(images: dict[str, tuple[str, int]], cells: dict[str, str], energy
 
 
 def _parse(path: Path) -> EnergyTable:
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise EnergyTableError(path, "energy-class table not found") from None
+    if not path.exists() and not path.is_symlink():
+        raise EnergyTableError(path, "energy-class table not found")
+    try:  # a FIFO or device is refused, never read
+        text = read_input(path, "energy-class table", MAX_TABLE_BYTES).decode("utf-8-sig")
+    except MammoprepError as err:
+        raise EnergyTableError(path, f"cannot read energy-class table: {err.problem}",
+                               hint=err.hint) from None
     except (OSError, UnicodeDecodeError) as err:
         raise EnergyTableError(path, f"cannot read energy-class table: {err}") from None
     # keep physical line numbers: comments become empty lines, which csv skips

@@ -29,6 +29,7 @@ import numpy as np
 
 from ..atomic import atomic_write  # temporary, fsync, rename; WriteError if full
 from ..errors import MammoprepError, ReferenceError_
+from ..inputs import MAX_TABLE_BYTES, open_input
 from ..geometry import bbox_xyxy
 from ..histogram import PixelRangeError, as_u16, check_bits, foreground_histogram
 from ..record import Record
@@ -238,7 +239,8 @@ class Reference:
         naming the file and what is wrong."""
         path = Path(path)
         try:
-            with np.load(path, allow_pickle=False) as z:
+            with open_input(path, "reference", MAX_TABLE_BYTES) as fh, \
+                    np.load(fh, allow_pickle=False) as z:
                 missing = [k for k in _KEYS if k not in z.files]
                 if missing:
                     raise ReferenceError_(path, f"not a mammoprep reference: missing key(s) "
@@ -247,6 +249,11 @@ class Reference:
                 extra = {k: z[k] for k in _IMAGE_KEYS if k in z.files}  # absent: older file
         except ReferenceError_:
             raise
+        except MammoprepError as err:  # missing, a FIFO or device, too large
+            if not path.exists() and not path.is_symlink():
+                raise ReferenceError_(path, "reference file not found") from None
+            raise ReferenceError_(path, f"cannot read reference ({err.problem})",
+                                  hint=err.hint) from None
         except FileNotFoundError:
             raise ReferenceError_(path, "reference file not found") from None
         except (OSError, ValueError, EOFError) as err:

@@ -15,7 +15,7 @@ from ..errors import (InvalidHeaderError, MammoprepError, NotDicomError, NotRegu
                       TooLargeError, TruncatedError)
 from ..identity import pseudonym, resolve_salt
 from . import header_checks
-from .paths import _os_error, regular_file_problem
+from ..inputs import MAX_DICOM_BYTES, open_input
 
 IMPLICIT_LE = "1.2.840.10008.1.2"
 
@@ -69,13 +69,8 @@ def open_dataset(path: Path, header_only: bool):
     """dcmread with typed errors; fills in the transfer syntax of files without File Meta."""
     from pydicom.errors import InvalidDicomError
 
-    problem = regular_file_problem(path)  # stat only: FIFOs and devices are never opened
-    if problem is not None:
-        raise problem
-    try:
-        fh = open(path, "rb")
-    except OSError as exc:
-        raise _os_error(path, exc) from None
+    # FIFOs, devices and /proc files are never opened; reads stop at MAX_DICOM_BYTES
+    fh = open_input(path, "DICOM file", MAX_DICOM_BYTES)
     # this thread's warnings only: a writer thread's must not reject the file being read
     with fh, decoders.codec_messages() as caught:
         try:
@@ -241,7 +236,7 @@ def _not_dicom(path: Path, detail: str) -> MammoprepError:
 
 def _prefix(path: Path) -> str:
     """What the file holds where 'DICM' should be (bytes 128-131), for messages."""
-    with open(path, "rb") as fh:
+    with open_input(path, "DICOM file", MAX_DICOM_BYTES) as fh:
         head = fh.read(132)
     return repr(head[128:132]) if len(head) >= 132 else f"file of {len(head)} bytes"
 

@@ -1,75 +1,21 @@
-"""Finding DICOM files: folders walked in sorted order, symlink loops and special files
-(FIFOs, devices, sockets) refused before anything is opened, each with a typed error."""
+"""Finding DICOM files: folders walked in sorted order, symlink loops, special files (FIFOs,
+devices, sockets) and files of the kernel's pseudo file systems (``/proc``, ``/sys``)
+refused before anything is opened, each with a typed error (:func:`regular_file_problem`,
+used for every input by :mod:`mammoprep.inputs`)."""
 
 from __future__ import annotations
 
-import errno
 import os
 import stat
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from ..errors import MammoprepError, NotDicomError, NotRegularFileError, UnreadableError
+# the stat-only checks live with the bounded open (layer 0), for every kind of input
+from ..inputs import _os_error, pseudo_fs, regular_file_problem  # noqa: F401 - re-exported
 
 #: File name endings treated as DICOM when walking directories (plus extension-less files
 #: that look like DICOM). Files named explicitly on the command line are always read.
 DICOM_SUFFIXES = {".dcm", ".dicom", ".dic", ".ima"}
-
-
-_FILE_KINDS = {stat.S_IFIFO: "a FIFO (named pipe)", stat.S_IFCHR: "a character device",
-               stat.S_IFBLK: "a block device", stat.S_IFSOCK: "a socket",
-               stat.S_IFDIR: "a directory"}
-
-
-def regular_file_problem(path: str | os.PathLike) -> MammoprepError | None:
-    """None if ``path`` is (a symlink to) a regular file, else the typed error to report.
-
-    Only ``stat``/``lstat`` are used: a FIFO, device or socket is never opened, so it can
-    neither block nor stream without end."""
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        if os.path.islink(path):
-            return NotRegularFileError(path, "a symbolic link to a missing file",
-                                       value=_link_target(path),
-                                       hint="fix or remove the link")
-        return NotDicomError(path, "file not found", hint="check the path")
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            return NotRegularFileError(path, "a symbolic link loop (the link points back to "
-                                       "itself)", value=_link_target(path),
-                                       hint="fix or remove the link")
-        return _os_error(path, exc)
-    if stat.S_ISREG(st.st_mode):
-        return None
-    what = _FILE_KINDS.get(stat.S_IFMT(st.st_mode), "not a regular file")
-    if stat.S_ISDIR(st.st_mode):
-        try:
-            with os.scandir(path):
-                pass
-        except OSError as exc:
-            return UnreadableError(path, f"a folder that cannot be listed "
-                                   f"({exc.strerror or exc}); its files were not read",
-                                   hint="check the folder's permissions")
-        return NotDicomError(path, "is a directory")
-    return NotRegularFileError(path, f"not a regular file but {what}",
-                               hint="pass DICOM files; it was not opened (reading it could "
-                                    "block or never end)")
-
-
-def _link_target(path) -> str | None:
-    try:
-        return os.readlink(path)
-    except OSError:
-        return None
-
-
-def _os_error(path, exc: OSError) -> MammoprepError:
-    """Typed error for an OS refusal to read ``path``."""
-    if exc.errno in (errno.EACCES, errno.EPERM):
-        return UnreadableError(path, "permission denied", hint="check the file's permissions")
-    return UnreadableError(path, f"cannot read the file ({exc.strerror or exc})",
-                           hint="check the disk and the path")
 
 
 def looks_like_dicom(path: Path) -> bool:

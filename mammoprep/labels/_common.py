@@ -12,7 +12,6 @@ the row and the column.
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import re
@@ -358,113 +357,6 @@ def parse_boxes(v: Any, where: str = "", column: str = "boxes") -> list:
             raise _fail(where, column, b, "a box is not [xmin, ymin, xmax, ymax] with "
                         "xmax > xmin and ymax > ymin", "fix the box or drop it")
     return boxes
-
-
-# ------------------------------------------------------------------------ reading tables
-
-def normalise_columns(row: dict[str, Any]) -> dict[str, Any]:
-    """Header names stripped and lower-cased (``'BI-RADS '`` -> ``'bi-rads'``)."""
-    return {str(k).strip().lower(): v for k, v in row.items() if k is not None}
-
-
-def text_encodings(head: bytes) -> tuple[str, ...]:
-    """The encodings to try, in turn, for a text table starting with ``head``: UTF-16 with
-    a BOM (spreadsheet "Unicode text" exports), else UTF-8 (BOM or not), Windows-1252,
-    Latin-1 (older spreadsheet exports; Latin-1 decodes any byte)."""
-    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
-        return ("utf-16",)
-    return ("utf-8-sig", "cp1252", "latin-1")
-
-
-def _csv_rows(path: Path, want: set[str] | None, header_only: bool = False
-              ) -> list[dict[str, Any]]:
-    """A CSV's rows, decoded while streamed (the file is never held whole, nor twice);
-    ``header_only``: no rows, only the header as one ``{name: None}`` row."""
-    with open(path, "rb") as fh:
-        encodings = text_encodings(fh.read(4))
-    for n, enc in enumerate(encodings):
-        try:
-            with open(path, encoding=enc, newline="") as fh:
-                if want is None and not header_only:
-                    return list(csv.DictReader(fh))
-                reader = csv.reader(fh)
-                header = next(reader, [])
-                keep = [(i, h) for i, h in enumerate(header)
-                        if want is None or h.strip().lower() in want]
-                if header_only:
-                    return [{h: None for _, h in keep}]
-                return [{h: (row[i] if i < len(row) else None) for i, h in keep}
-                        for row in reader]
-        except UnicodeDecodeError:
-            if n == len(encodings) - 1:
-                raise
-    raise AssertionError("unreachable")
-
-
-def table_columns(path: Path) -> list[str]:
-    """The header of a CSV or Parquet label table, as written, without reading its rows."""
-    try:
-        if path.suffix.lower() == ".parquet":
-            import pyarrow.parquet as pq
-
-            return list(pq.read_schema(path).names)
-        return list(_csv_rows(path, None, header_only=True)[0])
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise LabelError(path, f"cannot read the label table ({exc})") from None
-    except Exception as exc:  # noqa: BLE001 - pyarrow raises many types
-        raise LabelError(path, f"cannot read the label table ({type(exc).__name__}: {exc})",
-                         hint="give a CSV or Parquet file") from None
-
-
-def read_table(path: Path, columns: Sequence[str] | None = None) -> list[dict[str, Any]]:
-    """Rows of a CSV (:func:`text_encodings`: UTF-8 with or without BOM, UTF-16 with BOM,
-    Windows-1252 / Latin-1) or Parquet file as dicts (header as written).
-
-    columns: keep only these (matched in any case; absent ones are simply not there, for
-    :func:`require_columns` to name): wide tables, such as EMBED's metadata with its
-    hundred DICOM columns over 480,000 rows, then hold only what is read."""
-    want = {c.lower() for c in columns} if columns is not None else None
-    try:
-        if path.suffix.lower() == ".parquet":
-            import pyarrow.parquet as pq
-
-            names = None
-            if want is not None:
-                names = [n for n in pq.read_schema(path).names if n.strip().lower() in want]
-            return pq.read_table(path, columns=names).to_pylist()
-        return _csv_rows(path, want)
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise LabelError(path, f"cannot read the label table ({exc})") from None
-    except Exception as exc:  # noqa: BLE001 - pyarrow raises many types
-        raise LabelError(path, f"cannot read the label table ({type(exc).__name__}: {exc})",
-                         hint="give a CSV or Parquet file") from None
-
-
-def read_xlsx(path: Path) -> list[dict[str, Any]]:
-    """First sheet of a workbook as dicts (header = first row), with formulas as written
-    (``'=A1+1'``, so that the parser can refuse them); blank rows dropped."""
-    from openpyxl import load_workbook
-
-    try:
-        wb = load_workbook(path, read_only=True, data_only=False)
-    except Exception as exc:  # noqa: BLE001 - openpyxl raises many types
-        raise LabelError(path, f"cannot read the spreadsheet ({exc})") from None
-    rows = list(wb.worksheets[0].iter_rows(values_only=True))
-    wb.close()
-    if not rows:
-        return []
-    header = [str(h).strip() if h is not None else "" for h in rows[0]]
-    return [dict(zip(header, r)) for r in rows[1:] if any(c not in (None, "") for c in r)]
-
-
-def require_columns(path: Path, rows: Sequence[dict[str, Any]], columns: Sequence[str],
-                    hint: str) -> None:
-    """Raise naming the file and the missing columns when the first row lacks any."""
-    have = list(rows[0]) if rows else []
-    missing = [c for c in columns if c not in have]
-    if rows and missing:
-        raise LabelError(path, f"column(s) {', '.join(missing)} missing", tag="header row",
-                         value=have, hint=hint)
 
 
 # ----------------------------------------------------------------------------- registry

@@ -57,7 +57,8 @@ from typing import Any, Sequence
 
 from ._common import (Adapter, LabelError, LabelRow, LabelTable, TaskRules, _integer,
                       is_missing, parse_birads, parse_density, parse_laterality,
-                      parse_pathology, parse_text, parse_view, read_table, require_columns)
+                      parse_pathology, parse_text, parse_view)
+from .reading import read_table, require_columns
 from .cbis_index import HeaderIndex, clean_path, path_triple, roi_boxes
 
 RULES = TaskRules(

@@ -52,8 +52,8 @@ from typing import Any, Sequence
 
 from ..geometry import CHEST_WALL_LEFT
 from ._common import (Adapter, LabelError, LabelRow, LabelTable, TaskRules, is_missing,
-                      normalise_columns, parse_density, parse_laterality,
-                      parse_text, parse_view, read_table, require_columns, table_columns)
+                      parse_density, parse_laterality, parse_text, parse_view)
+from .reading import normalise_columns, read_table, require_columns, table_columns
 
 RULES = TaskRules(
     "embed", "any", True,

@@ -47,7 +47,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ._common import (Adapter, LabelError, LabelRow, LabelTable, TaskRules, is_missing,
-                      parse_birads, parse_density, parse_text, read_xlsx, require_columns)
+                      parse_birads, parse_density, parse_text)
+from .reading import read_xlsx, require_columns
 
 RULES = TaskRules(
     "lumina", "assessed", True,

@@ -33,8 +33,8 @@ from pathlib import Path
 from typing import Sequence
 
 from ._common import (Adapter, LabelError, LabelRow, LabelTable, TaskRules, is_missing,
-                      parse_birads, parse_density, parse_laterality, parse_text, parse_view,
-                      read_table, require_columns)
+                      parse_birads, parse_density, parse_laterality, parse_text, parse_view)
+from .reading import read_table, require_columns
 
 RULES = TaskRules(
     "rsna", "any", False,

@@ -22,8 +22,9 @@ from pathlib import Path
 from typing import Sequence
 
 from ._common import (GENERIC_RULES, Adapter, LabelError, LabelRow, LabelTable, is_missing,
-                      normalise_columns, parse_birads, parse_boxes, parse_density,
-                      parse_laterality, parse_pathology, parse_text, parse_view, read_table)
+                      parse_birads, parse_boxes, parse_density, parse_laterality,
+                      parse_pathology, parse_text, parse_view)
+from .reading import normalise_columns, read_table
 
 #: column -> (type, accepted values, required?)
 COLUMNS: dict[str, tuple[str, str, str]] = {

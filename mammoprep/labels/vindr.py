@@ -49,7 +49,8 @@ from typing import Any, Collection, Sequence
 
 from ._common import (GENERIC_RULES, Adapter, LabelError, LabelRow, LabelTable, is_missing,
                       parse_birads, parse_boxes, parse_density, parse_laterality, parse_text,
-                      parse_view, read_table, require_columns)
+                      parse_view)
+from .reading import read_table, require_columns
 
 BREAST_COLUMNS = ("study_id", "image_id", "laterality", "view_position", "breast_birads",
                   "breast_density")

@@ -14,12 +14,19 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import MammoprepError, display_path
+from ..inputs import MAX_TABLE_BYTES, input_problem, open_input, read_input
 from ..io.png import decode_png16
 from .schema import MANIFESTS, PARTS, ShardConfig
 
-def _sha256(path: Path) -> str:
+#: Largest manifest or config.json read (they hold one row per image: ~1 KB each).
+MAX_MANIFEST_BYTES = 1 << 30
+
+
+def _sha256(path: Path, what: str = "file", cap: int = MAX_TABLE_BYTES) -> str:
+    """sha256 of a regular file of at most ``cap`` bytes (:func:`open_input`: a FIFO or
+    device raises a typed error instead of blocking or never ending)."""
     h = hashlib.sha256()
-    with open(path, "rb") as fh:
+    with open_input(path, what, cap) as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
@@ -63,10 +70,10 @@ def _read_config(path: Path, log) -> dict[str, Any] | None:
     """config.json as a dict; None (with a warning) when absent, empty or corrupt, e.g.
     left by a crash or a full disk before writes were atomic."""
     try:
-        doc = json.loads(path.read_bytes())
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as exc:
+        if not path.exists() and not path.is_symlink():
+            return None
+        doc = json.loads(read_input(path, "config.json", MAX_MANIFEST_BYTES))
+    except (OSError, ValueError, MammoprepError) as exc:
         log(f"warning: {display_path(path)} is empty or unreadable ({type(exc).__name__}); "
             "ignored (an interrupted run?)")
         return None
@@ -119,10 +126,14 @@ def _verify_config(out: Path) -> list[str]:
     """config.json present, a JSON object with a config digest, and each manifest's
     sha256 equal to the one it records (``manifests_sha256``)."""
     path = out / "config.json"
+    problem = input_problem(path, "config.json")
+    if problem is not None:
+        return [f"{path}: missing" if not path.exists() and not path.is_symlink() else
+                str(problem)]
     try:
-        doc = json.loads(path.read_bytes())
-    except FileNotFoundError:
-        return [f"{path}: missing"]
+        doc = json.loads(read_input(path, "config.json", MAX_MANIFEST_BYTES))
+    except MammoprepError as exc:
+        return [str(exc)]
     except (OSError, ValueError) as exc:
         return [f"{path}: empty or not valid JSON ({type(exc).__name__}); the run that wrote "
                 "it did not finish: rerun `mammoprep shard`"]
@@ -130,10 +141,19 @@ def _verify_config(out: Path) -> list[str]:
         return [f"{path}: no config_digest; not written by a finished `mammoprep shard`"]
     problems = []
     for name, digest in sorted((doc.get("manifests_sha256") or {}).items()):
-        if (out / name).exists() and _sha256(out / name) != digest:
+        if _manifest_problem(out / name) is None and _sha256(
+                out / name, "manifest", MAX_MANIFEST_BYTES) != digest:
             problems.append(f"{out / name}: sha256 differs from config.json (corrupt or "
                             "modified)")
     return problems
+
+
+def _manifest_problem(path: Path) -> str | None:
+    """Why a manifest cannot be read (missing, not a regular file), or None."""
+    if not path.exists() and not path.is_symlink():
+        return f"{path}: missing manifest"
+    problem = input_problem(path, "manifest")
+    return None if problem is None else str(problem)
 
 
 def verify(out_dir: str | Path) -> list[str]:
@@ -150,16 +170,16 @@ def verify(out_dir: str | Path) -> list[str]:
 
     out = Path(out_dir)
     problems: list[str] = []
-    for name in MANIFESTS:
-        if not (out / name).exists():
-            problems.append(f"{out / name}: missing manifest")
+    unreadable = [p for p in (_manifest_problem(out / name) for name in MANIFESTS) if p]
+    problems += unreadable
     problems += _verify_config(out)
-    if any(p.endswith("missing manifest") for p in problems):
+    if unreadable:
         return problems
     tables = {}
     for name in ("images.parquet", "shards.parquet"):
         try:
-            tables[name] = pq.read_table(out / name).to_pylist()
+            with open_input(out / name, "manifest", MAX_MANIFEST_BYTES) as fh:
+                tables[name] = pq.read_table(fh).to_pylist()
         except Exception as exc:  # noqa: BLE001 - a corrupt manifest is a problem line
             problems.append(f"{out / name}: not a readable Parquet file "
                             f"({type(exc).__name__}: {exc})")
@@ -175,13 +195,24 @@ def verify(out_dir: str | Path) -> list[str]:
         by_shard[r["shard"]].append(r)
     for s in shards:
         path = out / s["shard"]
-        if not path.exists():
+        if not path.exists() and not path.is_symlink():
             problems.append(f"{path}: shard listed in shards.parquet is missing")
             continue
-        if path.stat().st_size != s["bytes"]:
-            problems.append(f"{path}: size {path.stat().st_size} != {s['bytes']} in shards.parquet")
-        if _sha256(path) != s["sha256"]:
-            problems.append(f"{path}: sha256 differs from shards.parquet (corrupt or modified)")
+        problem = input_problem(path, "shard")  # a FIFO or /dev/zero is never read
+        if problem is not None:
+            problems.append(str(problem))
+            continue
+        size = path.stat().st_size
+        if size != s["bytes"]:
+            problems.append(f"{path}: size {size} != {s['bytes']} in shards.parquet")
+        try:  # read at most the larger of the two sizes: a file that grows is refused
+            if _sha256(path, "shard", max(size, s["bytes"])) != s["sha256"]:
+                problems.append(f"{path}: sha256 differs from shards.parquet (corrupt or "
+                                "modified)")
+                continue
+        except (MammoprepError, OSError) as exc:
+            problems.append(str(exc) if isinstance(exc, MammoprepError) else
+                            f"{path}: cannot read ({exc})")
             continue
         problems += _verify_tar(path, s, by_shard.get(s["shard"], []))
     listed = {s["shard"] for s in shards}
@@ -198,7 +229,8 @@ def _verify_tar(path: Path, shard: dict, rows: list[dict]) -> list[str]:
     missing, not decoding or of another size than recorded."""
     problems: list[str] = []
     try:
-        with tarfile.open(path) as tar:
+        with open_input(path, "shard", shard["bytes"]) as fh, \
+                tarfile.open(fileobj=fh) as tar:
             members = {m.name: m for m in tar.getmembers()}
             keys_in_tar = {n.split(".", 1)[0] for n in members}
             expected_keys = {r["key"] for r in rows}
@@ -225,4 +257,6 @@ def _verify_tar(path: Path, shard: dict, rows: list[dict]) -> list[str]:
                                     f"{(r['stored_rows'], r['stored_cols'])}")
     except tarfile.TarError as exc:
         problems.append(f"{path}: not a readable tar ({exc})")
+    except MammoprepError as exc:  # changed since it was hashed
+        problems.append(str(exc))
     return problems

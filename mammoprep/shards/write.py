@@ -27,7 +27,7 @@ from ..errors import MammoprepError
 from ..geometry import label_boxes
 from ..io.paths import iter_dicom_paths
 from ..io.png import encode_png16
-from ..labels import load_labels
+from ..labels import LabelError, load_labels
 from ..labels._common import TASKS as LABEL_TASKS
 from ..pipeline import original_bbox, prepare_for_model, prepared
 from .plan import assign_folds, plan_samples, reject_row, scan
@@ -251,30 +251,48 @@ def build_shards(inputs: Iterable[str], out_dir: str | Path, cfg: ShardConfig, s
     problem is a WriteError naming the file, and the next run resumes.
     """
     out = Path(out_dir)
-    with output_lock(out, "shard"):  # a second run on OUT stops here with a message
-        return _build_locked(inputs, out, cfg, salt, executor, progress, log, overwrite,
-                             table, strict_labels)
-
-
-def _build_locked(inputs, out: Path, cfg: ShardConfig, salt: bytes, executor, progress, log,
-                  overwrite: bool, table=None, strict_labels: bool = False) -> dict[str, Any]:
-    if overwrite:
-        remove_outputs(out)
     inputs = [str(p) for p in inputs]
     labels = None
-    if cfg.labels:
-        labels = table if table is not None else load_labels(
+    if cfg.labels:  # read and matched before OUT is touched: a table that fits no image
+        labels = table if table is not None else load_labels(  # writes nothing
             cfg.labels, roots=[p for p in inputs if Path(p).is_dir()], strict=strict_labels)
+    paths, auxiliary = input_files(inputs, labels, cfg.labels)
+    with output_lock(out, "shard"):  # a second run on OUT stops here with a message
+        return _build_locked(paths, auxiliary, out, cfg, salt, executor, progress, log,
+                             overwrite, labels)
+
+
+def input_files(inputs: list[str], labels, spec: str | None) -> tuple[list[str], list[str]]:
+    """(DICOM files to store, files the label source names but does not store: ROI masks,
+    crops, C-views). Raises :class:`MammoprepError` when there is no file to store, and
+    :class:`~mammoprep.labels.LabelError` when the label table has no row or no row names
+    any of the files (an empty table, a header alone, another archive's paths)."""
+    paths = [str(p) for p in iter_dicom_paths(inputs)]
+    auxiliary = [p for p in paths if labels is not None and labels.is_auxiliary(p)]
+    aux = set(auxiliary)
+    paths = [p for p in paths if p not in aux]
+    if not paths:
+        raise MammoprepError(None, "no DICOM files found", tag="IN", value=list(map(str, inputs)))
+    if labels is not None and not any(labels.match_key(p) is not None for p in paths):
+        rows = len(labels.keys())
+        what = (f"names none of the {len(paths)} DICOM file(s) found" if rows else
+                "has no rows")
+        raise LabelError(None, f"the label table {what}; nothing was written", tag="--labels",
+                         value=spec, hint="give the table of these images" + (
+                             " (relative paths are read from the table's folder, then from "
+                             "each input folder)" if rows else ""))
+    return paths, auxiliary
+
+
+def _build_locked(paths: list[str], auxiliary: list[str], out: Path, cfg: ShardConfig,
+                  salt: bytes, executor, progress, log, overwrite: bool, labels=None
+                  ) -> dict[str, Any]:
+    if overwrite:
+        remove_outputs(out)
     cfg = replace(cfg, reference_sha256=cfg.reference_sha256 or content_digest(
                       cfg.prep.reference),
                   labels_digest=cfg.labels_digest or labels_digest(labels, salt))
     check_existing(out, cfg, log)
-    paths = [str(p) for p in iter_dicom_paths(inputs)]
-    auxiliary = [p for p in paths if labels is not None and labels.is_auxiliary(p)]
-    aux = set(auxiliary)
-    paths = [p for p in paths if p not in aux]  # ROI masks, crops, C-views: not stored
-    if not paths:
-        raise MammoprepError(None, "no DICOM files found", tag="IN", value=list(map(str, inputs)))
     if progress:
         progress("scan", 0, len(paths))
     scanned = scan(paths, salt, executor, (lambda n: progress("scan", n, len(paths)))

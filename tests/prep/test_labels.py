@@ -840,7 +840,7 @@ def test_csv_decoded_while_streamed_falls_back_on_a_late_byte(tmp_path, encoding
     """The table is decoded while it is read: a Windows-1252 byte far beyond the first
     buffer (here in the last row) still makes the whole table Windows-1252, and only the
     asked-for columns (any case) are kept."""
-    from mammoprep.labels._common import read_table, table_columns
+    from mammoprep.labels.reading import read_table, table_columns
 
     p = tmp_path / "wide.csv"
     rows = "".join(f"P{i},{i}.dcm,x{i},2\n" for i in range(20000))
