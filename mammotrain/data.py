@@ -45,7 +45,7 @@ from .splits import SPLITS, official_folds, split_text
 VIEWS = ("cc", "mlo")
 
 #: ``--views``: 1 = one image, 2 = CC + MLO of a breast, 4 = CC + MLO of both breasts of a
-#: study (:mod:`mammotrain.fourview`)
+#: study (:mod:`mammotrain.exams`)
 VIEW_MODES = (1, 2, 4)
 
 REQUIRED_COLUMNS = ("key", "shard", "view", "patient", "fold")
@@ -112,7 +112,7 @@ class Example:
     view (same order as ``views``), to find the source files. ``split``: the publisher's
     official split ('train' / 'test' / None; two-view: where both views agree).
 
-    Four-view (an exam, :func:`mammotrain.fourview.plan_exams`): ``views`` = (cc, mlo, cc,
+    Four-view (an exam, :func:`mammotrain.exams.plan_exams`): ``views`` = (cc, mlo, cc,
     mlo) of the left then the right breast, ``sides`` = the two breasts as two-view examples
     (label -1: no label, masked from loss and metrics; None: side not imaged with both
     views), ``label`` = the highest breast label (stratification, balanced sampling),
@@ -161,7 +161,7 @@ class PlanReport:
     for one view; that image is used in single-view mode only).
     Four-view: unit 'exam'; ``masked`` counts the breasts of kept exams that are not in
     the loss: ``side_missing`` (not imaged with CC and MLO) and ``side_unlabelled``
-    (:func:`mammotrain.fourview.plan_exams`); ``class_counts`` are of labelled breasts.
+    (:func:`mammotrain.exams.plan_exams`); ``class_counts`` are of labelled breasts.
     split: 'kfold' or 'official' (:func:`mammotrain.splits.official_folds`, which also counts
     ``no_split`` / ``train_of_test_patient`` and the ``patients_in_both`` parts).
     """
@@ -205,11 +205,11 @@ def plan_examples(rows: Sequence[dict[str, Any]], task: Labeller, views: int,
     unlabeled: keep examples without a label (label -1) or fold (inference on new images:
     ``mammotrain predict``) instead of excluding them. need_fold False: keep examples
     without a fold (``--split official`` does not use the folds). Four-view: the exams of
-    :func:`mammotrain.fourview.plan_exams`."""
+    :func:`mammotrain.exams.plan_exams`."""
     if views not in VIEW_MODES:
         raise ValueError(f"views must be 1, 2 or 4, got {views!r}")
     if views == 4:
-        from .fourview import plan_exams  # noqa: PLC0415 - it builds on this module
+        from .exams import plan_exams  # noqa: PLC0415 - it builds on this module
 
         return plan_exams(rows, task, unlabeled=unlabeled, need_fold=need_fold)
     by_key: dict[str, dict[str, dict]] = defaultdict(dict)

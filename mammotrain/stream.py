@@ -108,7 +108,7 @@ def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
     ``uid``/``key`` lists of str, ``boxes`` list (B) of lists (V) of float32 ``[N, 4]``,
     ``transforms`` list (B) of lists (V) of the shard JSON's original -> stored transform
     (:class:`mammoprep.geometry.Transform` as a dict; at least ``stored_size``),
-    ``flipped`` bool ``[B]``. Four-view exams (:mod:`mammotrain.fourview`): ``V`` = 4,
+    ``flipped`` bool ``[B]``. Four-view exams (:mod:`mammotrain.exams`): ``V`` = 4,
     ``label`` ``[B, 2]`` (left, right breast; -1 = unlabelled or missing), ``sides`` list
     (B) of the two breast uids ('' = missing side; its images are zeros), ``boxes`` and
     ``transforms`` of the present images only."""

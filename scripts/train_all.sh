@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# `make train-all`: every task x view configuration of LUMINA plus the harmonisation ablation
+# `make train-all`: every task x view configuration of LUMINA (diagnosis also four-view,
+# exam-level) plus the harmonisation ablation
 # and the multi-task DETR (detection), 5-fold cross-validation each, one combined report.
 #
 # Default: a synthetic cohort (built here with `mammoprep synth`, `reference` and `shard`, raw
@@ -114,6 +115,10 @@ for bb in $BACKBONES; do
     "$BIN/mammotrain" cv --shards "$SHARDS" --task diagnosis --views 1 --backbone "$bb" \
         --size "$DIAG_SIZE" --out "$R/diagnosis-1v" "${common[@]}"
     runs+=("$R/diagnosis-1v")
+    echo "== [$bb] diagnosis four-view (exam: both breasts, one output per breast)"
+    "$BIN/mammotrain" cv --shards "$SHARDS" --task diagnosis --views 4 --backbone "$bb" \
+        --size "$DIAG_SIZE" --out "$R/diagnosis-4v" "${common[@]}"
+    runs+=("$R/diagnosis-4v")
     for task in birads2 birads3 density; do
         size=$BIRADS_SIZE
         [ "$task" = density ] && size=$DENSITY_SIZE
