@@ -321,7 +321,12 @@ class Split:
     def describe(self) -> str:
         def part(xs):
             c = Counter(e.label for e in xs)
-            return (f"{len(xs)} ({len({e.patient for e in xs})} patients, classes "
+            what = "classes"
+            if any(e.sides for e in xs):  # four-view: exams, classes of labelled breasts
+                c = Counter(b.label for e in xs for b in e.sides if b is not None
+                            and b.label >= 0)
+                what = "breast classes"
+            return (f"{len(xs)} ({len({e.patient for e in xs})} patients, {what} "
                     f"{dict(sorted(c.items()))})")
         return (f"fold {self.test_fold}: train {part(self.train)}, val {part(self.val)}, "
                 f"test {part(self.test)}")
