@@ -55,7 +55,8 @@ def predict_shards(checkpoint: str | Path, shards: str | Path, out: str | Path, 
     """Scores (and boxes, for detection) of every example of ``shards`` with a trained model.
 
     Every image (single-view), CC + MLO breast (two-view) or imaged breast of a four-view
-    exam (one row per breast) in ``SHARDS/images.parquet`` is predicted, labelled or not. Writes ``out`` (Parquet, the columns of
+    exam (one row per breast) in ``SHARDS/images.parquet`` is predicted, labelled or not.
+    Writes ``out`` (Parquet, the columns of
     :func:`predictions_table`; ``label`` -1 = no label), ``out``'s ``.metrics.json`` when
     labels are present (metrics over the labelled examples) and, for detection, a figure
     ``.png`` with the boxes of the first ``figure`` images. Warns when the shards hold
