@@ -44,6 +44,10 @@ from .splits import SPLITS, official_folds, split_text
 
 VIEWS = ("cc", "mlo")
 
+#: ``--views``: 1 = one image, 2 = CC + MLO of a breast, 4 = CC + MLO of both breasts of a
+#: study (:mod:`mammotrain.exams`)
+VIEW_MODES = (1, 2, 4)
+
 REQUIRED_COLUMNS = ("key", "shard", "view", "patient", "fold")
 
 
@@ -106,7 +110,13 @@ class Example:
     (single-view, ``views = ('cc',)`` or ``('mlo',)``). ``uid`` is the key (two-view) or
     ``KEY.VIEW`` (single-view). ``sop_uid_hashes``: the manifest's ``sop_uid_hash`` of each
     view (same order as ``views``), to find the source files. ``split``: the publisher's
-    official split ('train' / 'test' / None; two-view: where both views agree)."""
+    official split ('train' / 'test' / None; two-view: where both views agree).
+
+    Four-view (an exam, :func:`mammotrain.exams.plan_exams`): ``views`` = (cc, mlo, cc,
+    mlo) of the left then the right breast, ``sides`` = the two breasts as two-view examples
+    (label -1: no label, masked from loss and metrics; None: side not imaged with both
+    views), ``label`` = the highest breast label (stratification, balanced sampling),
+    ``shard`` the shard of its first breast (:attr:`shards`: every shard it reads)."""
 
     uid: str
     key: str
@@ -119,6 +129,25 @@ class Example:
     manufacturer: str | None = None
     sop_uid_hashes: tuple[str | None, ...] = ()
     split: str | None = None
+    sides: tuple["Example | None", ...] = ()
+
+    @property
+    def shards(self) -> tuple[str, ...]:
+        """Every shard holding an image of the example (its own first)."""
+        extra = [s.shard for s in self.sides if s is not None and s.shard != self.shard]
+        return tuple(dict.fromkeys([self.shard, *extra]))
+
+
+def breast_index(examples: Iterable[Example]) -> dict[str, Example]:
+    """uid -> example of the prediction rows: the examples themselves, and for four-view
+    exams their breasts (the rows are per breast, uid = the breast's key)."""
+    out: dict[str, Example] = {}
+    for e in examples:
+        if e.sides:
+            out.update({s.uid: s for s in e.sides if s is not None})
+        else:
+            out[e.uid] = e
+    return out
 
 
 @dataclass
@@ -130,6 +159,9 @@ class PlanReport:
     or only MLO), ``no_fold`` (no fold assigned), ``label_conflict`` (CC and MLO rows disagree),
     ``one_view_labelled`` (two-view: only one view has a label, e.g. a LUMINA density given
     for one view; that image is used in single-view mode only).
+    Four-view: unit 'exam'; ``masked`` counts the breasts of kept exams that are not in
+    the loss: ``side_missing`` (not imaged with CC and MLO) and ``side_unlabelled``
+    (:func:`mammotrain.exams.plan_exams`); ``class_counts`` are of labelled breasts.
     split: 'kfold' or 'official' (:func:`mammotrain.splits.official_folds`, which also counts
     ``no_split`` / ``train_of_test_patient`` and the ``patients_in_both`` parts).
     """
@@ -146,6 +178,7 @@ class PlanReport:
     fold_names: dict[int, str] = field(default_factory=dict)
     split: str = "kfold"
     patients_in_both: int = 0
+    masked: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -156,8 +189,10 @@ class PlanReport:
     def describe(self) -> str:
         ex = ", ".join(f"{k} {v}" for k, v in sorted(self.excluded.items()) if v) or "none"
         official = split_text(self.to_dict())
+        masked = ", ".join(f"{k} {v}" for k, v in sorted(self.masked.items()) if v)
         return (f"{self.task} {self.views}-view: {self.examples} {self.unit}s of "
-                f"{self.candidates} ({self.images} images); excluded: {ex}; classes "
+                f"{self.candidates} ({self.images} images); excluded: {ex}; "
+                + (f"breasts masked: {masked}; " if masked else "") + "classes "
                 f"{dict(sorted(self.class_counts.items()))}"
                 + (f"; {official}" if official else ""))
 
@@ -165,13 +200,18 @@ class PlanReport:
 def plan_examples(rows: Sequence[dict[str, Any]], task: Labeller, views: int,
                   unlabeled: bool = False, need_fold: bool = True
                   ) -> tuple[list[Example], PlanReport]:
-    """Manifest rows -> examples of ``task`` in ``views``-view mode (1 or 2), sorted by uid.
+    """Manifest rows -> examples of ``task`` in ``views``-view mode (1, 2 or 4), sorted by uid.
 
     unlabeled: keep examples without a label (label -1) or fold (inference on new images:
     ``mammotrain predict``) instead of excluding them. need_fold False: keep examples
-    without a fold (``--split official`` does not use the folds)."""
-    if views not in (1, 2):
-        raise ValueError(f"views must be 1 or 2, got {views!r}")
+    without a fold (``--split official`` does not use the folds). Four-view: the exams of
+    :func:`mammotrain.exams.plan_exams`."""
+    if views not in VIEW_MODES:
+        raise ValueError(f"views must be 1, 2 or 4, got {views!r}")
+    if views == 4:
+        from .exams import plan_exams  # noqa: PLC0415 - it builds on this module
+
+        return plan_exams(rows, task, unlabeled=unlabeled, need_fold=need_fold)
     by_key: dict[str, dict[str, dict]] = defaultdict(dict)
     for r in rows:
         by_key[r["key"]][str(r["view"]).lower()] = r
@@ -281,7 +321,12 @@ class Split:
     def describe(self) -> str:
         def part(xs):
             c = Counter(e.label for e in xs)
-            return (f"{len(xs)} ({len({e.patient for e in xs})} patients, classes "
+            what = "classes"
+            if any(e.sides for e in xs):  # four-view: exams, classes of labelled breasts
+                c = Counter(b.label for e in xs for b in e.sides if b is not None
+                            and b.label >= 0)
+                what = "breast classes"
+            return (f"{len(xs)} ({len({e.patient for e in xs})} patients, {what} "
                     f"{dict(sorted(c.items()))})")
         return (f"fold {self.test_fold}: train {part(self.train)}, val {part(self.val)}, "
                 f"test {part(self.test)}")

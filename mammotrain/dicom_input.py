@@ -234,7 +234,7 @@ def predict_dicoms(checkpoint: str | Path, inputs: Sequence[str], out: str | Pat
     warn_seen_patients(ck, {s["patient"] for s in sources}, "the DICOM inputs", log)
     by_hash = {s["sop_uid_hash"]: s for s in sources if s["sop_uid_hash"]}
     views = cfg0.views if cfg0.views is not None else get_task(cfg0.task).default("views")
-    if views == 2:
+    if views in (2, 4):  # through shards: pairs (and exams) need the shard plan
         return _predict_two_view(checkpoint, ck, inputs, out, prep, labels, table, salt, sources,
                                  rejects, by_hash, n_inputs, device=device, batch_size=batch_size,
                                  workers=workers, figure=figure, log=log)
@@ -323,12 +323,13 @@ def _predict_two_view(checkpoint, ck, inputs, out: Path, prep, labels, table, sa
                     src = by_hash.get(rs[0]["sop_uid_hash"] or "", {})
                     path = src.get("path", key)
                     rejects.append(_reject(path, "one_view", (
-                        f"{path}: only the {rs[0]['view'].upper()} of this breast; the "
-                        "two-view model needs CC and MLO (a single-view model needs neither)")))
+                        f"{path}: only the {rs[0]['view'].upper()} of this breast; a "
+                        "two- or four-view model needs CC and MLO (a single-view model "
+                        "needs neither)")))
         report_rejects(rejects, n_inputs, out, log)
         if not summary["images"] or len(rejects) >= n_inputs:
             raise _nothing(n_inputs, rejects, out, hint=(
-                "; a two-view model needs laterality and view of every image: give "
+                "; a two- or four-view model needs laterality and view of every image: give "
                 "--labels with them (e.g. rsna:train.csv) or use a single-view model"))
         res = predict_shards(checkpoint, shards, out, device=device, batch_size=batch_size,
                              workers=workers, figure=figure, log=log, sources=by_hash,

@@ -86,6 +86,16 @@ class SizeType(click.ParamType):
         return size
 
 
+class ViewsType(click.Choice):
+    """``--views``: 1, 2 or 4 (:data:`mammotrain.data.VIEW_MODES`), converted to int."""
+
+    def __init__(self) -> None:
+        super().__init__(["1", "2", "4"])
+
+    def convert(self, value, param, ctx):
+        return int(super().convert(str(value), param, ctx))
+
+
 class FoldsType(click.ParamType):
     """Comma-separated fold numbers, e.g. ``0,2``."""
 
@@ -115,8 +125,10 @@ class DataOptions:
         "", "Shard folder (mammoprep shard).", required=True,
         type=click.Path(file_okay=False, exists=True))
     views: int | None = option(
-        None, "1: one example per image; 2: CC + MLO pairs of a breast "
-              "[default: 2; detection: 1, the only mode].", type=click.IntRange(1, 2))
+        None, "1: one example per image; 2: CC + MLO pairs of a breast; 4: CC + MLO of "
+              "both breasts of a study, one output per breast (a breast without both "
+              "views or a label is masked) [default: 2; detection: 1, the only mode].",
+        type=ViewsType())
     size: int | tuple[int, int] | None = option(
         None, "Model input in pixels: S (square) or ROWSxCOLS, e.g. 1024x512 "
               "(aspect ratio kept: letterboxed; classification) [default: 224; "

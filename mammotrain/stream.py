@@ -25,11 +25,24 @@ from .augment import Augment, apply_view
 from .data import DataError, Example, decode_png16
 from .preprocess import Preprocess
 
-def _select(src: Iterator[dict], wanted: dict[str, Counter]) -> Iterator[tuple[str, dict]]:
+def _select(src: Iterator[dict], wanted: dict[str, Counter],
+            parts: dict[str, tuple[str, ...]] | None = None) -> Iterator[tuple[str, dict]]:
     """Raw tar samples -> ``(uid, sample)`` for this rank's examples (repeated as often as
-    the epoch list holds the uid: padding)."""
+    the epoch list holds the uid: padding). ``parts``: uid -> the sample keys of an example
+    made of several samples (four-view exams: one per breast); it is yielded once all have
+    been read, as ``{'__key__': uid, 'parts': {key: sample}}``."""
+    parts = parts or {}
+    pending: dict[str, dict[str, dict]] = {}
     for sample in src:
         for uid, n in wanted.get(sample["__key__"], {}).items():
+            need = parts.get(uid)
+            if need is not None:
+                got = pending.setdefault(uid, {})
+                got[sample["__key__"]] = sample
+                if len(got) < len(need):
+                    continue
+                sample = {"__key__": uid, "__url__": sample.get("__url__"),
+                          "parts": pending.pop(uid)}
             for _ in range(n):
                 yield uid, sample
 
@@ -47,32 +60,46 @@ def _shuffle(src: Iterator, buffer: int, rng: np.random.Generator) -> Iterator:
     yield from buf
 
 
+def _view(sample: dict, v: str, prep: Preprocess, param) -> tuple[torch.Tensor, Any, dict]:
+    """View ``v`` of a raw shard sample -> (image ``[1, rows, cols]``, boxes, the shard's
+    original -> stored transform)."""
+    doc = json.loads(sample["json"]) if "json" in sample else {}
+    name = f"{v}.png"
+    if name not in sample:
+        raise DataError(f"{sample.get('__url__')}: {sample['__key__']}.{name} listed in "
+                        "images.parquet is missing from the shard")
+    px = decode_png16(sample[name])
+    info = (doc.get("images") or {}).get(v, {})
+    bits = (info.get("value_bits") or info.get("bits") or doc.get("value_bits")
+            or doc.get("bits"))
+    img, b = prep(px, bits, (doc.get("boxes") or {}).get(v), False)
+    img, b = apply_view(img, b, param)
+    # the shard's original -> stored transform (it carries stored_size)
+    return img, b, ((doc.get("transform") or {}).get(v) or {"stored_size": list(px.shape)})
+
+
 def _decode(src: Iterator[tuple[str, dict]], examples: dict[str, Example], prep: Preprocess,
             augment: Augment, rng: np.random.Generator) -> Iterator[dict[str, Any]]:
     for uid, sample in src:
         ex = examples[uid]
-        doc = json.loads(sample["json"]) if "json" in sample else {}
         # flips and intensity shared by the views, affine per view (mammotrain.augment)
         params = augment.sample(rng, len(ex.views))
-        image = torch.empty((len(ex.views), 1, *prep.hw), dtype=torch.float32)
+        image = torch.zeros((len(ex.views), 1, *prep.hw), dtype=torch.float32)
         boxes, transforms = [], []
-        for i, v in enumerate(ex.views):
-            name = f"{v}.png"
-            if name not in sample:
-                raise DataError(f"{sample.get('__url__')}: {sample['__key__']}.{name} listed in "
-                                "images.parquet is missing from the shard")
-            px = decode_png16(sample[name])
-            info = (doc.get("images") or {}).get(v, {})
-            bits = (info.get("value_bits") or info.get("bits") or doc.get("value_bits")
-                    or doc.get("bits"))
-            img, b = prep(px, bits, (doc.get("boxes") or {}).get(v), False)
-            image[i], b = apply_view(img, b, params[i])
+        # (slot, sample, view); four-view: a missing side's slots stay zero
+        slots = ([(i, sample, v) for i, v in enumerate(ex.views)] if not ex.sides else
+                 [(2 * j + k, sample["parts"][side.key], v) for j, side in enumerate(ex.sides)
+                  if side is not None for k, v in enumerate(side.views)])
+        for i, part, v in slots:
+            image[i], b, t = _view(part, v, prep, params[i])
             boxes.append(b)
-            # the shard's original -> stored transform (it carries stored_size)
-            transforms.append((doc.get("transform") or {}).get(v)
-                              or {"stored_size": list(px.shape)})
-        yield {"image": image, "label": ex.label, "uid": uid, "key": ex.key,
+            transforms.append(t)
+        out = {"image": image, "label": ex.label, "uid": uid, "key": ex.key,
                "boxes": boxes, "transforms": transforms, "flipped": params[0].hflip}
+        if ex.sides:  # per breast: label [2] (-1 = none) and uid ('' = missing side)
+            out["label"] = [s.label if s is not None else -1 for s in ex.sides]
+            out["sides"] = [s.uid if s is not None else "" for s in ex.sides]
+        yield out
 
 
 def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
@@ -81,13 +108,19 @@ def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
     ``uid``/``key`` lists of str, ``boxes`` list (B) of lists (V) of float32 ``[N, 4]``,
     ``transforms`` list (B) of lists (V) of the shard JSON's original -> stored transform
     (:class:`mammoprep.geometry.Transform` as a dict; at least ``stored_size``),
-    ``flipped`` bool ``[B]``."""
-    return {"image": torch.stack([s["image"] for s in samples]),
-            "label": torch.tensor([s["label"] for s in samples], dtype=torch.int64),
-            "uid": [s["uid"] for s in samples], "key": [s["key"] for s in samples],
-            "boxes": [s["boxes"] for s in samples],
-            "transforms": [s["transforms"] for s in samples],
-            "flipped": torch.tensor([s["flipped"] for s in samples], dtype=torch.bool)}
+    ``flipped`` bool ``[B]``. Four-view exams (:mod:`mammotrain.exams`): ``V`` = 4,
+    ``label`` ``[B, 2]`` (left, right breast; -1 = unlabelled or missing), ``sides`` list
+    (B) of the two breast uids ('' = missing side; its images are zeros), ``boxes`` and
+    ``transforms`` of the present images only."""
+    out = {"image": torch.stack([s["image"] for s in samples]),
+           "label": torch.tensor([s["label"] for s in samples], dtype=torch.int64),
+           "uid": [s["uid"] for s in samples], "key": [s["key"] for s in samples],
+           "boxes": [s["boxes"] for s in samples],
+           "transforms": [s["transforms"] for s in samples],
+           "flipped": torch.tensor([s["flipped"] for s in samples], dtype=torch.bool)}
+    if "sides" in samples[0]:
+        out["sides"] = [s["sides"] for s in samples]
+    return out
 
 
 def balanced_draw(uids: Sequence[str], labels: Sequence[int], rng: np.random.Generator
@@ -261,8 +294,9 @@ class ShardStream(torch.utils.data.IterableDataset):
             if self.train:
                 uids = fit_length(uids, len(self) * self.world)
             mine = uids[self.rank::self.world]
-        used = {self.examples[u].shard for u in mine}
-        return mine, [s for s in shards if s in used]
+        used = {s for u in mine for s in self.examples[u].shards}
+        extra = sorted(used - set(shards))  # four-view: a breast in a shard of another rank
+        return mine, [s for s in shards if s in used] + extra
 
     def epoch_uids(self) -> list[str]:
         """This rank's uids for the current epoch (:meth:`epoch_plan`)."""
@@ -274,13 +308,25 @@ class ShardStream(torch.utils.data.IterableDataset):
         if info is not None:
             torch.set_num_threads(1)
         uids, shards = self.epoch_plan()
-        wanted: dict[str, Counter] = defaultdict(Counter)
-        per_shard: Counter = Counter()
-        for uid in uids:
-            wanted[self.examples[uid].key][uid] += 1
-            per_shard[self.examples[uid].shard] += 1
+        per_shard: Counter = Counter(self.examples[u].shard for u in uids)
         part = assign_shards([per_shard[s] for s in shards], nworkers)[wid]
-        mine = [shards[i] for i in part]
+        own = {shards[i] for i in part}
+        # this worker's examples: those of its shards (by their first shard); it also reads
+        # the other shards of its four-view exams (a breast across a shard boundary)
+        wanted: dict[str, Counter] = defaultdict(Counter)
+        parts: dict[str, tuple[str, ...]] = {}
+        reads: set[str] = set()
+        for uid in uids:
+            ex = self.examples[uid]
+            if ex.shard not in own:
+                continue
+            reads.update(ex.shards)
+            keys = tuple(s.key for s in ex.sides if s is not None) if ex.sides else (ex.key,)
+            for k in keys:
+                wanted[k][uid] += 1
+            if ex.sides:
+                parts[uid] = keys
+        mine = [s for s in shards if s in reads]
         if not mine:
             return iter(())
         rng = np.random.default_rng([self.seed, self.epoch, self.rank, wid, int(self.train)])
@@ -289,7 +335,7 @@ class ShardStream(torch.utils.data.IterableDataset):
                         partial(_open_counted, counter=self.bytes_read, handler=handler),
                         partial(wds.tariterators.tar_file_expander, handler=handler),
                         partial(wds.tariterators.group_by_keys, handler=handler),
-                        partial(_select, wanted=wanted)]
+                        partial(_select, wanted=wanted, parts=parts)]
         if self.train and self.shuffle_buffer > 1:
             stages.append(partial(_shuffle, buffer=self.shuffle_buffer, rng=rng))
         stages.append(partial(_decode, examples=self.examples, prep=self.prep,

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# `make train-all`: every task x view configuration of LUMINA plus the harmonisation ablation
-# and the multi-task DETR (detection), 5-fold cross-validation each, one combined report
-# (TRAIN_OUT/report.md) and one paper-style results table (TRAIN_OUT/results.md, results.png:
-# `mammotrain compare` over every run, raw beside harmonised with CIs and paired p-values).
+# `make train-all`: every task x view configuration of LUMINA (diagnosis also four-view,
+# exam-level) plus the harmonisation ablation and the multi-task DETR (detection),
+# cross-validation each, one combined report (TRAIN_OUT/report.md) and one paper-style results
+# table (TRAIN_OUT/results.md, results.png: `mammotrain compare` over every run, raw beside
+# harmonised with CIs and paired p-values).
 #
 # Default: a synthetic cohort (built here with `mammoprep synth`, `reference` and `shard`, raw
 # and harmonised, if absent) and a fast CPU setting: timm `test_resnet` from scratch at 64 px,
@@ -116,6 +117,10 @@ for bb in $BACKBONES; do
     "$BIN/mammotrain" cv --shards "$SHARDS" --task diagnosis --views 1 --backbone "$bb" \
         --size "$DIAG_SIZE" --out "$R/diagnosis-1v" "${common[@]}"
     runs+=("$R/diagnosis-1v")
+    echo "== [$bb] diagnosis four-view (exam: both breasts, one output per breast)"
+    "$BIN/mammotrain" cv --shards "$SHARDS" --task diagnosis --views 4 --backbone "$bb" \
+        --size "$DIAG_SIZE" --out "$R/diagnosis-4v" "${common[@]}"
+    runs+=("$R/diagnosis-4v")
     for task in birads2 birads3 density; do
         size=$BIRADS_SIZE
         [ "$task" = density ] && size=$DENSITY_SIZE

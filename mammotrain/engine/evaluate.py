@@ -16,7 +16,8 @@ import torch
 from mammoprep.atomic import atomic_write
 
 from ..config import TrainConfig
-from ..data import Example, Split
+from ..data import Example, Split, breast_index
+from ..fourview import breast_rows
 from ..jsonio import write_json
 from ..models import count_parameters
 from ..stream import EpochLoader, ShardStream
@@ -28,11 +29,17 @@ from .stepping import autocast, progress
 
 @torch.no_grad()
 def predict(model: torch.nn.Module, loader: EpochLoader, cfg: TrainConfig,
-            device: torch.device, with_loss: bool = True) -> dict[str, Any]:
+            device: torch.device, with_loss: bool = True,
+            keep_unlabelled: bool | None = None) -> dict[str, Any]:
     """Run ``model`` over ``loader`` -> {'uid': [N], 'label': int [N], 'probs': float [N, K],
     'loss': mean training objective} plus the task's per-example outputs
     (:meth:`mammotrain.tasks.Task.collect`; detection: 'boxes', 'box_scores', 'gt_boxes',
-    'boxes_original')."""
+    'boxes_original').
+
+    Four-view exams (logits ``[B, 2, K]``): one row per imaged breast
+    (:func:`mammotrain.fourview.breast_rows`); unlabelled breasts are dropped unless
+    ``keep_unlabelled`` (default: when not computing the loss, i.e. inference)."""
+    keep = (not with_loss) if keep_unlabelled is None else keep_unlabelled
     task = get_task(cfg.task)
     crit = task.make_criterion(cfg.size, cfg.det_lambda) if with_loss else None
     model.eval()
@@ -43,11 +50,14 @@ def predict(model: torch.nn.Module, loader: EpochLoader, cfg: TrainConfig,
         x = batch["image"].to(device, non_blocking=True)
         with autocast(cfg, device):
             out = model(x)
-        if crit is not None:
-            loss_sum += float(crit(out, batch)["loss"]) * len(batch["label"])
-        probs.append(task.activate(task.logits(out)).cpu().numpy())
-        labels.append(batch["label"].numpy())
-        uids.extend(batch["uid"])
+        logits, lab, ids = task.logits(out), batch["label"], batch["uid"]
+        if logits.ndim == 3:  # four-view: per breast
+            logits, lab, ids = breast_rows(logits, batch, keep)
+        if crit is not None and len(ids):
+            loss_sum += float(crit(out, batch)["loss"]) * len(ids)
+        probs.append(task.activate(logits).cpu().numpy())
+        labels.append(lab.numpy())
+        uids.extend(ids)
         task.collect(extra, out, batch, cfg, prep)
     n = len(uids)
     res = {"uid": uids, "label": np.concatenate(labels) if labels else np.zeros(0, np.int64),
@@ -142,10 +152,12 @@ def evaluate_fold(cfg: TrainConfig, model, split: Split, examples: list[Example]
     ``metrics.json`` gives ``selected_epoch`` counted from 1 and ``selection`` (how)."""
     best = load_best(out, model)
     save_best(out, model, cfg, best, log)
-    by_uid = {e.uid: e for e in examples}
+    by_uid = breast_index(examples)
     pred = predict(model, eval_loader(cfg, split.test), cfg, device)
-    if len(pred["uid"]) != len(split.test):
-        log(f"warning: fold {split.test_fold}: {len(split.test) - len(pred['uid'])} test "
+    expected = len(split.test) if cfg.views != 4 else sum(
+        s is not None and s.label >= 0 for e in split.test for s in e.sides)
+    if len(pred["uid"]) != expected:
+        log(f"warning: fold {split.test_fold}: {expected - len(pred['uid'])} test "
             "examples listed in images.parquet were not found in the shards")
     task = get_task(cfg.task)
     rows = predictions_table(pred, by_uid, split.test_fold, "test", task)
@@ -157,10 +169,14 @@ def evaluate_fold(cfg: TrainConfig, model, split: Split, examples: list[Example]
                     "test_loss": pred["loss"], "n_train": len(split.train),
                     "n_val": len(split.val), "n_test": len(split.test),
                     "params": count_parameters(model)})
+    if cfg.views == 4:  # n_* count exams; the metrics are over these labelled breasts
+        metrics["n_test_breasts"] = len(pred["uid"])
     write_json(out / "metrics.json", metrics)
     log(f"fold {split.test_fold} test (epoch {epoch}; {selection}): "
         + ", ".join(f"{task.metric_label(k)} {fmt(metrics[k])}" for k in task.metrics))
-    if cfg.gradcam > 0:
+    if cfg.gradcam > 0 and cfg.views == 4:
+        log(f"fold {split.test_fold}: no Grad-CAM figure for four-view exams")
+    elif cfg.gradcam > 0:
         try:
             cases = _gradcam_cases(rows, cfg.gradcam)
             task.fold_figure(model, cfg, [by_uid[u] for u in cases],

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from ..config import TrainConfig
-from ..data import Example, plan_examples, read_manifest
+from ..data import Example, breast_index, plan_examples, read_manifest
 from ..jsonio import write_json
 from ..stream import EpochLoader, ShardStream
 from ..tasks import build_task_model, get_task
@@ -54,8 +54,9 @@ def predict_shards(checkpoint: str | Path, shards: str | Path, out: str | Path, 
                    loaded: dict[str, Any] | None = None) -> dict[str, Any]:
     """Scores (and boxes, for detection) of every example of ``shards`` with a trained model.
 
-    Every image (single-view) or CC + MLO breast (two-view) in ``SHARDS/images.parquet`` is
-    predicted, labelled or not. Writes ``out`` (Parquet, the columns of
+    Every image (single-view), CC + MLO breast (two-view) or imaged breast of a four-view
+    exam (one row per breast) in ``SHARDS/images.parquet`` is predicted, labelled or not.
+    Writes ``out`` (Parquet, the columns of
     :func:`predictions_table`; ``label`` -1 = no label), ``out``'s ``.metrics.json`` when
     labels are present (metrics over the labelled examples) and, for detection, a figure
     ``.png`` with the boxes of the first ``figure`` images. Warns when the shards hold
@@ -78,7 +79,7 @@ def predict_shards(checkpoint: str | Path, shards: str | Path, out: str | Path, 
     loader = EpochLoader(stream, batch_size or cfg.eval_batch_size or cfg.batch_size,
                          workers=workers, drop_last=False)
     pred = predict(model, loader, cfg, torch.device(cfg.device), with_loss=False)
-    return write_prediction_outputs(cfg, pred, {e.uid: e for e in examples}, out,
+    return write_prediction_outputs(cfg, pred, breast_index(examples), out,
                                     figure=figure, log=log, sources=sources)
 
 

@@ -45,7 +45,8 @@ class Task:
         :mod:`mammotrain.detection_metrics`); for tasks with more than two classes AUC,
         precision, recall, F1 and specificity are macro averages.
     label_from: the label rule used (manifest column ``label_<label_from>``; default: name).
-    views: the view modes the task supports (1 = single image, 2 = CC + MLO pair).
+    views: the view modes the task supports (1 = single image, 2 = CC + MLO pair, 4 = CC +
+        MLO of both breasts of a study, per-breast outputs).
     defaults: TrainConfig values of the task's paper where the user gives none
         (epochs, size, lr, patience, views, schedule: the lr schedule, a name of
         :data:`mammotrain.schedule.SCHEDULES`).
@@ -69,7 +70,7 @@ class Task:
     activation: str = "softmax"
     metrics: tuple[str, ...] = BINARY_METRICS
     label_from: str | None = None
-    views: tuple[int, ...] = (1, 2)
+    views: tuple[int, ...] = (1, 2, 4)
     defaults: tuple[tuple[str, Any], ...] = CLASSIFICATION_DEFAULTS
 
     def __post_init__(self) -> None:

@@ -48,7 +48,7 @@ def test_option_choices_match_the_constants_the_code_uses():
 
     from mammotrain.augment import PRESETS
     from mammotrain.cli import main
-    from mammotrain.data import SPLIT_BY
+    from mammotrain.data import SPLIT_BY, VIEW_MODES
     from mammotrain.preprocess import INTERPOLATIONS
     from mammotrain.schedule import SCHEDULES
     from mammotrain.splits import SPLITS
@@ -59,3 +59,8 @@ def test_option_choices_match_the_constants_the_code_uses():
     for name, values in expected.items():
         assert isinstance(params[name].type, click.Choice), name
         assert set(params[name].type.choices) == values, name
+    # --views: a choice converted to int; every mode one the planner and the tasks accept
+    assert {int(c) for c in params["views"].type.choices} == set(VIEW_MODES)
+    assert params["views"].type.convert("4", None, None) == 4
+    from mammotrain.tasks import get_task
+    assert set(get_task("diagnosis").views) == set(VIEW_MODES)
