@@ -47,18 +47,34 @@ def _assert_same_geometry(path, size, bits, orient=False, crop=True):
     return int(a.meta["decode_reduction"])
 
 
-@pytest.mark.parametrize("right", [False, True])
-def test_same_geometry_on_synthetic_j2k(tmp_path, right):
-    px = _breast(2048, 1664, (700, 900, 860, 1020), right=right)
-    path = _j2k_file(tmp_path, px, laterality="R" if right else "L")
-    assert _assert_same_geometry(path, 512, 14, orient=right) >= 1
+def test_same_geometry_on_synthetic_j2k_flipped(tmp_path):
+    px = _breast(2048, 1664, (700, 900, 860, 1020), right=True)
+    path = _j2k_file(tmp_path, px, laterality="R")
+    assert _assert_same_geometry(path, 512, 14, orient=True) >= 1
+
+
+def _tall_breast(rows, cols, lesion_xyxy, bits=14):
+    """uint16 [rows, cols]: a smooth breast reaching the top and bottom rows (so the crop
+    ends at the image's last row), chest wall at column 0, exact-zero background, and a
+    bright lesion at ``lesion_xyxy``. Cheap to make and to encode at full-field size."""
+    top = (1 << bits) - 1
+    y = ((np.arange(rows, dtype=np.float32) - rows / 2) / (rows * 0.52))[:, None]
+    x = (np.arange(cols, dtype=np.float32) / (cols * 0.8))[None, :]
+    r2 = y * y + x * x
+    img = np.where(r2 < 1, top * (0.3 + 0.3 * np.sqrt(np.clip(1 - r2, 0, 1)))
+                   + 40 * np.sin(y * 50) * np.cos(x * 70), 0)
+    x0, y0, x1, y1 = lesion_xyxy
+    img[y0:y1, x0:x1] = top * 0.95
+    return np.clip(img, 0, top).astype(np.uint16)
 
 
 def test_same_geometry_on_odd_size_4095x3327(tmp_path):
-    # odd on both axes: every reduced level has a last pixel half outside the image
-    px = _breast(4095, 3327, (1400, 1800, 1700, 2050), seed=1)
-    path = _j2k_file(tmp_path, px)
+    # odd on both axes: every reduced level has a last pixel half outside the image, and
+    # the crop ends at the last row
+    path = _j2k_file(tmp_path, _tall_breast(4095, 3327, (1400, 1800, 1700, 2050)))
     assert _assert_same_geometry(path, 1024, 14) == 1
+    _, t = _stored(path, "full", 1024)
+    assert t.crop_xyxy[1] == 0 and t.crop_xyxy[3] == 4095
 
 
 def test_same_geometry_on_odd_size_without_crop(tmp_path):
