@@ -67,6 +67,10 @@ DECODE_SCALES = ("auto", "full")
 #: least this many pixels (and at least ``size / 2``), so that the stored geometry is the
 #: same whatever the pixels are decoded at (:func:`geometry_level`).
 GEOMETRY_MIN_SIDE = 512
+#: ... and that decode's breast box is grown by this many of its pixels a side: its blurred
+#: skin line can sit a cell inside the full-resolution mask's (measured on the real images
+#: of ../shared/testdata: up to 2 original pixels beyond a one-cell margin at level 2).
+GEOMETRY_PAD_CELLS = 2
 
 
 def auto_reduction(crop_long: float, size: int, levels: int = 16) -> int:
@@ -184,10 +188,10 @@ class Geometry:
     """The crop box of an image, found on a coarse JPEG 2000 decode (:func:`read_geometry`).
 
     level: resolution levels dropped for it. box: ``[y0, x0, y1, x1]`` original pixels
-    (unflipped frame), the breast box of that decode times ``2**level``, grown by one cell
-    (``2**level`` pixels) a side and clipped to the image. raw: that decode (before text
-    removal), kept so that the pixels can be taken from it when ``auto`` picks its level.
-    offered: the levels the plug-in offers for the file.
+    (unflipped frame), the breast box of that decode times ``2**level``, grown by
+    ``GEOMETRY_PAD_CELLS`` cells (``2**level`` pixels each) a side and clipped to the
+    image. raw: that decode (before text removal), kept so that the pixels can be taken
+    from it when ``auto`` picks its level. offered: the levels the plug-in offers.
     """
 
     level: int
@@ -221,7 +225,8 @@ def read_geometry(path: str | Path, prep: Prepared, salt: bytes | str | None,
         bbox = original_bbox(remove_text(raw, keep_suspect=True).meta)
     except NoBreastError:
         return None
-    return Geometry(level, pad_box(bbox, 1 << level, rows, cols), raw, offered)
+    return Geometry(level, pad_box(bbox, GEOMETRY_PAD_CELLS << level, rows, cols), raw,
+                    offered)
 
 
 def auto_level(cfg: PrepConfig, head: dict[str, Any], geo: Geometry | None) -> int:
