@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from .geometry import Transform, bbox_long_side, bbox_xyxy, hflip_box
+from .geometry import Transform, bbox_xyxy, hflip_box
 from .record import Record
 
 
@@ -211,7 +211,7 @@ def read_geometry(path: str | Path, prep: Prepared, salt: bytes | str | None,
     cfg = prep.cfg
     rows, cols = int(head["rows"] or 0), int(head["columns"] or 0)
     if not (cfg.size and cfg.crop) or not geometry_level(rows, cols, cfg.size, (1,)):
-        return None
+        return None  # not even level 1 would be used: nothing to open the codestream for
     offered = j2k_levels(path, str(head.get("transfer_syntax") or ""))
     level = geometry_level(rows, cols, cfg.size, offered)
     if not level:
