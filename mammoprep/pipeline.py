@@ -33,7 +33,8 @@ class PrepConfig:
         decoded at ``1 / 2**r`` of its size when the breast crop still has at least
         ``AUTO_MARGIN * r * size`` pixels on its longer side (:func:`auto_reduction`); only
         with ``size``. Text removal, foreground and harmonisation then run on the
-        reduced image; transforms, boxes and pixel spacing account for it.
+        reduced image; the crop box, stored size and transform are the same as under
+        'full' (:func:`read_geometry`, :func:`crop_and_resize`).
     """
 
     reference: str | None = None
