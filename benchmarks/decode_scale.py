@@ -137,7 +137,9 @@ def compare_shards(full_dir: Path, auto_dir: Path) -> list[dict]:
     ``auto``): the auto image mapped into the full image's frame through both transforms
     (bilinear, so sub-pixel resampling adds to the difference: an upper bound), mean
     absolute difference on the common foreground as % of full scale (``2^value_bits - 1``),
-    KS distance of the foreground values, breast-mask IoU, and the auto decode level."""
+    KS distance of the foreground values, breast-mask IoU, the auto decode level, and
+    whether the two stored sizes and transforms are identical (``same_geometry``; then the
+    mapping is the identity and the difference is the pixels' alone)."""
     import io
     import json
     import tarfile
@@ -170,7 +172,8 @@ def compare_shards(full_dir: Path, auto_dir: Path) -> list[dict]:
             "mad_pct": float(np.abs(vals[both] - f[both]).mean()) / scale * 100,
             "ks": ks_distance(f[f > 0], a[a > 0]),
             "mask_iou": float(both.sum() / max(((f > 0) | mask_a).sum(), 1)),
-            "reduction": int(arow["decode_reduction"])})
+            "reduction": int(arow["decode_reduction"]),
+            "same_geometry": ta == tf and a.shape == f.shape})
     return rows
 
 

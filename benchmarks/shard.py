@@ -120,7 +120,8 @@ def main() -> None:
         print(f"stored images auto vs full ({len(rows)}; images per decode level {levels}): "
               f"MAD on the foreground mean {np.mean(mad):.3f} % / max {np.max(mad):.3f} % of "
               f"full scale (target < 1 %); KS max {max(r['ks'] for r in rows):.4f}; mask IoU "
-              f"min {min(r['mask_iou'] for r in rows):.4f}")
+              f"min {min(r['mask_iou'] for r in rows):.4f}; identical stored size and "
+              f"transform: {sum(r['same_geometry'] for r in rows)} of {len(rows)}")
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from .geometry import Transform, bbox_long_side, bbox_xyxy, hflip_box
+from .geometry import Transform, bbox_xyxy, hflip_box
 from .record import Record
 
 
@@ -33,7 +33,8 @@ class PrepConfig:
         decoded at ``1 / 2**r`` of its size when the breast crop still has at least
         ``AUTO_MARGIN * r * size`` pixels on its longer side (:func:`auto_reduction`); only
         with ``size``. Text removal, foreground and harmonisation then run on the
-        reduced image; transforms, boxes and pixel spacing account for it.
+        reduced image; the crop box, stored size and transform are the same as under
+        'full' (:func:`read_geometry`, :func:`crop_and_resize`).
     """
 
     reference: str | None = None
@@ -61,11 +62,16 @@ class PrepConfig:
 #: resolution JPEG 2000"): level 1 at a crop/size ratio >= 1.35 and level 2 at >= 1.8 stay
 #: below 0.6 % / 0.7 % of full scale (mean absolute difference on the foreground).
 AUTO_MARGIN = 1.35
-#: The breast crop's longer side, as a fraction of the image's longer side, assumed before
-#: decoding (typical mammograms: 0.7-1.0). A smaller crop found after decoding triggers one
-#: re-decode at the level its true size allows (:func:`auto_reduction`).
-AUTO_CROP_FRACTION = 0.7
 DECODE_SCALES = ("auto", "full")
+#: The crop box of a JPEG 2000 image that ``auto`` could decode reduced is found, at every
+#: decode scale, on one coarse decode: the coarsest level offered whose longer side keeps at
+#: least this many pixels (and at least ``size / 2``), so that the stored geometry is the
+#: same whatever the pixels are decoded at (:func:`geometry_level`).
+GEOMETRY_MIN_SIDE = 512
+#: ... and that decode's breast box is grown by this many of its pixels a side: its blurred
+#: skin line can sit a cell inside the full-resolution mask's (measured on the real images
+#: of ../shared/testdata: up to 2 original pixels beyond a one-cell margin at level 2).
+GEOMETRY_PAD_CELLS = 2
 
 
 def auto_reduction(crop_long: float, size: int, levels: int = 16) -> int:
@@ -78,34 +84,25 @@ def auto_reduction(crop_long: float, size: int, levels: int = 16) -> int:
     return r
 
 
-def decode_min_side(cfg: "PrepConfig", rows: int, cols: int) -> int | None:
-    """The longer side, pixels, to decode an image of ``rows`` x ``cols`` at under ``cfg``
-    (None: full decode). ``auto`` with a ``size``: the side of :func:`auto_reduction`'s
-    level for a crop of ``AUTO_CROP_FRACTION`` of the image (the whole image with
-    ``crop=False``)."""
-    if cfg.decode_scale not in DECODE_SCALES:
-        raise ValueError(f"decode_scale must be one of {DECODE_SCALES}, got {cfg.decode_scale!r}")
-    if cfg.decode_scale == "full" or not cfg.size:
-        return None
+def geometry_level(rows: int, cols: int, size: int | None, offered: tuple[int, ...]) -> int:
+    """The JPEG 2000 level (resolution levels dropped) whose decode gives the crop box of a
+    ``rows`` x ``cols`` image stored at ``size``, at every decode scale: the largest level in
+    ``offered`` that keeps ``max(GEOMETRY_MIN_SIDE, size / 2)`` pixels on the longer side
+    (a box cell of at most two stored pixels). 0 (the box comes from the decoded pixels
+    themselves) without a size, or when even the whole image could not be decoded reduced
+    under ``auto`` (:func:`auto_reduction`), or when no level fits."""
     long = max(rows, cols)
-    r = auto_reduction(long * (AUTO_CROP_FRACTION if cfg.crop else 1.0), cfg.size)
-    return -(-long // (1 << r)) if r else None
+    if not size or auto_reduction(long, size) == 0:
+        return 0
+    need = max(GEOMETRY_MIN_SIDE, size / 2)
+    return max((r for r in offered if r >= 1 and long / (1 << r) >= need), default=0)
 
 
-def redecode_min_side(rec: Record, cfg: "PrepConfig") -> int | None:
-    """After text removal of a reduced decode: the longer side to decode again at when the
-    breast crop found is too small for the level used (None when it is large enough or
-    nothing was reduced; the original size when no level fits)."""
-    r = int(rec.meta.get("decode_reduction") or 0)
-    bbox = rec.meta.get("breast_bbox")
-    if not r or not (cfg.crop and cfg.size) or not bbox:
-        return None
-    crop_long = bbox_long_side(bbox) << r
-    new = auto_reduction(crop_long, cfg.size)
-    if new >= r:
-        return None
-    long = max(int(rec.meta["rows"]), int(rec.meta["columns"]))
-    return -(-long // (1 << new))
+def pad_box(bbox, cell: int, rows: int, cols: int) -> list[int]:
+    """A ``breast_bbox`` ``[y0, x0, y1, x1]`` (original pixels) grown by ``cell`` pixels on
+    every side and clipped to the ``rows`` x ``cols`` image."""
+    y0, x0, y1, x1 = (int(v) for v in bbox)
+    return [max(y0 - cell, 0), max(x0 - cell, 0), min(y1 + cell, rows), min(x1 + cell, cols)]
 
 
 class Prepared:
@@ -150,13 +147,16 @@ def prepared(cfg: PrepConfig, salt: bytes | str | None = None) -> Prepared:
 
 
 def read_image(path: str | Path, prep: Prepared, salt: bytes | str | None = None,
-               min_side: int | None = None) -> Record:
+               min_side: int | tuple[int, int] | None = None, decoder: str | None = None
+               ) -> Record:
     """The chain's first step alone: decode ``path`` under ``prep``'s options (``min_side``:
-    see :func:`mammoprep.io.dicom.read_dicom`'s ``min_size``; None = full resolution)."""
+    see :func:`mammoprep.io.dicom.read_dicom`'s ``min_size``; None = full resolution;
+    ``decoder``: a plug-in to prefer over the config's)."""
     from .io.dicom import read_dicom
 
     cfg = prep.cfg
-    return read_dicom(path, voi=cfg.voi, salt=salt, decoder=cfg.decoder, min_size=min_side)
+    return read_dicom(path, voi=cfg.voi, salt=salt, decoder=decoder or cfg.decoder,
+                      min_size=min_side)
 
 
 def full_decode(cfg: PrepConfig) -> bool:
@@ -165,33 +165,123 @@ def full_decode(cfg: PrepConfig) -> bool:
     return cfg.decode_scale == "full" or not cfg.size
 
 
+def j2k_levels(path: str | Path, transfer_syntax: str) -> tuple[int, ...]:
+    """Resolution levels the reducing JPEG 2000 plug-in (``pillow-openjpeg``) can drop for
+    ``path`` (always 0; only 0 for other transfer syntaxes, without the plug-in, or when
+    the codestream header cannot be read: the decode then says why)."""
+    from . import decoders
+    from .decoders import pillow_j2k
+
+    if (transfer_syntax not in pillow_j2k.TRANSFER_SYNTAXES
+            or not decoders.is_available("pillow-openjpeg")):
+        return (0,)
+    from .io.dicom import open_dataset
+
+    try:
+        ds, ts = open_dataset(Path(path), header_only=False)
+        return pillow_j2k.reductions(ds, ts)
+    except Exception:  # noqa: BLE001 - the full read reports what is wrong with the file
+        return (0,)
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """The crop box of an image, found on a coarse JPEG 2000 decode (:func:`read_geometry`).
+
+    level: resolution levels dropped for it. box: ``[y0, x0, y1, x1]`` original pixels
+    (unflipped frame), the breast box of that decode times ``2**level``, grown by
+    ``GEOMETRY_PAD_CELLS`` cells (``2**level`` pixels each) a side and clipped to the
+    image. raw: that decode (before text removal), kept so that the pixels can be taken
+    from it when ``auto`` picks its level. offered: the levels the plug-in offers.
+    """
+
+    level: int
+    box: list[int]
+    raw: Record
+    offered: tuple[int, ...]
+
+
+def read_geometry(path: str | Path, prep: Prepared, salt: bytes | str | None,
+                  head: dict[str, Any]) -> Geometry | None:
+    """The crop box of ``path`` from its decode at :func:`geometry_level` (always with the
+    ``pillow-openjpeg`` plug-in, so that it is the same on every machine and decode scale);
+    None when the crop comes from the decoded pixels (no size or crop, not JPEG 2000, no
+    level offered) or no breast is found at that level."""
+    from .segmentation.foreground import NoBreastError, remove_text
+
+    cfg = prep.cfg
+    rows, cols = int(head["rows"] or 0), int(head["columns"] or 0)
+    if not (cfg.size and cfg.crop) or not geometry_level(rows, cols, cfg.size, (1,)):
+        return None  # not even level 1 would be used: nothing to open the codestream for
+    offered = j2k_levels(path, str(head.get("transfer_syntax") or ""))
+    level = geometry_level(rows, cols, cfg.size, offered)
+    if not level:
+        return None
+    from .decoders import reduced_size
+
+    raw = read_image(path, prep, salt, reduced_size(rows, cols, level), "pillow-openjpeg")
+    if int(raw.meta.get("decode_reduction") or 0) != level:
+        return None
+    try:
+        bbox = original_bbox(remove_text(raw, keep_suspect=True).meta)
+    except NoBreastError:
+        return None
+    return Geometry(level, pad_box(bbox, GEOMETRY_PAD_CELLS << level, rows, cols), raw,
+                    offered)
+
+
+def auto_level(cfg: PrepConfig, head: dict[str, Any], geo: Geometry | None) -> int:
+    """The level ``decode_scale='auto'`` decodes at: :func:`auto_reduction` of the crop
+    box's longer side (the whole image with ``crop=False``), the largest level offered up to
+    it; 0 (full) when the crop box has no :class:`Geometry` (it then comes from the decoded
+    pixels, which must be the full ones to be the same as ``full``'s)."""
+    if cfg.decode_scale not in DECODE_SCALES:
+        raise ValueError(f"decode_scale must be one of {DECODE_SCALES}, got {cfg.decode_scale!r}")
+    rows, cols = int(head["rows"] or 0), int(head["columns"] or 0)
+    if cfg.decode_scale == "full" or not cfg.size:
+        return 0
+    if not cfg.crop:  # the decoder takes the largest level it offers up to this one
+        return auto_reduction(max(rows, cols), cfg.size)
+    if geo is None:
+        return 0
+    y0, x0, y1, x1 = geo.box
+    want = auto_reduction(max(y1 - y0, x1 - x0), cfg.size)
+    return max((r for r in geo.offered if r <= want), default=0)
+
+
 def preprocess(path: str | Path, prep: Prepared, salt: bytes | str | None = None,
                read: Record | None = None) -> Record:
     """Read, remove text, and harmonise where the metadata-only energy rule says so.
 
     ``read``: ``path`` already decoded at full resolution by :func:`read_image` (a reader
-    thread reading ahead); only when :func:`full_decode` holds for ``prep.cfg``."""
+    thread reading ahead); only when :func:`full_decode` holds for ``prep.cfg``.
+
+    With a ``size`` and ``crop``, a JPEG 2000 image that ``auto`` could decode reduced has
+    its crop box found on one coarse decode (:func:`read_geometry`) at every decode scale,
+    recorded as ``meta['crop_box']``; :func:`crop_and_resize` then stores the same geometry
+    for ``auto`` and ``full``."""
     from .harmonise.energy import energy_class, should_harmonize
+    from .io.header import read_header
     from .segmentation.foreground import orient_left, remove_text
 
     cfg = prep.cfg
     if read is not None and not full_decode(cfg):
         raise ValueError("a pre-read record needs decode_scale 'full' or no size")
+    geo, level = None, 0
+    if cfg.size:
+        head = read.meta if read is not None else read_header(path, salt=salt)
+        geo = read_geometry(path, prep, salt, head)
+        level = auto_level(cfg, head, geo)
+    if read is None and level:
+        from .decoders import reduced_size
 
-    def read_clean(min_side: int | None) -> Record:
-        rec = read if read is not None else read_image(path, prep, salt, min_side)
-        return remove_text(rec, keep_suspect=cfg.keep_suspect)
-
-    first = None
-    if cfg.decode_scale != "full" and cfg.size:
-        from .io.header import read_header
-
-        head = read_header(path, salt=salt)
-        first = decode_min_side(cfg, int(head["rows"] or 0), int(head["columns"] or 0))
-    rec = read_clean(first)
-    again = redecode_min_side(rec, cfg)
-    if again:
-        rec = read_clean(again)
+        rows, cols = int(head["rows"]), int(head["columns"])
+        read = geo.raw if geo is not None and geo.level == level else read_image(
+            path, prep, salt, reduced_size(rows, cols, level))
+    rec = remove_text(read if read is not None else read_image(path, prep, salt),
+                      keep_suspect=cfg.keep_suspect)
+    if geo is not None:
+        rec = rec.evolve(crop_box=list(geo.box))
     energy = energy_class(rec.meta.get("manufacturer", ""), rec.meta.get("model", ""),
                           prep.table, path=path)
     rec = rec.evolve(energy=energy)
@@ -219,39 +309,58 @@ def prepare_for_model(path: str | Path, prep: Prepared, cfg: PrepConfig,
 
 
 def crop_and_resize(rec: Record, size: int | None, crop: bool = True) -> tuple[Record, Transform]:
-    """Crop to ``meta['breast_bbox']`` ([ymin, xmin, ymax, xmax]) and resize so the longer
-    side is ``size`` (aspect kept; area averaging when shrinking). Returns the new record and
-    the original->stored :class:`~mammoprep.geometry.Transform` (which includes any flip made by
-    orientation normalisation, and any reduced-resolution decode: ``meta['decode_reduction']
-    = r`` means pixel ``i`` is original pixel ``i * 2**r``)."""
+    """Crop to the breast and resize so the longer side is ``size`` (aspect kept; area
+    averaging when shrinking). Returns the new record and the original->stored
+    :class:`~mammoprep.geometry.Transform` (which includes any flip made by orientation
+    normalisation).
+
+    The crop box (:func:`crop_box`) and the stored size are computed in original pixels
+    (``meta['rows']`` x ``meta['columns']``) from the box and ``size`` alone, whatever the
+    pixels were decoded at: a reduced decode (``meta['decode_reduction'] = r``: decoded
+    pixel ``i`` covers original pixels ``[i 2**r, (i + 1) 2**r)``, the last one clipped to
+    the image) is resampled onto exactly that grid, the box mapped into it by ``1 / 2**r``
+    (fractional ends included)."""
     px = rec.pixels
-    h0, w0 = px.shape
     f = 1 << int(rec.meta.get("decode_reduction") or 0)
-    original = (int(rec.meta["rows"]), int(rec.meta["columns"])) if f > 1 else (h0, w0)
-    if crop and rec.meta.get("breast_bbox"):
-        x0, y0, x1, y1 = bbox_xyxy(rec.meta["breast_bbox"])
-    else:
-        x0, y0, x1, y1 = 0, 0, w0, h0
+    rows, cols = (int(rec.meta["rows"]), int(rec.meta["columns"])) if f > 1 else px.shape
     flipped = bool(rec.meta.get("flipped", False))
-    # the bbox is in the (possibly flipped) pixel frame; express the crop in original columns
-    crop_orig = hflip_box((x0, y0, x1, y1), w0) if flipped else (x0, y0, x1, y1)
-    out = px[y0:y1, x0:x1]
+    x0, y0, x1, y1 = crop_box(rec.meta, (rows, cols), px.shape[1], crop)
+    h, w = y1 - y0, x1 - x0
+    # the box in decoded-pixel units of the record's (possibly flipped) frame
+    u0, u1 = (px.shape[1] - x1 / f, px.shape[1] - x0 / f) if flipped else (x0 / f, x1 / f)
+    v0, v1 = y0 / f, y1 / f
     scale = 1.0
     if size:
-        scale = size / max(out.shape)
-        new_h = max(1, int(round(out.shape[0] * scale)))
-        new_w = max(1, int(round(out.shape[1] * scale)))
-        from .resize import resize_uint16  # Numba: imported only where images are resized
+        scale = size / max(h, w)
+        new_h, new_w = max(1, int(round(h * scale))), max(1, int(round(w * scale)))
+        from .resize import resize_window_uint16  # Numba: imported where images are resized
 
-        out = resize_uint16(out, new_h, new_w)
-    out = np.ascontiguousarray(out)
-    if f > 1:  # decoded pixels -> original pixels (ends clipped to the original image)
-        crop_orig = (crop_orig[0] * f, crop_orig[1] * f, min(crop_orig[2] * f, original[1]),
-                     min(crop_orig[3] * f, original[0]))
-        scale /= f
-    t = Transform(crop_xyxy=crop_orig, scale=scale, flipped=flipped, original_size=original,
-                  stored_size=tuple(out.shape))
+        out = resize_window_uint16(px, (v0, v1), (u0, u1), new_h, new_w)
+    elif f > 1:
+        raise ValueError("a reduced-resolution decode is only stored resized (give a size)")
+    else:
+        out = np.ascontiguousarray(px[y0:y1, int(u0):int(u1)])
+    t = Transform(crop_xyxy=(x0, y0, x1, y1), scale=scale, flipped=flipped,
+                  original_size=(rows, cols), stored_size=tuple(out.shape))
     return rec.evolve(pixels=out, step="crop_resize", transform=t.to_dict()), t
+
+
+def crop_box(meta: dict[str, Any], original: tuple[int, int], width: int, crop: bool = True
+             ) -> tuple[int, int, int, int]:
+    """The crop window ``(x0, y0, x1, y1)`` in original pixels of the unflipped frame:
+    ``meta['crop_box']`` (found on a coarse decode, :func:`read_geometry`) when present, else
+    ``meta['breast_bbox']`` (in the record's frame: mirrored back when ``meta['flipped']``,
+    decoded ``width`` pixels wide; times ``2**decode_reduction``, ends clipped), else (or
+    without ``crop``) the whole ``original`` = (rows, cols) image."""
+    rows, cols = original
+    if not crop or not meta.get("breast_bbox"):
+        return 0, 0, cols, rows
+    if meta.get("crop_box"):
+        return bbox_xyxy(meta["crop_box"])
+    box = bbox_xyxy(meta["breast_bbox"])
+    x0, y0, x1, y1 = hflip_box(box, width) if meta.get("flipped") else box
+    f = 1 << int(meta.get("decode_reduction") or 0)
+    return x0 * f, y0 * f, min(x1 * f, cols), min(y1 * f, rows)
 
 
 def original_bbox(meta: dict[str, Any]) -> list[int] | None:

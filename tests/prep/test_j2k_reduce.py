@@ -261,23 +261,24 @@ def test_auto_and_full_store_nearly_the_same_image(tmp_path):
     assert np.abs(fa - fb)[both].mean() < 0.01 * ((1 << 14) - 1)
 
 
-def test_small_crop_triggers_a_redecode(tmp_path):
-    """A breast whose crop is far below AUTO_CROP_FRACTION of the image: the first reduced
-    decode leaves it too few pixels for its level, so it is decoded again at the level its
-    true size allows (here: full size)."""
+def test_small_crop_decodes_at_the_level_its_box_allows(tmp_path):
+    """A breast whose crop is far smaller than the image: the coarse decode that gives the
+    crop box (read_geometry) also says that no reduced level keeps enough pixels of it, so
+    ``auto`` decodes at full size, like ``full``, with the same box."""
     from mammoprep import pipeline
 
     rows, cols = 2048, 1664
     px = np.zeros((rows, cols), np.uint16)
     px[600:1400, :500] = _breast(800, 500, (200, 350, 260, 420))
     path = _j2k_file(tmp_path, px)
-    assert pipeline.decode_min_side(pipeline.PrepConfig(size=512, decode_scale="auto"),
-                                    rows, cols) < rows  # the first decode is reduced
     rec, t = _stored(path, "auto", size=512)
     crop_long = max(t.crop_xyxy[2] - t.crop_xyxy[0], t.crop_xyxy[3] - t.crop_xyxy[1])
     assert crop_long < 0.5 * rows
     r = rec.meta["decode_reduction"]
     assert r == pipeline.auto_reduction(crop_long, 512) == 0
+    assert rec.meta["crop_box"] == [t.crop_xyxy[1], t.crop_xyxy[0], t.crop_xyxy[3],
+                                    t.crop_xyxy[2]]
+    assert t == _stored(path, "full", size=512)[1]
     assert t.scale <= 1.0  # only ever shrunk
 
 
@@ -293,17 +294,34 @@ def test_auto_reduction_rule(crop_long, size, expected):
     assert crop_long / 2 ** (r + 1) < AUTO_MARGIN * (r + 1) * size
 
 
-def test_decode_scale_full_or_no_size_never_reduces():
-    from mammoprep.pipeline import PrepConfig, decode_min_side
+def test_geometry_level_rule():
+    from mammoprep.pipeline import geometry_level
 
-    assert decode_min_side(PrepConfig(size=512, decode_scale="full"), 4096, 3328) is None
-    assert decode_min_side(PrepConfig(size=None, decode_scale="auto"), 4096, 3328) is None
-    assert decode_min_side(PrepConfig(size=1024, decode_scale="auto"), 4096, 3328) == 2048
-    assert decode_min_side(PrepConfig(size=1024, decode_scale="auto", crop=False),
-                           4096, 3328) == 2048
-    assert decode_min_side(PrepConfig(size=2048, decode_scale="auto"), 4096, 3328) is None
+    offered = (0, 1, 2, 3, 4, 5)
+    assert geometry_level(4096, 3328, 1024, offered) == 3  # 512 px: cells of 2 stored px
+    assert geometry_level(4096, 3328, 1024, (0, 1, 2)) == 2
+    assert geometry_level(4096, 3328, 1500, offered) == 2  # >= size / 2
+    assert geometry_level(4096, 3328, 2048, offered) == 0  # auto never reduces: none
+    assert geometry_level(4096, 3328, None, offered) == 0
+    assert geometry_level(2294, 1914, 512, (0, 1, 2)) == 2
+    assert geometry_level(900, 700, 128, offered) == 0  # under GEOMETRY_MIN_SIDE at level 1
+    assert geometry_level(4096, 3328, 1024, (0,)) == 0
+
+
+def test_decode_scale_full_or_no_size_never_reduces():
+    from mammoprep.pipeline import Geometry, PrepConfig, auto_level
+
+    head = {"rows": 4096, "columns": 3328}
+    geo = Geometry(3, [0, 0, 4096, 2900], None, (0, 1, 2, 3))
+    assert auto_level(PrepConfig(size=512, decode_scale="full"), head, geo) == 0
+    assert auto_level(PrepConfig(size=None, decode_scale="auto"), head, geo) == 0
+    assert auto_level(PrepConfig(size=1024, decode_scale="auto"), head, geo) == 1
+    assert auto_level(PrepConfig(size=1024, decode_scale="auto"), head, None) == 0
+    assert auto_level(PrepConfig(size=1024, decode_scale="auto", crop=False), head, None) == 1
+    assert auto_level(PrepConfig(size=2048, decode_scale="auto"), head, geo) == 0
+    assert auto_level(PrepConfig(size=256, decode_scale="auto"), head, geo) == 2
     with pytest.raises(ValueError, match="decode_scale"):
-        decode_min_side(PrepConfig(size=512, decode_scale="half"), 4096, 3328)
+        auto_level(PrepConfig(size=512, decode_scale="half"), head, geo)
 
 
 # ------------------------------------------------------------------------- shards + CLI
