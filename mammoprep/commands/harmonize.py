@@ -145,7 +145,7 @@ def harmonize_cmd(inputs, ref, out, fmt, only_energy, energy_table, orient_left,
 def _harmonize(inputs, ref, out, fmt, only_energy, energy_table, orient_left, voi,
                keep_suspect, keep_identity, decoder, salt, jobs) -> None:
     """The body of :func:`harmonize_cmd`."""
-    from ..atomic import output_lock, remove_orphaned_temporaries
+    from ..atomic import output_lock, sweep_temporaries
     from ..batch import Job, auto_jobs
     from ..errors import MammoprepError
     from ..runs import harmonize as hf
@@ -165,6 +165,7 @@ def _harmonize(inputs, ref, out, fmt, only_energy, energy_table, orient_left, vo
     except MammoprepError as err:
         raise click.ClickException(str(err))
     click.get_current_context().call_on_close(lock.close)
+    sweep_temporaries(out)  # under the lock, every temporary file in OUT is a dead run's
     n_jobs = min(jobs or auto_jobs(), len(files))
     if n_jobs == 1:  # the kernels run in this process
         prepare_process()
@@ -187,7 +188,6 @@ def _harmonize(inputs, ref, out, fmt, only_energy, energy_table, orient_left, vo
         raise click.ClickException(str(err))
     salt_b = resolve_salt(salt)
     out.mkdir(parents=True, exist_ok=True)
-    remove_orphaned_temporaries(out)  # left by a run killed mid-write
     bars = []
 
     def started_progress():  # the bar after the workers have started
