@@ -223,12 +223,18 @@ class Runner:
 
     @classmethod
     def dask(cls, scheduler: str) -> "Runner":
-        """Jobs on a Dask cluster (``scheduler``: its address). ImportError without
-        ``distributed``; the client is closed with the runner."""
+        """Jobs on a Dask cluster (``scheduler``: its address), each job a task of its own
+        (never merged with an identical one: jobs write files). :attr:`workers` is the
+        cluster's thread count when it connects (what batch sizes are cut for).
+        ImportError without ``distributed``; OSError when the scheduler cannot be reached.
+        The client is closed with the runner. Jobs, with everything they carry (the salt
+        included), are pickled to the workers."""
         from distributed import Client
 
         client = Client(scheduler)
-        return cls(executor=client.get_executor(), on_close=client.close)
+        threads = sum(client.nthreads().values())
+        return cls(max(1, threads), executor=client.get_executor(pure=False),
+                   on_close=client.close)
 
     @classmethod
     def of(cls, executor: "Runner | Executor | None") -> "Runner":
@@ -237,6 +243,12 @@ class Runner:
         if isinstance(executor, Runner):
             return executor
         return cls(executor=executor, own=False)
+
+    @property
+    def in_process(self) -> bool:
+        """Whether jobs run here, one by one as :meth:`map`'s results are taken (so a job
+        may depend on what the caller did with the results before it)."""
+        return self._executor is None and self.workers <= 1
 
     @property
     def local_pool(self) -> bool:
@@ -275,7 +287,7 @@ class Runner:
             results = self._executor.map(fn, jobs, chunksize=chunksize)
         else:
             results = self._executor.map(fn, jobs)
-        return _counted(results, progress, lambda r: 1)
+        return _counted(_worker_losses(results), progress, lambda r: 1)
 
     def map_batches(self, fn: Callable[[list[J]], list[R]], jobs: Sequence[J], size: int,
                     progress: Callable[[int], None] | None = None) -> Iterator[list[R]]:
@@ -306,6 +318,34 @@ class Runner:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class WorkerLostError(MammoprepError):
+    """A worker process died (killed, out of memory) and took its jobs with it."""
+
+    kind = "worker_lost"
+
+
+#: What an executor raises when a worker process dies under a job: a local pool, Dask.
+_LOST = ("BrokenProcessPool", "KilledWorker")
+
+
+def _worker_losses(results: Iterable[R]) -> Iterator[R]:
+    """``results``, with the death of a worker (:data:`_LOST`) as one
+    :class:`WorkerLostError` that says what to do."""
+    try:
+        yield from results
+    except Exception as exc:
+        if type(exc).__name__ not in _LOST:
+            raise
+        raise WorkerLostError(
+            None, "a worker process died before it finished its work",
+            tag="worker", value=f"{type(exc).__name__}: {exc}",
+            hint="the usual cause is memory (the system's out-of-memory killer, or a Dask "
+                 "worker's memory limit; Dask first retries the task on other workers, up "
+                 "to distributed.scheduler.allowed-failures times): check the logs and "
+                 "limits, then rerun the same command: finished outputs are kept and the "
+                 "rerun resumes") from None
 
 
 def _counted(results: Iterable[R], progress: Callable[[int], None] | None,
