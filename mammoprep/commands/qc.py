@@ -42,10 +42,9 @@ def qc_cmd(inputs, out, max_images, columns, decoder, jobs, scheduler):
     from tqdm import tqdm
 
     from ..atomic import check_writable
-    from ..errors import WriteError
+    from ..errors import MammoprepError, WriteError
     from ..io.paths import iter_dicom_paths
     from ..batch import Job, numba_worker_init
-    from ..errors import MammoprepError
     from ..options import bar_disabled
     from ..segmentation.qc import order, render_sheet
 
