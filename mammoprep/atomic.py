@@ -190,29 +190,21 @@ def remove_temporaries(folder: Path, pattern: str = ".*.tmp") -> list[Path]:
     return gone
 
 
+#: The name :func:`temporary_name` gives: ``.NAME.PID.tmp``.
 _TEMP = re.compile(r"\..+\.(\d+)\.tmp")
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # exists, owned by someone else
-        return True
-    return True
-
-
-def remove_orphaned_temporaries(folder: Path) -> int:
-    """Delete, under ``folder`` (recursively), the temporary files of :func:`atomic_write`
-    whose writing process is gone (killed mid-write); a live process's are left alone.
-    Returns how many were removed."""
+def sweep_temporaries(folder: Path) -> int:
+    """Delete, under ``folder`` (recursively), every temporary file of :func:`atomic_write`
+    (``.NAME.PID.tmp``). Only for a folder this process has locked
+    (:func:`output_lock`) and before it writes there: then no other run writes to it, so
+    every such file is stale, whatever its process id says (ids are reused, and a worker
+    on another host of a cluster has ids of its own). Returns how many were removed."""
     n = 0
     if not folder.is_dir():
         return 0
     for p in folder.rglob(".*.tmp"):
-        m = _TEMP.fullmatch(p.name)
-        if m and int(m.group(1)) != os.getpid() and not _alive(int(m.group(1))):
+        if _TEMP.fullmatch(p.name) and not p.is_dir():
             try:
                 p.unlink()
                 n += 1

@@ -96,12 +96,12 @@ def start_method() -> str:
     return "spawn"
 
 
-def watch_parent(parent: int, every: float = 0.5) -> None:
+def watch_parent(parent: int, every: float = 0.2) -> None:
     """In a pool worker: a daemon thread that ends this process once ``parent`` is gone
     (``kill -9`` of the command: the worker is handed to another parent). Without it a
     worker would finish its batch writing into an output folder no longer locked, then
     wait for work forever. A file it was writing stays a temporary, which the next run
-    removes."""
+    removes (:func:`mammoprep.atomic.sweep_temporaries`)."""
 
     def watch() -> None:
         while os.getppid() == parent:
@@ -109,6 +109,28 @@ def watch_parent(parent: int, every: float = 0.5) -> None:
         os._exit(1)
 
     threading.Thread(target=watch, name="mammoprep-parent-watch", daemon=True).start()
+
+
+#: prctl(2) option: the signal this process gets when its parent (the thread that made it)
+#: ends (linux/prctl.h).
+_PR_SET_PDEATHSIG = 1
+
+
+def kill_with_parent() -> bool:
+    """Linux: ask the kernel to SIGKILL this process the moment its parent ends
+    (``prctl(PR_SET_PDEATHSIG)``), with no thread and no polling. The "parent" is the
+    thread that started this process, so only for workers started by a main thread
+    (:class:`Runner` checks). True if the kernel accepted it; False elsewhere."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        import ctypes
+        import signal
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0) == 0
+    except (OSError, AttributeError):  # no prctl in this C library
+        return False
 
 
 def numba_worker_init() -> None:
@@ -130,15 +152,14 @@ def numba_worker_init() -> None:
 def process_worker_start(threads: int = 1, warm: str | None = None, *args: Any) -> None:
     """Pool initializer of a command that pushes full-size images through the kernels:
     freed images kept for reuse (:func:`mammoprep.runtime.keep_freed_images`, before any
-    other thread of this worker starts, so ``warm`` is imported only afterwards), a
-    watchdog on the parent (:func:`watch_parent`), ``threads`` Numba threads (set before
+    other thread of this worker starts, so ``warm`` is imported only afterwards),
+    ``threads`` Numba threads (set before
     Numba is imported), garbage collection paused through start-up, then ``warm``
     (``"module:function"``, called with ``args``: load the reference, warm the kernels)
     before the first job. A failing ``warm`` is left to the jobs to report."""
     from .runtime import keep_freed_images, prepare_process, start_up, started
 
     keep_freed_images()
-    watch_parent(os.getppid())
     os.environ.setdefault("NUMBA_NUM_THREADS", str(threads))
     start_up()
     try:
@@ -154,14 +175,28 @@ def process_worker_start(threads: int = 1, warm: str | None = None, *args: Any) 
     started()
 
 
-def _start_worker(log_args: tuple, init: Callable[..., None] | None, args: tuple) -> None:
-    """Pool initializer of every local process pool: the worker's log records and
-    warnings to the parent (:func:`mammoprep.logs.worker_logging`), then ``init(*args)``."""
+def _start_worker(parent: int, signal_on_death: bool, log_args: tuple,
+                  init: Callable[..., None] | None, args: tuple) -> None:
+    """The initializer of every local worker process of a :class:`Runner`. The worker
+    dies with ``parent`` (the command's process, even after ``kill -9``): the kernel kills
+    it at once where it can (:func:`kill_with_parent`, when ``signal_on_death``), a worker
+    whose parent is already gone leaves now, and :func:`watch_parent` covers the rest
+    (other platforms, workers started by another thread). Its log records and warnings go
+    to the parent (:func:`mammoprep.logs.worker_logging`). Then ``init(*args)``; the
+    watchdog's thread starts after it, as ``init`` may need to run before any other
+    thread (:func:`mammoprep.runtime.keep_freed_images`)."""
     from .logs import worker_logging
 
-    worker_logging(*log_args)
-    if init is not None:
-        init(*args)
+    if signal_on_death:
+        kill_with_parent()
+    if os.getppid() != parent:  # the parent died before the signal was asked for
+        os._exit(1)
+    try:
+        worker_logging(*log_args)
+        if init is not None:
+            init(*args)
+    finally:
+        watch_parent(parent)
 
 
 class Runner:
@@ -188,12 +223,18 @@ class Runner:
 
     @classmethod
     def dask(cls, scheduler: str) -> "Runner":
-        """Jobs on a Dask cluster (``scheduler``: its address). ImportError without
-        ``distributed``; the client is closed with the runner."""
+        """Jobs on a Dask cluster (``scheduler``: its address), each job a task of its own
+        (never merged with an identical one: jobs write files). :attr:`workers` is the
+        cluster's thread count when it connects (what batch sizes are cut for).
+        ImportError without ``distributed``; OSError when the scheduler cannot be reached.
+        The client is closed with the runner. Jobs, with everything they carry (the salt
+        included), are pickled to the workers."""
         from distributed import Client
 
         client = Client(scheduler)
-        return cls(executor=client.get_executor(), on_close=client.close)
+        threads = sum(client.nthreads().values())
+        return cls(max(1, threads), executor=client.get_executor(pure=False),
+                   on_close=client.close)
 
     @classmethod
     def of(cls, executor: "Runner | Executor | None") -> "Runner":
@@ -202,6 +243,12 @@ class Runner:
         if isinstance(executor, Runner):
             return executor
         return cls(executor=executor, own=False)
+
+    @property
+    def in_process(self) -> bool:
+        """Whether jobs run here, one by one as :meth:`map`'s results are taken (so a job
+        may depend on what the caller did with the results before it)."""
+        return self._executor is None and self.workers <= 1
 
     @property
     def local_pool(self) -> bool:
@@ -221,9 +268,12 @@ class Runner:
                 method = start_method() if self._start == "auto" else self._start
                 ctx = mp.get_context(method)
                 log_args, self._listener = logs.forward_workers(ctx)
+                # workers die with this process (the kernel's signal only where the thread
+                # that starts them, this one, lives as long as the process)
+                main = threading.current_thread() is threading.main_thread()
                 self._executor = ProcessPoolExecutor(
                     self.workers, mp_context=ctx, initializer=_start_worker,
-                    initargs=(log_args, init, args))
+                    initargs=(os.getpid(), main, log_args, init, args))
         return self
 
     def map(self, fn: Callable[[J], R], jobs: Iterable[J], *, chunksize: int = 1,
@@ -237,7 +287,7 @@ class Runner:
             results = self._executor.map(fn, jobs, chunksize=chunksize)
         else:
             results = self._executor.map(fn, jobs)
-        return _counted(results, progress, lambda r: 1)
+        return _counted(_worker_losses(results), progress, lambda r: 1)
 
     def map_batches(self, fn: Callable[[list[J]], list[R]], jobs: Sequence[J], size: int,
                     progress: Callable[[int], None] | None = None) -> Iterator[list[R]]:
@@ -268,6 +318,34 @@ class Runner:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class WorkerLostError(MammoprepError):
+    """A worker process died (killed, out of memory) and took its jobs with it."""
+
+    kind = "worker_lost"
+
+
+#: What an executor raises when a worker process dies under a job: a local pool, Dask.
+_LOST = ("BrokenProcessPool", "KilledWorker")
+
+
+def _worker_losses(results: Iterable[R]) -> Iterator[R]:
+    """``results``, with the death of a worker (:data:`_LOST`) as one
+    :class:`WorkerLostError` that says what to do."""
+    try:
+        yield from results
+    except Exception as exc:
+        if type(exc).__name__ not in _LOST:
+            raise
+        raise WorkerLostError(
+            None, "a worker process died before it finished its work",
+            tag="worker", value=f"{type(exc).__name__}: {exc}",
+            hint="the usual cause is memory (the system's out-of-memory killer, or a Dask "
+                 "worker's memory limit; Dask first retries the task on other workers, up "
+                 "to distributed.scheduler.allowed-failures times): check the logs and "
+                 "limits, then rerun the same command: finished outputs are kept and the "
+                 "rerun resumes") from None
 
 
 def _counted(results: Iterable[R], progress: Callable[[int], None] | None,

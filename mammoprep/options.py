@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+from typing import Any, Iterable
+
 import click
 
 
@@ -40,6 +44,41 @@ ENERGY_TABLE_HELP = (
 jobs_option = click.option(
     "-j", "--jobs", type=click.IntRange(min=0), default=0, show_default=True,
     help="Worker processes (0 = all cores).")
+
+
+scheduler_option = click.option(
+    "--scheduler", default=None, metavar="ADDRESS",
+    help="Run the per-file work on the Dask cluster whose scheduler is at ADDRESS (e.g. "
+         "tcp://head:8786) instead of local processes (-j is then not used). Inputs and "
+         "outputs must be on storage every worker sees; the salt travels with the work. "
+         "README, 'Running on a cluster'.")
+
+
+def batch_runner(scheduler: str | None, workers: int = 1, **local: Any):
+    """The :class:`mammoprep.batch.Runner` of a command: on the Dask cluster at
+    ``scheduler`` (:meth:`~mammoprep.batch.Runner.dask`), else ``Runner(workers,
+    **local)``. A missing Dask or an unreachable scheduler is one usage error."""
+    from .batch import Runner
+
+    if not scheduler:
+        return Runner(workers, **local)
+    try:
+        return Runner.dask(scheduler)
+    except ImportError:
+        raise click.UsageError("--scheduler needs Dask: pip install 'mammoprep[dask]'")
+    except (OSError, ValueError, TypeError) as exc:  # refused, timed out, bad address
+        raise click.UsageError(
+            f"cannot reach the Dask scheduler at {scheduler!r} ({type(exc).__name__}: "
+            f"{exc}); start one with `dask scheduler` and pass the address it prints")
+
+
+def worker_paths(paths: Iterable[Path], scheduler: str | None) -> list[Path]:
+    """``paths`` as the workers must see them: absolute on a cluster (``scheduler``; a
+    worker runs in a folder of its own, so a relative path would name another file there),
+    as given otherwise. Symbolic links are kept, not resolved."""
+    if not scheduler:
+        return list(paths)
+    return [Path(os.path.abspath(p)) for p in paths]
 
 
 progress_option = click.option(

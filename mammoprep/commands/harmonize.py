@@ -9,8 +9,9 @@ from pathlib import Path
 
 import click
 
-from ..options import (ENERGY_TABLE_HELP, bar_disabled, decoder_option, keep_suspect_option,
-                       progress_bar, salt_option)
+from ..options import (ENERGY_TABLE_HELP, bar_disabled, batch_runner, decoder_option,
+                       keep_suspect_option, progress_bar, salt_option, scheduler_option,
+                       worker_paths)
 
 _ENERGY = click.Choice(["low", "high", "any"])
 
@@ -44,7 +45,9 @@ def _reasons(counts: dict[str, int]) -> str:
 @keep_suspect_option
 @decoder_option
 @salt_option
-def reference_cmd(inputs, out, energy, bits, energy_table, keep_suspect, decoder, salt):
+@scheduler_option
+def reference_cmd(inputs, out, energy, bits, energy_table, keep_suspect, decoder, salt,
+                  scheduler):
     """Pool the foreground histograms of low-energy mammograms into a reference (.npz).
 
     Only mammograms are pooled: Modality MG, a mammography SOP Class UID, or a radiograph
@@ -55,7 +58,7 @@ def reference_cmd(inputs, out, energy, bits, energy_table, keep_suspect, decoder
     reference depth before pooling. A file that cannot be used is reported with its reason
     and the reference is written from the rest. The file stores the pooled histogram, its
     bit depth, and the hash, bit depth, vendor and mammogram evidence of each contributing
-    image.
+    image. With --scheduler the files are read on a Dask cluster: the same reference.
     """
     from tqdm import tqdm
 
@@ -63,14 +66,17 @@ def reference_cmd(inputs, out, energy, bits, energy_table, keep_suspect, decoder
     from ..errors import MammoprepError
     from ..harmonise.reference import build_reference, unknown_energy_note
 
-    files = list(iter_dicom_paths(inputs))
+    files = list(iter_dicom_paths(worker_paths(inputs, scheduler)))
+    if energy_table:
+        energy_table = str(worker_paths([energy_table], scheduler)[0])
     with tqdm(total=len(files), desc="reference", unit="file", file=sys.stderr,
-              disable=True if len(files) < 2 else bar_disabled()) as bar:
+              disable=True if len(files) < 2 else bar_disabled()) as bar, \
+            batch_runner(scheduler) as runner:
         try:
             ref, report = build_reference(
                 files, energy=None if energy == "any" else energy, energy_table=energy_table,
                 bits=bits, salt=salt, decoder=decoder, keep_suspect=keep_suspect,
-                progress=bar.update,
+                progress=bar.update, runner=runner,
                 on_error=lambda e: tqdm.write(f"left out ({e.kind}): {e}", file=sys.stderr))
         except MammoprepError as err:
             raise click.ClickException(str(err))
@@ -120,8 +126,9 @@ def reference_cmd(inputs, out, energy, bits, energy_table, keep_suspect, decoder
 @decoder_option
 @salt_option
 @_jobs_option
+@scheduler_option
 def harmonize_cmd(inputs, ref, out, fmt, only_energy, energy_table, orient_left, voi,
-                  keep_suspect, keep_identity, decoder, salt, jobs):
+                  keep_suspect, keep_identity, decoder, salt, jobs, scheduler):
     """Remove burned-in text and CDF-match DICOMs to a low-energy reference.
 
     Foreground-only matching (LUMINA, Eq. 7): background stays exactly 0. Which images are
@@ -130,22 +137,23 @@ def harmonize_cmd(inputs, ref, out, fmt, only_energy, energy_table, orient_left,
     Device Identity; salted pseudonyms and UIDs) unless --keep-identity. Outputs mirror the inputs' paths below their common folder; if two
     inputs would still map to one output, nothing is written and both are named. Writes
     OUT/harmonize_log.jsonl (one row per input: status, QC fields, or the reject kind and
-    message); the summary counts rejects by reason; exit 1 if any file was rejected.
+    message); the summary counts rejects by reason; exit 1 if any file was rejected. With
+    --scheduler the files are processed on a Dask cluster, with the same outputs.
     """
     from ..runtime import start_up, started
 
     start_up()  # no garbage collection until the kernels are loaded (resumed below)
     try:
         _harmonize(inputs, ref, out, fmt, only_energy, energy_table, orient_left, voi,
-                   keep_suspect, keep_identity, decoder, salt, jobs)
+                   keep_suspect, keep_identity, decoder, salt, jobs, scheduler)
     finally:
         started()
 
 
 def _harmonize(inputs, ref, out, fmt, only_energy, energy_table, orient_left, voi,
-               keep_suspect, keep_identity, decoder, salt, jobs) -> None:
+               keep_suspect, keep_identity, decoder, salt, jobs, scheduler) -> None:
     """The body of :func:`harmonize_cmd`."""
-    from ..atomic import output_lock, remove_orphaned_temporaries
+    from ..atomic import output_lock, sweep_temporaries
     from ..batch import Job, auto_jobs
     from ..errors import MammoprepError
     from ..runs import harmonize as hf
@@ -154,6 +162,7 @@ def _harmonize(inputs, ref, out, fmt, only_energy, energy_table, orient_left, vo
     from ..pipeline import PrepConfig, prepared
     from ..runtime import prepare_process
 
+    inputs, (out,) = worker_paths(inputs, scheduler), worker_paths([out], scheduler)
     try:
         files, dests = hf.output_paths(inputs, out, fmt)
     except hf.OutputPathsError as err:
@@ -165,14 +174,18 @@ def _harmonize(inputs, ref, out, fmt, only_energy, energy_table, orient_left, vo
     except MammoprepError as err:
         raise click.ClickException(str(err))
     click.get_current_context().call_on_close(lock.close)
+    sweep_temporaries(out)  # under the lock, every temporary file in OUT is a dead run's
+    runner = lock.enter_context(batch_runner(scheduler)) if scheduler else None
     n_jobs = min(jobs or auto_jobs(), len(files))
-    if n_jobs == 1:  # the kernels run in this process
+    if n_jobs == 1 and runner is None:  # the kernels run in this process
         prepare_process()
+    if energy_table:  # as every worker must find it (and in the UIDs' config digest)
+        energy_table = str(Path(energy_table).resolve())
     ref_path = Path(ref)
     if ref_path.suffix.lower() != ".npz":  # build once here, not in every worker
         try:
             built = load_reference(ref_path, keep_suspect=keep_suspect, salt=salt,
-                                   energy_table=energy_table)
+                                   energy_table=energy_table, runner=runner)
         except MammoprepError as err:
             raise click.ClickException(str(err))
         out.mkdir(parents=True, exist_ok=True)
@@ -187,16 +200,21 @@ def _harmonize(inputs, ref, out, fmt, only_energy, energy_table, orient_left, vo
         raise click.ClickException(str(err))
     salt_b = resolve_salt(salt)
     out.mkdir(parents=True, exist_ok=True)
-    remove_orphaned_temporaries(out)  # left by a run killed mid-write
     bars = []
 
     def started_progress():  # the bar after the workers have started
         bars.append(progress_bar(len(files), "harmonize", "img"))
         return bars[0].update
 
-    rows = hf.harmonize_jobs([Job(str(f), str(d), fmt, cfg, salt_b, keep_identity)
-                              for f, d in zip(files, dests)], n_jobs, started_progress)
-    bars[0].close()
+    try:
+        rows = hf.harmonize_jobs([Job(str(f), str(d), fmt, cfg, salt_b, keep_identity)
+                                  for f, d in zip(files, dests)], n_jobs, started_progress,
+                                 runner)
+    except MammoprepError as err:  # a worker lost (killed, out of memory)
+        raise click.ClickException(str(err))
+    finally:
+        for bar in bars:
+            bar.close()
     _summary(out, rows)
 
 

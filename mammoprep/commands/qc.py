@@ -8,7 +8,8 @@ from pathlib import Path
 
 import click
 
-from ..options import decoder_option, jobs_option
+from ..options import (batch_runner, decoder_option, jobs_option, scheduler_option,
+                       worker_paths)
 
 
 def _item(job):
@@ -28,25 +29,26 @@ def _item(job):
               help="Tiles per row.")
 @decoder_option
 @jobs_option
-def qc_cmd(inputs, out, max_images, columns, decoder, jobs):
+@scheduler_option
+def qc_cmd(inputs, out, max_images, columns, decoder, jobs, scheduler):
     """Contact sheet of the breast segmentation of every DICOM under INPUTS.
 
     Per image: a thumbnail with the kept region outlined in green, removed non-zero pixels
     tinted red, a blue bar on the chest-wall side, and the verdict (OK / SUSPECT with its
     reason / ERROR with the message). Errors and suspect images come first. Prints one
     line per suspect or failed file and a summary; exit 1 if any image is suspect or
-    failed.
+    failed. With --scheduler the tiles are made on a Dask cluster: the same sheet.
     """
     from tqdm import tqdm
 
     from ..atomic import check_writable
-    from ..errors import WriteError
+    from ..errors import MammoprepError, WriteError
     from ..io.paths import iter_dicom_paths
-    from ..batch import Job, Runner, numba_worker_init
+    from ..batch import Job, numba_worker_init
     from ..options import bar_disabled
     from ..segmentation.qc import order, render_sheet
 
-    files = [str(p) for p in iter_dicom_paths(inputs)]
+    files = [str(p) for p in iter_dicom_paths(worker_paths(inputs, scheduler))]
     if not files:
         raise click.UsageError("no DICOM files found")
     try:
@@ -56,9 +58,12 @@ def qc_cmd(inputs, out, max_images, columns, decoder, jobs):
     n_jobs = min(jobs or os.cpu_count() or 1, len(files))
     with tqdm(total=len(files), desc="qc", unit="img", file=sys.stderr,
               disable=True if len(files) < 2 else bar_disabled()) as bar, \
-            Runner(n_jobs, initializer=numba_worker_init) as runner:
-        items = list(runner.map(_item, [Job(f, decoder=decoder) for f in files],
-                                progress=bar.update))
+            batch_runner(scheduler, n_jobs, initializer=numba_worker_init) as runner:
+        try:
+            items = list(runner.map(_item, [Job(f, decoder=decoder) for f in files],
+                                    progress=bar.update))
+        except MammoprepError as err:  # a worker lost (killed, out of memory)
+            raise click.ClickException(str(err))
     ranked = order(items)
     shown = ranked[:max_images] if max_images else ranked
     try:

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import click
 
-from ..options import (ENERGY_TABLE_HELP, bar_disabled, decoder_option, jobs_option,
-                       keep_suspect_option, progress_option, salt_option)
+from ..options import (ENERGY_TABLE_HELP, bar_disabled, batch_runner, decoder_option,
+                       jobs_option, keep_suspect_option, progress_option, salt_option,
+                       scheduler_option, worker_paths)
 
 
 @click.command("shard")
@@ -40,8 +41,7 @@ from ..options import (ENERGY_TABLE_HELP, bar_disabled, decoder_option, jobs_opt
 @click.option("--folds", type=click.IntRange(min=0), default=5, show_default=True,
               help="Patient-level stratified group k-fold (0 = none).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Fold assignment seed.")
-@click.option("--scheduler", default=None, metavar="ADDRESS",
-              help="Run the shard tasks on a Dask distributed cluster at ADDRESS.")
+@scheduler_option
 @click.option("--allow-rejects", is_flag=True, help="Exit 0 even if some inputs were rejected.")
 @click.option("--strict-labels", is_flag=True,
               help="Stop on a label value that the source's legend does not have (default: "
@@ -98,7 +98,7 @@ def shard_cmd(inputs, out, labels, ref, only_energy, energy_table, size, no_crop
     from ..errors import MammoprepError
     from ..identity import resolve_salt, salt_fingerprint
     from ..pipeline import PrepConfig
-    from ..batch import Runner, numba_worker_init
+    from ..batch import numba_worker_init
     from ..shards.schema import ShardConfig
     from ..shards.write import build_shards
 
@@ -124,15 +124,10 @@ def shard_cmd(inputs, out, labels, ref, only_energy, energy_table, size, no_crop
             bars[kind].update(n)
 
     try:
-        if scheduler:
-            try:
-                runner = Runner.dask(scheduler)
-            except ImportError:
-                raise click.UsageError("--scheduler needs Dask: pip install 'mammoprep[dask]'")
-        else:
-            runner = Runner(jobs or os.cpu_count() or 1, initializer=numba_worker_init)
-        with runner:
-            summary = build_shards([str(p) for p in inputs], out, cfg, salt_b, runner,
+        with batch_runner(scheduler, jobs or os.cpu_count() or 1,
+                          initializer=numba_worker_init) as runner:
+            summary = build_shards([str(p) for p in worker_paths(inputs, scheduler)],
+                                   worker_paths([out], scheduler)[0], cfg, salt_b, runner,
                                    progress=on_progress, overwrite=overwrite,
                                    log=lambda m: click.echo(m, err=True),
                                    strict_labels=strict_labels)

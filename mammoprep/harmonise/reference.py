@@ -14,6 +14,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -68,28 +69,58 @@ def _with_path(err: MammoprepError, path: Path) -> MammoprepError:
     return type(err)(path, err.problem, tag=err.tag, value=err.value, hint=err.hint)
 
 
-def _image_histogram(path: Path, energy: str | None, table, salt: bytes, decoder,
-                     keep_suspect: bool, seen: dict[str, Path]):
-    """(contribution, foreground histogram at the image's own depth), or, when the image is
-    of another energy class, ``'no_manufacturer'`` (its class is unknown and it has no
-    (0008,0070) Manufacturer) or ``'other_energy'``. Raises typed errors (not a mammogram,
-    unreadable, an image already pooled from the file ``seen[hash]``, segmentation
-    suspect, ...)."""
-    from ..segmentation.foreground import remove_text
-    header = read_header(path, salt=salt)  # cheap: decide before decoding
-    check_mammogram(header, path)
-    if energy:
-        got = energy_class(header.get("manufacturer", ""), header.get("model", ""), table,
-                           path=path)
-        if got != energy:  # unknown for want of a Manufacturer (not a table's own say)?
-            return ("no_manufacturer" if got == "unknown" and not header.get("manufacturer")
+@dataclass(frozen=True)
+class _Pooling:
+    """What every file of a reference needs besides its path (sent with each job)."""
+
+    energy: str | None
+    energy_table: str | None
+    keep_suspect: bool
+
+
+def _duplicate(path: Path, first: Path) -> DuplicateImageError:
+    return DuplicateImageError(path, f"the same image was already pooled (from {first})",
+                               tag="(0008,0018) SOP Instance UID",
+                               value="same as an earlier file",
+                               hint="it counts once in the reference")
+
+
+def histogram_job(job: Job, seen: dict[str, Path] | None = None):
+    """One file of a reference (in this process or on a worker): ``(path, image hash,
+    outcome)``. The outcome is ``'no_manufacturer'`` / ``'other_energy'`` (another energy
+    class: image hash None), a typed error, or (contribution, foreground histogram at the
+    image's own depth). ``seen`` (hash -> the file it was pooled from; in this process
+    only) stops a duplicate before it is decoded; elsewhere the caller finds it from the
+    hash (:func:`build_reference`). Never raises."""
+    path = Path(job.src)
+    how: _Pooling = job.cfg
+    sop = None
+    try:
+        header = read_header(path, salt=job.salt)  # cheap: decide before decoding
+        check_mammogram(header, path)
+        if how.energy:
+            table = load_energy_table(how.energy_table)
+            got = energy_class(header.get("manufacturer", ""), header.get("model", ""), table,
+                               path=path)
+            if got != how.energy:  # unknown for want of a Manufacturer (not a table's say)?
+                return path, None, (
+                    "no_manufacturer" if got == "unknown" and not header.get("manufacturer")
                     and table.image_energy(path) is None else "other_energy")
-    first = seen.get(header.get("sop_uid_hash") or "")
-    if first is not None:
-        raise DuplicateImageError(path, f"the same image was already pooled (from {first})",
-                                  tag="(0008,0018) SOP Instance UID",
-                                  value="same as an earlier file",
-                                  hint="it counts once in the reference")
+        sop = header.get("sop_uid_hash") or None
+        if seen is not None and sop in seen:
+            raise _duplicate(path, seen[sop])
+        return path, sop, _histogram(path, header, job.salt, job.decoder, how.keep_suspect)
+    except MammoprepError as err:
+        return path, sop, _with_path(err, path)
+    except Exception as exc:  # noqa: BLE001 - one bad file must not end the batch
+        return path, sop, as_reject(exc, path, "reference building")
+
+
+def _histogram(path: Path, header, salt: bytes, decoder, keep_suspect: bool):
+    """(contribution, foreground histogram at the image's own depth) of a mammogram whose
+    header is ``header``. Raises typed errors (unreadable, segmentation suspect, ...)."""
+    from ..segmentation.foreground import remove_text
+
     rec = remove_text(read_dicom(path, salt=salt, decoder=decoder), keep_suspect=keep_suspect)
     bits = int(rec.meta.get("value_bits") or rec.meta["bits_stored"])  # not harmonised
     hist = foreground_histogram(rec.pixels, bits)
@@ -102,7 +133,8 @@ def build_reference(inputs: Iterable[str | Path], *, energy: str | None = "low",
                     salt: bytes | str | None = None, decoder: str | None = None,
                     keep_suspect: bool = False,
                     progress: Callable[[int], None] | None = None,
-                    on_error: Callable[[MammoprepError], None] | None = None):
+                    on_error: Callable[[MammoprepError], None] | None = None,
+                    runner: Runner | None = None):
     """Pool the foreground histograms of the mammograms under ``inputs``.
 
     Only mammograms are pooled (:func:`is_mammogram`). Each image's histogram is taken at
@@ -117,6 +149,8 @@ def build_reference(inputs: Iterable[str | Path], *, energy: str | None = "low",
     on_error: called with the typed error of every file left out for a reason other than
         its energy class; no per-file failure stops the batch (unexpected exceptions are
         wrapped as :class:`~mammoprep.errors.UnexpectedError` naming the file).
+    runner: where the files are read (:class:`mammoprep.batch.Runner`, e.g. a Dask
+        cluster's); default this process. The reference is the same either way.
 
     Returns (reference, report): report has ``used``, ``bits``, ``depths`` (images per
     source depth), ``evidence`` (images per mammogram evidence, e.g. ``{'modality MG': 3,
@@ -130,25 +164,22 @@ def build_reference(inputs: Iterable[str | Path], *, energy: str | None = "low",
     """
     import numpy as np
 
-    table = load_energy_table(energy_table)
+    load_energy_table(energy_table)  # a bad table fails here, once
     salt_b = salt if isinstance(salt, bytes) else resolve_salt(salt)  # once, not per file
     used: list[_Contribution] = []
     pooled: dict[int, np.ndarray] = {}  # source depth -> summed histogram at that depth
     rejects: dict[str, int] = {}
     unknown: list[Path] = []  # files of unknown energy class without a Manufacturer
     seen: dict[str, Path] = {}  # image hash -> the file it was pooled from
-
-    def one(job: Job):  # in this process, in order: duplicates are found against ``seen``
-        path = Path(job.src)
-        try:
-            return path, _image_histogram(path, energy, table, salt_b, decoder, keep_suspect,
-                                          seen)
-        except MammoprepError as err:
-            return path, _with_path(err, path)
-        except Exception as exc:  # noqa: BLE001 - one bad file must not end the batch
-            return path, as_reject(exc, path, "reference building")
-
-    for path, got in Runner().map(one, (Job(str(p)) for p in iter_dicom_paths(inputs))):
+    runner = Runner.of(runner)
+    # in this process the jobs run one by one as results are taken, so ``seen`` is current
+    one = partial(histogram_job, seen=seen if runner.in_process else None)
+    how = _Pooling(energy, energy_table, keep_suspect)
+    jobs = [Job(str(p), cfg=how, salt=salt_b, decoder=decoder)
+            for p in iter_dicom_paths(inputs)]
+    for path, sop, got in runner.map(one, jobs):
+        if sop and sop in seen and not isinstance(got, DuplicateImageError):
+            got = _duplicate(path, seen[sop])  # decoded elsewhere: pooled once all the same
         if isinstance(got, str):  # another (or unknown) energy class
             rejects["other_energy"] = rejects.get("other_energy", 0) + 1
             if got == "no_manufacturer":
@@ -225,11 +256,12 @@ def _pool(used: list[_Contribution], pooled: dict, bits: int | None, rejects: di
 
 
 def load_reference(spec: str | Path, keep_suspect: bool = False,
-                   salt: bytes | str | None = None, energy_table: str | None = None):
+                   salt: bytes | str | None = None, energy_table: str | None = None,
+                   runner: Runner | None = None):
     """A reference from a saved ``.npz``, a DICOM folder (low-energy mammograms pooled, their
     class from ``energy_table``, default the shipped one) or a single DICOM mammogram (used
     whatever its energy class). ``salt``: the run's pseudonymisation salt (see
-    :func:`build_reference`)."""
+    :func:`build_reference`); ``runner``: where a folder's files are read."""
     path = Path(spec)
     if not path.exists():
         raise ReferenceError_(path, "reference not found", tag="--ref", value=str(spec),
@@ -238,5 +270,6 @@ def load_reference(spec: str | Path, keep_suspect: bool = False,
         return Reference.load(path)
     ref, _ = build_reference([path], energy="low" if path.is_dir() else None,
                              energy_table=energy_table, keep_suspect=keep_suspect, salt=salt,
+                             runner=runner,
                              on_error=lambda e: print(f"reference: skipped {e}", file=sys.stderr))
     return ref

@@ -288,26 +288,35 @@ def output_paths(inputs, out: Path, fmt: str) -> tuple[list[Path], list[Path]]:
     return files, dests
 
 
-def harmonize_jobs(jobs: list[Job], workers: int, started_progress) -> list[dict]:
-    """The log rows of ``jobs``, in order: in this process (``workers`` 1,
+def harmonize_jobs(jobs: list[Job], workers: int, started_progress,
+                   runner: Runner | None = None) -> list[dict]:
+    """The log rows of ``jobs``, in order: on ``runner`` if given (a Dask cluster's: each
+    task a batch of files, :func:`harmonize_batch`), else in this process (``workers`` 1,
     :func:`harmonize_serial`) or on a pool of ``workers`` processes, each with its share of
     the cores as Numba threads, fed batches (:func:`mammoprep.batch.batch_size`).
     ``started_progress()`` is called once the workers have started (a progress bar's monitor
-    thread must not exist before a fork) and returns the ``progress(n)`` callback."""
-    if workers <= 1:
+    thread must not exist before a fork) and returns the ``progress(n)`` callback. A given
+    ``runner`` is left open (its owner closes it); a local pool is closed here."""
+    if runner is None and workers <= 1:
         return harmonize_serial(jobs, started_progress())
     started()  # this process loads no kernels
-    threads = max(1, (os.cpu_count() or 1) // workers)
-    runner = Runner(workers, start="auto", initializer=process_worker_start,
-                    initargs=(threads, "mammoprep.runs.harmonize:warm_worker", jobs[0].cfg))
+    own = runner is None
+    if runner is None:
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        runner = Runner(workers, start="auto", initializer=process_worker_start,
+                        initargs=(threads, "mammoprep.runs.harmonize:warm_worker",
+                                  jobs[0].cfg))
     # every batch is submitted here, which starts the workers
-    results = runner.map_batches(harmonize_batch, jobs, batch_size(len(jobs), workers))
+    results = runner.map_batches(harmonize_batch, jobs, batch_size(len(jobs), runner.workers))
     progress = started_progress()
     rows: list[dict] = []
-    with runner:
+    try:
         for got in results:
             rows.extend(got)
             progress(len(got))
+    finally:
+        if own:
+            runner.close()
     return rows
 
 

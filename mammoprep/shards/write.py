@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from .. import __version__
-from ..atomic import atomic_write, output_lock, remove_temporaries, write_error
+from ..atomic import (atomic_write, output_lock, remove_temporaries, sweep_temporaries,
+                      write_error)
 from ..batch import Runner
 from ..errors import MammoprepError
 from ..geometry import label_boxes
@@ -287,6 +288,7 @@ def input_files(inputs: list[str], labels, spec: str | None) -> tuple[list[str],
 def _build_locked(paths: list[str], auxiliary: list[str], out: Path, cfg: ShardConfig,
                   salt: bytes, executor, progress, log, overwrite: bool, labels=None
                   ) -> dict[str, Any]:
+    sweep_temporaries(out)  # under the lock: every temporary file in OUT is a dead run's
     if overwrite:
         remove_outputs(out)
     cfg = replace(cfg, reference_sha256=cfg.reference_sha256 or content_digest(

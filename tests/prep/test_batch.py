@@ -67,3 +67,20 @@ def test_rejects_are_typed_errors_naming_the_file():
 def test_batch_size_rounds():
     assert [batch_size(24, 2), batch_size(96, 2), batch_size(10**6, 2)] == [12, 24, 32]
     assert batch_size(0, 2) == 1
+
+
+def _die(x: int) -> int:
+    import os
+
+    if x == 1:
+        os._exit(3)  # as the out-of-memory killer would end it
+    return x
+
+
+def test_a_worker_that_dies_is_one_typed_error_saying_what_to_do():
+    from mammoprep.batch import WorkerLostError
+
+    with Runner(2) as runner, pytest.raises(WorkerLostError) as info:
+        list(runner.map(_die, [0, 1, 2, 3]))
+    assert info.value.kind == "worker_lost" and "rerun" in str(info.value)
+    assert "BrokenProcessPool" in str(info.value)
