@@ -15,7 +15,8 @@ import torch
 
 from mammoprep.atomic import atomic_write
 
-from ..calibration import N_BINS, calibration_metrics, fold_calibration
+from ..calibration import (FEW_CALIBRATION_EXAMPLES, N_BINS, calibration_metrics,
+                           fold_calibration)
 from ..config import TrainConfig
 from ..data import Example, Split
 from ..jsonio import write_json
@@ -221,7 +222,9 @@ def calibration_entries(pred: dict[str, Any], cal: dict[str, Any], fold: int,
     m = calibration_metrics(np.asarray(pred["logits"])[keep], y[keep], cal["temperature"])
     log(f"fold {fold} calibration: T {cal['temperature']:.3f} (on {cal['n']} validation "
         f"examples); test ECE {fmt(m['ece_before'])} -> {fmt(m['ece_after'])}, NLL "
-        f"{fmt(m['nll_before'])} -> {fmt(m['nll_after'])}")
+        f"{fmt(m['nll_before'])} -> {fmt(m['nll_after'])}"
+        + (f"; warning: fewer than {FEW_CALIBRATION_EXAMPLES} validation examples, T is "
+           "uncertain" if cal["n"] < FEW_CALIBRATION_EXAMPLES else ""))
     return {"temperature": cal["temperature"], "calibration_n": cal["n"], **m,
             "ece_kind": "top-label", "ece_bins": N_BINS}
 

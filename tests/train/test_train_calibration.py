@@ -115,7 +115,7 @@ def test_report_gives_ece_before_after_and_a_reliability_diagram(run):
     assert (run / "reliability.png").stat().st_size > 1000
     md = (run / "summary.md").read_text()
     assert "## Calibration (temperature scaling)" in md and "reliability.png" in md
-    assert "top-label ECE" in md
+    assert "top-label ECE" in md and "fitted T on fewer than 100 validation examples" in md
     cal = json.loads((run / "summary.json").read_text())["calibration"]
     assert [f["fold"] for f in cal["per_fold"]] == [0, 2]
     assert 0 <= cal["ece_before"] <= 1 and 0 <= cal["ece_after"] <= 1
