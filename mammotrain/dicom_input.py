@@ -276,7 +276,7 @@ def _predict_single_view(ck, out: Path, prep, salt, sources, rejects, n_inputs, 
         f"(epoch {ck['epoch']}), prepared with {prep.to_dict()}")
     failed: list = []
     pred = predict(model, _Batches(loader, failed), cfg, torch.device(cfg.device),
-                   with_loss=False)
+                   with_loss=False, temperature=float(ck.get("temperature", 1.0)))
     rejects = rejects + failed
     report_rejects(rejects, n_inputs, out, log)
     if not pred["uid"]:

@@ -7,7 +7,9 @@ ONNX graph (opset :data:`OPSET`, run by onnxruntime on CPU in the tests):
   :class:`mammotrain.preprocess.Preprocess` makes it (resize, ``/ (2**bits - 1)``); ``B`` is
   dynamic, ``V`` (views) and ``S`` (size) are fixed. The normalisation (timm mean/std,
   channel replication) is inside the graph.
-* classification outputs ``logits`` float32 ``[B, K]`` and ``probs`` (softmax) ``[B, K]``;
+* classification outputs ``logits`` float32 ``[B, K]`` (the model's, unscaled) and ``probs``
+  ``[B, K]`` = ``softmax(logits / T)``, ``T`` the model's calibration temperature
+  (:mod:`mammotrain.calibration`; 1 for models without one);
 * detection outputs ``logits`` ``[B, 1]`` (malignancy), ``boxes`` ``[B, Q, 4]`` (normalised
   cx, cy, w, h of the model input) and ``objectness`` ``[B, Q]`` (logits).
 
@@ -36,12 +38,12 @@ OPSET = 17
 class OnnxWrapper(torch.nn.Module):
     """The model with tensor outputs only (see the module docstring)."""
 
-    def __init__(self, model: torch.nn.Module, task: Task):
+    def __init__(self, model: torch.nn.Module, task: Task, temperature: float = 1.0):
         super().__init__()
-        self.model, self.task = model, task
+        self.model, self.task, self.temperature = model, task, float(temperature)
 
     def forward(self, image: torch.Tensor):
-        return self.task.onnx_forward(self.model(image))
+        return self.task.onnx_forward(self.model(image), self.temperature)
 
 
 def load_for_export(checkpoint: str | Path) -> tuple[Any, torch.nn.Module, dict[str, Any]]:
@@ -64,7 +66,7 @@ def export_onnx(checkpoint: str | Path, out: str | Path, *, opset: int = OPSET,
                          "(both are in mammoprep's dev extra)") from None
     cfg, model, ck = load_for_export(checkpoint)
     task = get_task(cfg.task)
-    wrapper = OnnxWrapper(model, task).eval()
+    wrapper = OnnxWrapper(model, task, ck.get("temperature", 1.0)).eval()
     views = task.export_views(cfg)
     rows, cols = input_hw(cfg.size)  # S x S, or rows x cols (--size 1024x512)
     x = torch.rand(2, views, 1, rows, cols, generator=torch.Generator().manual_seed(0))

@@ -24,6 +24,7 @@ from typing import Any, Sequence
 import numpy as np
 import pyarrow.parquet as pq
 
+from .calibration import calibration_section, run_calibration
 from .detection_metrics import DETECTION_METRICS, detection_bootstrap_ci, detection_metrics
 from .figures import pyplot
 from .jsonio import dumps as strict_dumps
@@ -391,7 +392,8 @@ def _split_paragraph(plan: dict) -> list[str]:
 
 
 def write_run_report(out: str | Path) -> dict[str, Any]:
-    """metrics_per_fold.csv, summary.{md,csv,json}, subgroup_auc.csv, roc.png for a run."""
+    """metrics_per_fold.csv, summary.{md,csv,json}, subgroup_auc.csv, roc.png and, for a
+    calibrated classifier, reliability.png (:mod:`mammotrain.calibration`) for a run."""
     out = Path(out)
     run = load_run(out)
     cfg = run["config"]
@@ -414,6 +416,8 @@ def write_run_report(out: str | Path) -> dict[str, Any]:
     plot_roc([(cfg["backbone"], run)], out / "roc.png", title=run_title(cfg))
     md = _run_intro(run, task, texts, no_val) + _run_sections(out, run, task, s, row, pooled,
                                                               per_fold, energy, vendor)
+    calibration = run_calibration(run)
+    md += calibration_section(calibration, out, run_title(cfg))
     write_text(out / "summary.md", "\n".join(md) + "\n")
     summary = {"title": run_title(cfg), "config": cfg, "folds": len(run["folds"]),
                "summary": {m: s[m].to_dict() for m in task.metrics},
@@ -424,7 +428,7 @@ def write_run_report(out: str | Path) -> dict[str, Any]:
                              "undefined_reason": reasons.get(int(f["fold"])),
                              **{m: f.get(m) for m in task.metrics}} for f in run["folds"]],
                "pooled": pooled, "no_validation_folds": no_val,
-               "energy_auc": energy, "vendor_auc": vendor}
+               "energy_auc": energy, "vendor_auc": vendor, "calibration": calibration}
     summary = json_safe(summary)  # what summary.json holds: null for undefined values
     write_text(out / "summary.json", strict_dumps(summary, indent=2))
     return summary

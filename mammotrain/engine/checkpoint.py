@@ -3,7 +3,8 @@
 * ``foldK/checkpoint.pt`` (:func:`save_training_state` / :func:`load_training_state`): the
   last epoch: model, optimiser, scheduler, scaler, EMA, RNG states, history, selection;
 * ``foldK/best.pt`` (:func:`save_best_weights`): the weights of the selected epoch with the
-  config, epoch (counted from 1: ``epoch_base`` 1), selection, test fold, seen patients;
+  config, epoch (counted from 1: ``epoch_base`` 1), selection, test fold, seen patients
+  and, once the fold is evaluated, ``temperature`` (below);
 * ``foldK/best.safetensors`` + ``best.json``: the self-contained model file (below);
 * :func:`read_checkpoint` reads any of them for inference.
 
@@ -26,7 +27,11 @@ document, also written next to it as ``best.json`` for people to read:
   compressed, base64) with ``sha256``, the content hash of its histogram (little-endian
   int64 counts followed by the bit depth as 8 bytes), verified on load; null without
   harmonisation;
-* ``epoch``, ``selection``, ``test_fold``, ``seen_patients`` (pseudonyms), ``versions``.
+* ``epoch``, ``selection``, ``test_fold``, ``seen_patients`` (pseudonyms), ``versions``;
+* ``temperature``: the calibration temperature ``T`` fitted on the fold's validation
+  patients (:mod:`mammotrain.calibration`); ``predict`` gives ``softmax(logits / T)``.
+  Files and ``best.pt`` written before calibration existed have none and are read with
+  ``T = 1`` (the model's own probabilities).
 
 :func:`read_model_file` returns the same dict as :func:`read_checkpoint`
 for a ``.pt``, so ``mammotrain predict -c MODEL.safetensors`` needs nothing else: the
@@ -139,6 +144,7 @@ def model_document(cfg, model: torch.nn.Module, ck: dict[str, Any]) -> dict[str,
         "epoch": ck.get("epoch"), "epoch_base": ck.get("epoch_base", 0),
         "selection": ck.get("selection"), "test_fold": ck.get("test_fold"),
         "seen_patients": list(ck.get("seen_patients") or []),
+        "temperature": float(ck.get("temperature", 1.0)),
         "versions": versions(),
     }
 
@@ -214,8 +220,9 @@ def materialise(doc: dict[str, Any], where: str) -> Path:
 def read_model_file(path: str | Path) -> dict[str, Any]:
     """A model file as :func:`read_checkpoint` gives a ``.pt``: ``model``
     (state dict), ``config`` (its ``shards`` replaced by the materialised stand-in folder),
-    ``epoch`` counted from 1, ``selection``, ``test_fold``, ``seen_patients``, plus
-    ``document`` (the whole JSON document)."""
+    ``epoch`` counted from 1, ``selection``, ``test_fold``, ``seen_patients``,
+    ``temperature`` (1 for files without one), plus ``document`` (the whole JSON
+    document)."""
     path = Path(path)
     doc = read_document(path)
     state = load_file(str(path))
@@ -225,7 +232,8 @@ def read_model_file(path: str | Path) -> dict[str, Any]:
     epoch = -1 if epoch is None else int(epoch) + 1 - int(doc.get("epoch_base", 0))
     return {"model": state, "config": config, "epoch": epoch, "epoch_base": 1,
             "selection": doc.get("selection"), "test_fold": doc.get("test_fold"),
-            "seen_patients": doc.get("seen_patients") or [], "document": doc}
+            "seen_patients": doc.get("seen_patients") or [],
+            "temperature": temperature_of(doc, str(path)), "document": doc}
 
 
 def save_best(out: Path, model: torch.nn.Module, cfg, best: dict[str, Any], log) -> None:
@@ -305,7 +313,8 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """A ``best.pt`` / ``checkpoint.pt`` as a dict with its ``config`` (from the file or,
     for older files, from the run's ``config.json`` two folders up) and ``epoch`` counted
     from 1; ``seen_patients`` (the patient pseudonyms of its training and validation
-    splits) and ``test_fold`` where the run recorded them."""
+    splits) and ``test_fold`` where the run recorded them; ``temperature`` (1 where the
+    file has none)."""
     path = Path(path)
     if path.suffix == ".safetensors":  # a self-contained model file
         return read_model_file(path)
@@ -321,7 +330,25 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         ck["config"] = json.loads(run_cfg.read_text())["config"]
     ck["epoch"] = int(ck.get("epoch", -1)) + 1 - int(ck.get("epoch_base", 0))
     ck["epoch_base"] = 1
+    ck["temperature"] = temperature_of(ck, str(path))
     return ck
+
+
+def temperature_of(doc: dict[str, Any], where: str) -> float:
+    """The calibration temperature of a checkpoint or model document: 1.0 when it has
+    none (written before calibration); ValueError naming ``where`` when it is not > 0."""
+    t = doc.get("temperature")
+    if t is None:
+        return 1.0
+    try:
+        t = float(t)
+    except (TypeError, ValueError):
+        t = float("nan")
+    if not (t > 0 and t < float("inf")):
+        raise ValueError(f"{where}: temperature {doc.get('temperature')!r} is not a positive "
+                         "number; the file is damaged or was edited (delete the entry to use "
+                         "the model's own probabilities, T = 1)")
+    return t
 
 
 def load_checkpoint(path: str | Path) -> tuple[TrainConfig, dict[str, torch.Tensor], int]:

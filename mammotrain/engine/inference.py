@@ -55,8 +55,9 @@ def predict_shards(checkpoint: str | Path, shards: str | Path, out: str | Path, 
     """Scores (and boxes, for detection) of every example of ``shards`` with a trained model.
 
     Every image (single-view), CC + MLO breast (two-view) or imaged breast of a four-view
-    exam (one row per breast) in ``SHARDS/images.parquet`` is predicted, labelled or not.
-    Writes ``out`` (Parquet, the columns of
+    exam (one row per breast) in ``SHARDS/images.parquet`` is predicted, labelled or not;
+    scores are ``softmax(logits / T)`` with the checkpoint's calibration temperature ``T``
+    (1 for checkpoints without one). Writes ``out`` (Parquet, the columns of
     :func:`predictions_table`; ``label`` -1 = no label), ``out``'s ``.metrics.json`` when
     labels are present (metrics over the labelled examples) and, for detection, a figure
     ``.png`` with the boxes of the first ``figure`` images. Warns when the shards hold
@@ -71,14 +72,17 @@ def predict_shards(checkpoint: str | Path, shards: str | Path, out: str | Path, 
     examples, plan = plan_examples(read_manifest(shards), task, cfg.views, unlabeled=True)
     if not examples:
         raise ValueError(f"{shards}: nothing to predict ({plan.describe()})")
+    temperature = float(ck.get("temperature", 1.0))
     log(f"{checkpoint}: {task.name} {cfg.views}-view {cfg.backbone} {cfg.size}px (epoch "
-        f"{ck['epoch']}); {len(examples)} {plan.unit}s in {shards}")
+        f"{ck['epoch']}, temperature {temperature:.3f}); {len(examples)} {plan.unit}s in "
+        f"{shards}")
     if sources is None:
         warn_seen_patients(ck, {e.patient for e in examples}, str(shards), log)
     stream = ShardStream(shards, examples, cfg.preprocess(), train=False, seed=cfg.seed)
     loader = EpochLoader(stream, batch_size or cfg.eval_batch_size or cfg.batch_size,
                          workers=workers, drop_last=False)
-    pred = predict(model, loader, cfg, torch.device(cfg.device), with_loss=False)
+    pred = predict(model, loader, cfg, torch.device(cfg.device), with_loss=False,
+                   temperature=temperature)
     return write_prediction_outputs(cfg, pred, breast_index(examples), out,
                                     figure=figure, log=log, sources=sources)
 

@@ -145,13 +145,15 @@ class Task:
         """The image-level logits of a model's output (the detector returns a dict)."""
         return outputs["logits"] if isinstance(outputs, dict) else outputs
 
-    def activate(self, logits):
+    def activate(self, logits, temperature: float = 1.0):
         """Logits ``[B, K]`` (softmax) or ``[B, 1]`` (sigmoid) -> probabilities ``[B, K]``
-        (float32)."""
+        (float32) of ``logits / temperature`` (temperature scaling,
+        :mod:`mammotrain.calibration`; 1 = the model's own probabilities)."""
+        logits = logits.float() / float(temperature)
         if self.activation == "softmax":
-            return logits.float().softmax(dim=-1)
+            return logits.softmax(dim=-1)
         if self.activation == "sigmoid":
-            p = logits.float().sigmoid().reshape(-1, 1)
+            p = logits.sigmoid().reshape(-1, 1)
             return torch.cat([1.0 - p, p], dim=1)
         raise ValueError(f"task {self.name}: unknown activation {self.activation!r}")
 
@@ -190,6 +192,7 @@ class Task:
         """Views of the exported graph's input ``[B, V, 1, H, W]``."""
         return cfg.views
 
-    def onnx_forward(self, outputs) -> tuple[torch.Tensor, ...]:
-        """The model's output as the exported graph's outputs (:attr:`onnx_outputs`)."""
+    def onnx_forward(self, outputs, temperature: float = 1.0) -> tuple[torch.Tensor, ...]:
+        """The model's output as the exported graph's outputs (:attr:`onnx_outputs`);
+        probabilities of ``logits / temperature``."""
         raise NotImplementedError

@@ -59,5 +59,5 @@ class ClassificationTask(Task):
         """``gradcam.png``: the inputs and their Grad-CAM overlays."""
         plot_gradcam(model, cfg, examples, out / "gradcam.png", device, self.classes)
 
-    def onnx_forward(self, outputs) -> tuple[torch.Tensor, ...]:
-        return outputs, torch.softmax(outputs, dim=-1)
+    def onnx_forward(self, outputs, temperature: float = 1.0) -> tuple[torch.Tensor, ...]:
+        return outputs, torch.softmax(outputs / float(temperature), dim=-1)

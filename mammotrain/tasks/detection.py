@@ -119,5 +119,5 @@ class DetectionTask(Task):
     def export_views(self, cfg) -> int:
         return 1
 
-    def onnx_forward(self, outputs) -> tuple[torch.Tensor, ...]:
+    def onnx_forward(self, outputs, temperature: float = 1.0) -> tuple[torch.Tensor, ...]:
         return outputs["logits"], outputs["pred_boxes"], outputs["pred_obj"]
