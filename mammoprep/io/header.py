@@ -156,7 +156,7 @@ def _read_dataset(fh, reader, path: Path, header_only: bool):
 
     head = fh.read(4096)
     fh.seek(0)
-    if head[128:132] == b"DICM" and DEFLATED_LE.encode() in head:
+    if DEFLATED_LE.encode() in head:  # with or without the 128-byte preamble and 'DICM'
         return _read_deflated(fh, reader, path, header_only)
     return pydicom.dcmread(reader, force=True, stop_before_pixels=header_only,
                            defer_size=limits.DEFER_BYTES)
@@ -268,7 +268,8 @@ def _parse_inflated(reader, path: Path, stop_when=None):
 
 def _read_at_most(fh, most: int, path: Path) -> bytes:
     """The rest of ``fh``, at most ``most`` bytes (more: TooLargeError, never read)."""
-    data = fh.read(most + 1)
+    left = os.fstat(fh.fileno()).st_size - fh.tell()
+    data = fh.read(min(left, most) + 1)  # read(n) allocates n bytes first: never more
     if len(data) > most:
         raise TooLargeError(path, "the deflated data set is larger than any image within the "
                             "memory cap", tag="(0002,0010) TransferSyntaxUID",

@@ -106,8 +106,11 @@ def declared_image_bytes(ds) -> tuple[int, str] | None:
     def number(keyword: str, default: int | None = None) -> int | None:
         from .header import _num
 
-        value = _num(ds, keyword)
-        return default if value is None else int(value)
+        try:
+            value = _num(ds, keyword)
+            return default if value is None else int(value)
+        except Exception:  # noqa: BLE001 - an unreadable value: the header checks say why
+            return default
 
     rows, cols, bits = number("Rows"), number("Columns"), number("BitsAllocated")
     if rows is None or cols is None or bits is None:
