@@ -11,7 +11,7 @@ Every read of an input goes through these limits, whatever its transfer syntax:
   DICOM header, deflated data inflate to at most the declared size), so no codec can expand
   past the cap.
 * **Header parsing** (:class:`BoundedReader`, a file wrapper handed to pydicom): at most
-  :data:`MAX_HEADER_READS` reads (about 100,000 elements and sequence items) and
+  :data:`MAX_HEADER_READS` reads (25,000-50,000 elements and sequence items) and
   :data:`HEADER_BYTES` of values while parsing; values longer than :data:`DEFER_BYTES` are skipped (pydicom's
   ``defer_size``) and only read afterwards, within their own bounds, by
   :func:`resolve_deferred`: the pixel data within the image cap, other values up to
@@ -38,11 +38,11 @@ ENV_MAX_IMAGE_BYTES = "MAMMOPREP_MAX_IMAGE_BYTES"
 DEFAULT_MAX_IMAGE_BYTES = 256 << 20
 
 #: Most reads while parsing one header (or one pixel data element): each element, sequence
-#: item or pixel data fragment costs pydicom 2-4 reads, so this allows 100,000-200,000 of
-#: them (a real mammogram header has a few hundred to a few thousand elements: 700-3,000
-#: reads). An empty item costs about 700 bytes of memory once parsed: the bound keeps a
-#: header's objects under ~100 MB and its parse time near a second.
-MAX_HEADER_READS = 400_000
+#: item or pixel data fragment costs pydicom 2-4 reads, so this allows 25,000-50,000 of
+#: them; the real mammogram headers of the test data take 300-410 reads. Parsing an empty
+#: item costs pydicom about 75 us and 700 bytes: the bound keeps a hostile header's parse
+#: near 2.5 s and 25 MB (benchmarks/RESULTS.md).
+MAX_HEADER_READS = 100_000
 
 #: Values longer than this are not read while parsing (pydicom's ``defer_size``).
 DEFER_BYTES = 1 << 20
@@ -146,14 +146,16 @@ class BoundedReader:
     """A binary file wrapper for pydicom's parser: at most ``max_reads`` read calls (an
     element, item or fragment costs 2-4) and at most ``budget`` bytes read in all, else
     :class:`LimitExceeded` (remembered in ``exceeded``: pydicom turns some exceptions into
-    others). ``size``: the file's length (a read is counted up to it). Seeks are free, so values
+    others). Defaults: :data:`MAX_HEADER_READS`, :data:`HEADER_BYTES` (read when the
+    reader is made). ``size``: the file's length (a read is counted up to it). Seeks are free, so values
     pydicom defers are skipped without being read. No ``name`` attribute: pydicom then
     never re-opens the file by its name for a deferred value."""
 
-    def __init__(self, fh, max_reads: int = MAX_HEADER_READS, budget: int = HEADER_BYTES,
+    def __init__(self, fh, max_reads: int | None = None, budget: int | None = None,
                  size: int | None = None):
         self._fh, self._size = fh, size
-        self.max_reads, self.budget = max_reads, budget
+        self.max_reads = MAX_HEADER_READS if max_reads is None else max_reads
+        self.budget = HEADER_BYTES if budget is None else budget
         self.reads = self.used = 0
         self.exceeded: tuple[str, str] | None = None
 
