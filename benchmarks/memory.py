@@ -10,7 +10,8 @@ writes the hostile inputs of issue 25 (a deflate bomb declaring 32768 x 16384 th
 to 1 GiB, 6 million empty items in a private sequence, a sparse 2.2 GB private OB element
 before a ``rows x cols`` image) and one image of the largest size the default memory cap
 accepts (11584 x 11584 x 2 bytes, uncompressed). Each command (``inspect``, ``reference``,
-``harmonize -j 1`` / ``-j 2``, ``shard -j 1`` / ``-j 2``) runs as a fresh process; the
+``harmonize -j 1`` / ``-j 2``, ``shard -j 1`` / ``-j 2``, both with ``--keep-suspect`` so
+that every image that reads goes all the way through) runs as a fresh process; the
 largest peak RSS of any process of its tree comes from the kernel (``os.wait4``: exact, the
 "per worker" figure), and polling the tree every 20 ms with psutil splits it into the main
 process and its largest worker.
@@ -35,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import subprocess
 import sys
 import tempfile
@@ -122,6 +124,12 @@ def measure(big: Path, tiny: Path) -> dict:
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
+#: Reject kinds looked for in a command's stderr (for the notes under the table).
+REJECT_KINDS = {"too_large", "no_contrast", "no_breast", "segmentation_suspect", "truncated",
+                "invalid_header", "decode_failed", "unsupported_image", "not_dicom",
+                "implausible_pixels", "pixel_length_mismatch", "no_pixel_data", "not_mammogram",
+                "pixel_range", "unexpected_error", "no_decoder"}
+
 #: The largest square 16-bit image the default memory cap (256 MiB) accepts.
 CAP_SIDE = 11584
 
@@ -168,13 +176,17 @@ def run_peak(args: list[str], env: dict) -> dict:
             "stderr": stderr.decode(errors="replace")}
 
 
-def make_inputs(tmp: Path, rows: int, cols: int, patients: int, cap_image: bool,
-                env: dict) -> dict[str, Path]:
-    """The input folders: ``cohort`` (synthetic ``rows x cols``), ``hostile`` (the three
-    hostile files of issue 25 and one good image) and, with ``cap_image``, ``cap`` (one
-    image of :data:`CAP_SIDE` squared)."""
+def make_inputs(tmp: str | Path, rows: int, cols: int, patients: int,
+                cap_image: bool) -> dict[str, Path]:
+    """The input folders under ``tmp``: ``cohort`` (synthetic ``rows x cols``),
+    ``hostile`` (the three hostile files of issue 25 and one good image) and, with
+    ``cap_image``, ``cap`` (one image of :data:`CAP_SIDE` squared)."""
+    import os
+
     import hostile_files as hf
     import numpy as np
+
+    tmp, env = Path(tmp), dict(os.environ)
 
     cohort = tmp / "cohort"
     subprocess.run([sys.executable, "-m", "mammoprep.cli", "synth", str(cohort), "--patients",
@@ -214,7 +226,13 @@ def command_table(rows: int, cols: int, patients: int, cap_image: bool) -> None:
     env.pop("MAMMOPREP_MAX_IMAGE_BYTES", None)
     with tempfile.TemporaryDirectory(dir=os.environ.get("TMPDIR")) as name:
         tmp = Path(name)
-        folders = make_inputs(tmp, rows, cols, patients, cap_image, env)
+        # the inputs are made by a child: this process stays small, since a command's
+        # wait4 peak starts from the RSS of the process that forked it
+        subprocess.run([sys.executable, "-c", "import sys, memory; memory.make_inputs("
+                        f"{str(tmp)!r}, {rows}, {cols}, {patients}, {cap_image})"],
+                       cwd=REPO / "benchmarks", env=env, check=True)
+        folders = {name: tmp / name for name in ("cohort", "hostile", "cap")
+                   if (tmp / name).is_dir()}
         ref = tmp / "ref.npz"
         runs = [("cohort", ["reference", str(folders["cohort"]), "-o", str(ref),
                             "--energy", "any"])]
@@ -222,10 +240,12 @@ def command_table(rows: int, cols: int, patients: int, cap_image: bool) -> None:
             runs.append((folder, ["inspect", str(path)]))
             for j in ("1",) if folder == "cap" else ("1", "2"):  # cap: one file, one worker
                 runs.append((folder, ["harmonize", "--ref", str(ref), str(path), "-o",
-                                      str(tmp / f"h_{folder}_{j}"), "-j", j]))
+                                      str(tmp / f"h_{folder}_{j}"), "--keep-suspect",
+                                      "-j", j]))
             for j in ("1",) if folder == "cap" else ("1", "2"):
                 runs.append((folder, ["shard", str(path), "-o", str(tmp / f"s_{folder}_{j}"),
-                                      "--ref", str(ref), "--allow-rejects", "-j", j]))
+                                      "--ref", str(ref), "--keep-suspect",
+                                      "--allow-rejects", "-j", j]))
         n = len(list(folders["cohort"].rglob("*.dcm")))
         print(f"cohort: {n} images of {rows}x{cols}; hostile: good image, deflate bomb "
               "32768x16384 (1 GiB inflated), 6M empty items, sparse 2.2 GB private OB"
@@ -233,14 +253,20 @@ def command_table(rows: int, cols: int, patients: int, cap_image: bool) -> None:
         print("| input | command | exit | wall s | largest process (wait4) | main (polled) "
               "| largest worker (polled) | processes |")
         print("|---|---|---:|---:|---:|---:|---:|---:|")
+        notes = []
         for folder, args in runs:
             r = run_peak(args, env)
             shown = " ".join(a if not a.startswith(str(tmp)) else Path(a).name for a in args)
             print(f"| {folder} | `{shown}` | {r['rc']} | {r['seconds']:.1f} | "
                   f"{r['tree'] / 2**20:.0f} MiB | {r['main'] / 2**20:.0f} MiB | "
                   f"{r['worker'] / 2**20:.0f} MiB | {r['processes']} |", flush=True)
-            if r["rc"] not in (0, 1):
-                print(r["stderr"][-2000:], file=sys.stderr)
+            if r["rc"]:
+                kinds = sorted(set(re.findall(r"\b(too_large|[a-z]+(?:_[a-z]+)+)\b",
+                                              r["stderr"])) & REJECT_KINDS)
+                notes.append(f"{folder} `{shown}`: exit {r['rc']}, rejects {kinds or '?'}; "
+                             + r["stderr"].strip().splitlines()[-1][:300])
+        for note in notes:
+            print("-", note)
 
 
 def main() -> None:
