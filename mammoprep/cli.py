@@ -162,7 +162,15 @@ def setup_logging(verbose: int, quiet: bool) -> None:
 @click.option("-q", "--quiet", is_flag=True, help="Errors only on stderr (no warnings).")
 @click.option("--progress/--no-progress", "progress", default=None,
               help="Progress bars on stderr. Default: only when stderr is a terminal.")
-def main(verbose: int, quiet: bool, progress: bool | None) -> None:
+@click.option("--max-image-bytes", "max_image_bytes", metavar="SIZE", default=None,
+              envvar="MAMMOPREP_MAX_IMAGE_BYTES", show_envvar=True,
+              callback=lambda ctx, param, value: _max_image_bytes(value),
+              help="Memory cap on one image: a file whose header declares Rows x Columns x "
+                   "Frames x Samples x bytes per sample (at least 2) above it is a "
+                   "too_large reject, checked before any pixel is read. Default 256M (4.7x "
+                   "the largest mammogram); e.g. 1G. Memory per worker grows with it.")
+def main(verbose: int, quiet: bool, progress: bool | None,
+         max_image_bytes: int | None) -> None:
     """Turn DICOM mammograms from any vendor into training-ready data.
 
     \b
@@ -178,6 +186,25 @@ def main(verbose: int, quiet: bool, progress: bool | None) -> None:
 
     options.PROGRESS = progress
     setup_logging(verbose, quiet)
+
+
+def _max_image_bytes(value: str | None) -> int | None:
+    """Validate ``--max-image-bytes`` / $MAMMOPREP_MAX_IMAGE_BYTES and put the bytes in the
+    environment, where every reader (worker processes included) finds it
+    (:func:`mammoprep.io.limits.max_image_bytes`)."""
+    import os
+
+    from .io import limits
+
+    if value is None:
+        return None
+    try:
+        size = limits.parse_size(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--max-image-bytes / "
+                                 f"${limits.ENV_MAX_IMAGE_BYTES}") from None
+    os.environ[limits.ENV_MAX_IMAGE_BYTES] = str(size)
+    return size
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -17,11 +17,11 @@ from typing import Any
 import numpy as np
 
 from .. import decoders
-from . import header_checks, photometric
+from . import header_checks, limits, photometric
 from ..decoders import codestream
 from ..errors import (DecodeError, ImplausibleImageError, InvalidHeaderError, MammoprepError,
-                      NoContrastError, NoPixelDataError, PixelLengthError, TooLargeError,
-                      TruncatedError, UnsupportedImageError)
+                      NoContrastError, NoPixelDataError, PixelLengthError, TruncatedError,
+                      UnsupportedImageError)
 from ..identity import resolve_salt
 from ..record import Record
 from .header import (EXPLICIT_BE, EXPLICIT_LE, IMPLICIT_LE, _num, _tag, _text, header_meta,
@@ -43,7 +43,7 @@ def _check_image(ds, path: Path, ts: str) -> None:
         raise NoPixelDataError(path, "no pixel data" + (f" (only {other[0]})" if other else ""),
                                tag="(7FE0,0010) PixelData", value=value, hint=hint)
     header_checks.check_image_numbers(ds, path)
-    _check_image_size(ds, path)
+    limits.check_image_size(ds, path)  # open_dataset checked it too, before reading pixels
     if ts in (IMPLICIT_LE, EXPLICIT_LE, EXPLICIT_BE, "1.2.840.10008.1.2.1.99"):
         have, need = len(ds.PixelData), _expected_bytes(ds)
         if have < need:
@@ -82,27 +82,6 @@ def _check_image(ds, path: Path, ts: str) -> None:
                                     hint="rescale to 16 bits before preprocessing")
     if ts in codestream.PARSERS:
         _check_codestream(ds, path, ts)
-
-
-#: Largest Rows x Columns read (pixels). Full-field mammography detectors reach about
-#: 5928 x 4728 (Fujifilm Amulet, 50 um: 28 Mpx; Hologic 4096 x 3328 at 70 um, GE 3062 x 2394
-#: at 100 um); 8192 x 8192 leaves 2.4x margin above the largest, and bounds one decoded
-#: 16-bit frame at 128 MiB before any decoder allocates it.
-MAX_IMAGE_PIXELS = 8192 * 8192
-
-
-def _check_image_size(ds, path: Path) -> None:
-    """Rows x Columns must be at most :data:`MAX_IMAGE_PIXELS` (checked before decoding, so
-    a hostile header cannot make a decoder allocate gigabytes)."""
-    rows, cols = int(_num(ds, "Rows")), int(_num(ds, "Columns"))
-    if rows * cols > MAX_IMAGE_PIXELS:
-        raise TooLargeError(path, "the image is larger than any mammogram",
-                            tag="(0028,0010) Rows x (0028,0011) Columns",
-                            value=f"{rows}x{cols} = {rows * cols} pixels, limit "
-                                  f"{MAX_IMAGE_PIXELS}",
-                            hint="a corrupt or hostile header; exclude the file (a genuine "
-                                 "image this large: downsample it, or raise "
-                                 "mammoprep.io.dicom.MAX_IMAGE_PIXELS)")
 
 
 def _check_codestream(ds, path: Path, ts: str) -> None:

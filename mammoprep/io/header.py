@@ -4,6 +4,7 @@ header checks before any pixel is touched) and its identity-free metadata
 
 from __future__ import annotations
 
+import logging
 import os
 import stat
 import zlib
@@ -14,8 +15,12 @@ from .. import decoders
 from ..errors import (InvalidHeaderError, MammoprepError, NotDicomError, NotRegularFileError,
                       TooLargeError, TruncatedError)
 from ..identity import pseudonym, resolve_salt
-from . import header_checks
+from ..errors import display_path
 from ..inputs import MAX_DICOM_BYTES, open_input
+from . import header_checks, limits
+
+_LOG = logging.getLogger(__name__)
+_PIXEL_TAGS = (0x7FE00010, 0x7FE00009, 0x7FE00008)
 
 IMPLICIT_LE = "1.2.840.10008.1.2"
 
@@ -66,34 +71,36 @@ def _tag(ds_tag: str) -> str:
 
 
 def open_dataset(path: Path, header_only: bool):
-    """dcmread with typed errors; fills in the transfer syntax of files without File Meta."""
-    from pydicom.errors import InvalidDicomError
-
+    """dcmread with typed errors and bounded memory (:mod:`mammoprep.io.limits`: element
+    count, bytes read, long values deferred; with pixels, the declared image checked against
+    the memory cap before the pixel data are read); fills in the transfer syntax of files
+    without File Meta."""
     # FIFOs, devices and /proc files are never opened; reads stop at MAX_DICOM_BYTES
     fh = open_input(path, "DICOM file", MAX_DICOM_BYTES)
     # this thread's warnings only: a writer thread's must not reject the file being read
     with fh, decoders.codec_messages() as caught:
+        reader = None
         try:
-            if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):  # replaced after the check
+            info = os.fstat(fh.fileno())
+            if not stat.S_ISREG(info.st_mode):  # replaced after the check
                 raise NotRegularFileError(path, "not a regular file",
                                           hint="pass DICOM files")
-            ds = _read_dataset(fh, path, header_only)
-            size = os.fstat(fh.fileno()).st_size
+            size = info.st_size
+            # bounded parse: element count, bytes read, long values deferred
+            reader = limits.BoundedReader(fh, size=size)
+            ds = _read_dataset(fh, reader, path, header_only)
+            if not header_only and any(int(t) in _PIXEL_TAGS for t in ds.keys()):
+                limits.check_image_size(ds, path)  # before any pixel data is read
+            dropped = limits.resolve_deferred(ds, reader, size, path)
         except MammoprepError:
             raise
-        except InvalidDicomError as exc:
-            raise _not_dicom(path, str(exc)) from None
-        except RecursionError:
-            raise InvalidHeaderError(path, "sequences nested too deeply to parse",
-                                     tag="(FFFE,E000) Item",
-                                     value="nesting beyond Python's recursion limit",
-                                     hint="the header is corrupt or hostile; exclude this "
-                                          "file") from None
-        except (EOFError, OSError, ValueError, KeyError, TypeError, IndexError,
-                zlib.error) as exc:
-            raise TruncatedError(path, f"could not parse the DICOM data set "
-                                 f"({type(exc).__name__}: {exc})",
-                                 hint="the file is truncated or corrupt; re-export it") from None
+        except Exception as exc:  # noqa: BLE001 - mapped to a typed error or re-raised
+            if reader is not None and reader.exceeded is not None:  # pydicom may wrap it
+                raise limits.exceeded_error(reader, path) from None
+            raise _parse_error(exc, path) from None
+    if dropped:
+        _LOG.debug("%s: %d long private value(s) left unread: %s", display_path(path),
+                   len(dropped), ", ".join(dropped))
     for text in caught:
         if "End of file reached" in text or "truncated" in text.lower():
             raise TruncatedError(path, "the file ends early, inside an element",
@@ -119,16 +126,40 @@ def open_dataset(path: Path, header_only: bool):
     return ds, ts
 
 
-def _read_dataset(fh, path: Path, header_only: bool):
-    """``dcmread`` of an open regular file; a deflated data set goes through
-    :func:`_read_deflated` (bounded inflation) instead of pydicom's unbounded one."""
+def _parse_error(exc: Exception, path: Path) -> Exception:
+    """The typed error for an exception raised while pydicom parsed ``path`` (the
+    exception itself when it is none of the known kinds)."""
+    from pydicom.errors import InvalidDicomError
+
+    if isinstance(exc, InvalidDicomError):
+        return _not_dicom(path, str(exc))
+    if isinstance(exc, RecursionError):
+        return InvalidHeaderError(path, "sequences nested too deeply to parse",
+                                  tag="(FFFE,E000) Item",
+                                  value="nesting beyond Python's recursion limit",
+                                  hint="the header is corrupt or hostile; exclude this file")
+    if isinstance(exc, (EOFError, OSError, ValueError, KeyError, TypeError, IndexError,
+                        zlib.error)):
+        return TruncatedError(path, f"could not parse the DICOM data set "
+                              f"({type(exc).__name__}: {exc})",
+                              hint="the file is truncated or corrupt; re-export it")
+    return exc
+
+
+def _read_dataset(fh, reader, path: Path, header_only: bool):
+    """``dcmread`` of an open regular file through ``reader`` (a
+    :class:`~mammoprep.io.limits.BoundedReader` of ``fh``: values longer than
+    :data:`~mammoprep.io.limits.DEFER_BYTES` are deferred, not read); a deflated data set
+    goes through :func:`_read_deflated` (bounded inflation) instead of pydicom's unbounded
+    one."""
     import pydicom
 
     head = fh.read(4096)
     fh.seek(0)
-    if head[128:132] == b"DICM" and DEFLATED_LE.encode() in head:
-        return _read_deflated(fh, path, header_only)
-    return pydicom.dcmread(fh, force=True, stop_before_pixels=header_only)
+    if DEFLATED_LE.encode() in head:  # with or without the 128-byte preamble and 'DICM'
+        return _read_deflated(fh, reader, path, header_only)
+    return pydicom.dcmread(reader, force=True, stop_before_pixels=header_only,
+                           defer_size=limits.DEFER_BYTES)
 
 
 def _at_pixel_data(tag, vr, length) -> bool:
@@ -150,7 +181,7 @@ def _inflate(d, pending: bytes, limit: int) -> tuple[bytes, bytes]:
     return b"".join(out), pending
 
 
-def _read_deflated(fh, path: Path, header_only: bool):
+def _read_deflated(fh, reader, path: Path, header_only: bool):
     """Deflated Explicit VR Little Endian, inflated with a cap.
 
     The first :data:`INFLATE_HEADER_LIMIT` bytes are inflated and parsed up to (7FE0,0010);
@@ -161,17 +192,19 @@ def _read_deflated(fh, path: Path, header_only: bool):
     import pydicom
     from pydicom.dataset import FileDataset
     from pydicom.filebase import DicomBytesIO
-    from pydicom.filereader import _read_file_meta_info, read_dataset, read_preamble
+    from pydicom.filereader import _read_file_meta_info, read_preamble
 
-    preamble = read_preamble(fh, True)
-    file_meta = _read_file_meta_info(fh)
+    preamble = read_preamble(reader, True)
+    file_meta = _read_file_meta_info(reader)
     if str(file_meta.get("TransferSyntaxUID", "")).rstrip("\0 ") != DEFLATED_LE:
         fh.seek(0)
-        return pydicom.dcmread(fh, force=True, stop_before_pixels=header_only)
+        return pydicom.dcmread(reader, force=True, stop_before_pixels=header_only,
+                               defer_size=limits.DEFER_BYTES)
     d = zlib.decompressobj(-zlib.MAX_WBITS)
-    data, pending = _inflate(d, fh.read(), INFLATE_HEADER_LIMIT)
+    most = INFLATE_HEADER_LIMIT + limits.max_image_bytes() + INFLATE_MARGIN  # compressed
+    data, pending = _inflate(d, _read_at_most(fh, most, path), INFLATE_HEADER_LIMIT)
     if not d.eof:
-        head = DicomBytesIO(data)
+        head = limits.BoundedReader(DicomBytesIO(data), budget=1 << 62)
         found: list[int] = []
 
         def at_pixels(tag, vr, length) -> bool:
@@ -179,7 +212,7 @@ def _read_deflated(fh, path: Path, header_only: bool):
                 found.append(int(tag))
             return bool(found)
 
-        header = read_dataset(head, False, True, stop_when=at_pixels)
+        header = _parse_inflated(head, path, stop_when=at_pixels)
         if not found:
             raise TooLargeError(path, "the deflated data set's header inflates to more than "
                                 f"{INFLATE_HEADER_LIMIT >> 20} MiB before the pixel data",
@@ -194,6 +227,7 @@ def _read_deflated(fh, path: Path, header_only: bool):
                 raise InvalidHeaderError(path, "a required image attribute is missing",
                                          tag=_tag(missing[0]), value=None,
                                          hint="the header is incomplete; re-export the image")
+            limits.check_image_size(header, path)  # before inflating the pixel data
             pixels = (int(dims["Rows"]) * int(dims["Columns"]) * int(dims["BitsAllocated"])
                       * int(_num(header, "SamplesPerPixel") or 1)
                       * max(1, int(_num(header, "NumberOfFrames") or 1)) + 7) // 8
@@ -212,11 +246,37 @@ def _read_deflated(fh, path: Path, header_only: bool):
                                      hint="the file is truncated; re-export or re-download "
                                           "it")
             data += rest
-    dataset = read_dataset(DicomBytesIO(data), False, True,
-                           stop_when=_at_pixel_data if header_only else None)
+    dataset = _parse_inflated(limits.BoundedReader(DicomBytesIO(data), budget=1 << 62),
+                              path, stop_when=_at_pixel_data if header_only else None)
     ds = FileDataset(str(path), dataset, preamble, file_meta, False, True)
     ds.set_original_encoding(False, True, dataset._character_set)
     return ds
+
+
+def _parse_inflated(reader, path: Path, stop_when=None):
+    """pydicom's ``read_dataset`` (explicit VR little endian) of inflated bytes through
+    ``reader``, a :class:`~mammoprep.io.limits.BoundedReader`, its limit a TooLargeError."""
+    from pydicom.filereader import read_dataset
+
+    try:
+        return read_dataset(reader, False, True, stop_when=stop_when)
+    except Exception:
+        if reader.exceeded is not None:
+            raise limits.exceeded_error(reader, path) from None
+        raise
+
+
+def _read_at_most(fh, most: int, path: Path) -> bytes:
+    """The rest of ``fh``, at most ``most`` bytes (more: TooLargeError, never read)."""
+    left = os.fstat(fh.fileno()).st_size - fh.tell()
+    data = fh.read(min(left, most) + 1)  # read(n) allocates n bytes first: never more
+    if len(data) > most:
+        raise TooLargeError(path, "the deflated data set is larger than any image within the "
+                            "memory cap", tag="(0002,0010) TransferSyntaxUID",
+                            value=f"{DEFLATED_LE}: more than {most} compressed bytes",
+                            hint="a corrupt or hostile file; exclude it (or raise the cap: "
+                                 "mammoprep --max-image-bytes)")
+    return data
 
 
 def _not_dicom(path: Path, detail: str) -> MammoprepError:

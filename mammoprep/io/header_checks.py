@@ -87,8 +87,9 @@ def _check_end(last, raw, size: int, path: Path) -> None:
 
     if not isinstance(raw, RawDataElement) or raw.length == _UNDEFINED:
         return  # a sequence or encapsulated data: pydicom warns when its end is missing
-    got = len(raw.value) if raw.value is not None else raw.length
     end = raw.value_tell + raw.length
+    # a deferred value (not read: None) is present up to the end of the file
+    got = len(raw.value) if raw.value is not None else min(raw.length, size - raw.value_tell)
     if got < raw.length or 0 < size - end < 8:
         raise TruncatedError(path, "the file ends inside an element: it is truncated",
                              tag=_tag_text(last),

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from ..io.header import read_header_dataset
-from ..io.paths import iter_dicom_paths, regular_file_problem
+from ..io.paths import iter_dicom_paths
 
 #: (Patient ID, Study Instance UID, Series Instance UID) as the table's path gives them.
 Triple = tuple[str, str, str]
@@ -132,13 +132,15 @@ def mask_box(path: Path, shape: tuple[int, int] | None) -> tuple[list[float] | N
     """Box ``[xmin, ymin, xmax, ymax]`` (original pixels, exclusive ends) of the non-zero
     pixels of a binary mask, or (None, why it is no mask of an image of ``shape``)."""
     import numpy as np
-    import pydicom
 
-    problem = regular_file_problem(path)  # a FIFO or device named *.dcm would block dcmread
-    if problem is not None:
-        return None, problem.problem
-    try:
-        px = np.asarray(pydicom.dcmread(path).pixel_array)
+    from ..errors import MammoprepError
+    from ..io.header import open_dataset
+
+    try:  # regular files only; bounded parse; declared image within the memory cap
+        ds, _ = open_dataset(Path(path), header_only=False)
+        px = np.asarray(ds.pixel_array)
+    except MammoprepError as err:
+        return None, err.problem
     except Exception as exc:  # noqa: BLE001 - any unreadable file: no box, a warning
         return None, f"cannot read ({type(exc).__name__}: {exc})"
     if px.ndim != 2:

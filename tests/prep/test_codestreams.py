@@ -19,7 +19,8 @@ from pydicom.encaps import encapsulate
 
 from mammoprep import decoders
 from mammoprep.decoders import codestream
-from mammoprep.io.dicom import MAX_IMAGE_PIXELS, read_dicom
+from mammoprep.io.dicom import read_dicom
+from mammoprep.io.limits import DEFAULT_MAX_IMAGE_BYTES
 from mammoprep.io.header import open_dataset
 from mammoprep.errors import DecodeError, InvalidHeaderError, NoDecoderError, TooLargeError
 
@@ -260,7 +261,7 @@ def test_image_size_cap_rejects_without_allocating(real_mg, tmp_path):
     out = copy.deepcopy(open_dataset(path, False)[0])
     out.Rows = out.Columns = 30000
     out.save_as(path)
-    assert 30000 * 30000 > MAX_IMAGE_PIXELS
+    assert 30000 * 30000 * 2 > DEFAULT_MAX_IMAGE_BYTES
     tracemalloc.start()
     try:
         with pytest.raises(TooLargeError) as exc:
@@ -270,9 +271,9 @@ def test_image_size_cap_rejects_without_allocating(real_mg, tmp_path):
         tracemalloc.stop()
     assert peak < 20 * 2**20
     msg = str(exc.value)
-    assert "30000x30000 = 900000000 pixels" in msg and "MAX_IMAGE_PIXELS" in msg
-    # the largest real detector (4728 x 5928, 50 um) stays well inside the cap
-    assert 5928 * 4728 * 2 < MAX_IMAGE_PIXELS
+    assert "Rows 30000 x (0028,0011) Columns 30000" in msg and "--max-image-bytes" in msg
+    # the largest real detector (4728 x 5928, 50 um, 16-bit) stays well inside the cap
+    assert 4 * 5928 * 4728 * 2 < DEFAULT_MAX_IMAGE_BYTES
 
 
 # ------------------------------------------------------------------ valid files, every plug-in
