@@ -19,7 +19,7 @@ TINY = ["--backbone", "test_resnet", "--size", "32", "--epochs", "1", "--batch-s
     (["--task", "cancer"], "unknown task 'cancer'; known tasks: diagnosis, birads2"),
     (["--task", "density", "--backbone", "resnet5000"], "Unknown model 'resnet5000'"),
     (["--task", "density", "--folds", "a,b"], "expected comma-separated fold numbers"),
-    (["--task", "density", "--views", "4"], "4 is not in the range 1<=x<=2"),
+    (["--task", "density", "--views", "3"], "'3' is not one of '1', '2', '4'"),
 ])
 def test_bad_options_exit_2_with_a_message(tmp_path, args, message):
     r = CliRunner().invoke(main, ["cv", "--shards", str(tmp_path), "--out", str(tmp_path / "o"),
