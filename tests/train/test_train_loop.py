@@ -174,9 +174,10 @@ def test_selected_epoch_is_the_argmax_of_validation_auc(train_shards, tmp_path):
     assert [h["epoch"] for h in hist] == [1, 2, 3, 4]
     # the cosine schedule, hand-computed: lr x (1 + cos(pi e / 4)) / 2
     assert [h["lr"] for h in hist] == pytest.approx([1e-2, 8.5355339e-3, 5e-3, 1.4644661e-3])
-    aucs = [h["val_auc"] for h in hist]
-    assert len(set(aucs)) > 1, "validation AUC constant: the check below would be vacuous"
-    best = max(hist, key=lambda h: (h["val_auc"], -h["val_loss"]))   # first of equals
+    # selection key: validation AUC, ties broken by the lower validation loss (first of equals)
+    keys = [(h["val_auc"], -h["val_loss"]) for h in hist]
+    assert len(set(keys)) == len(keys), "equal selection keys: the check below would be vacuous"
+    best = max(hist, key=lambda h: (h["val_auc"], -h["val_loss"]))
     metrics = strict_json(fold / "metrics.json")
     assert metrics["selected_epoch"] == best["epoch"]
     ck = torch.load(fold / "best.pt", weights_only=False)
