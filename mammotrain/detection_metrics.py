@@ -111,3 +111,31 @@ def detection_metrics(pred_boxes: Sequence, pred_scores: Sequence, gt_boxes: Seq
 def _finite(v) -> float:
     v = float(v)
     return v if math.isfinite(v) and v >= 0 else float("nan")
+
+
+def pooled_detection(rows: Sequence[dict]) -> dict[str, float]:
+    """Pooled out-of-fold detection figures from prediction rows (``fold``, ``boxes``,
+    ``box_scores``, ``gt_boxes``; pixel xyxy at the model input): ``map50``, ``map25``,
+    ``recall25`` of every test fold's boxes together, and ``map50_baseline``: the same AP@0.5
+    when each test image gets one box at the mean lesion box of the other folds' images (the
+    training folds of its model), scored with the image's highest box score, so that only
+    box placement differs from the detector's. NaN where undefined (no lesion; a single fold
+    has no other folds to average)."""
+    rows = list(rows)
+    out = detection_metrics([r["boxes"] for r in rows], [r["box_scores"] for r in rows],
+                            [r["gt_boxes"] for r in rows])
+    del out["miou"]
+    out["map50_baseline"] = float("nan")
+    gts = [np.asarray(r["gt_boxes"], np.float64).reshape(-1, 4) for r in rows]
+    folds = [r["fold"] for r in rows]
+    base_boxes, base_scores = [], []
+    for r, f in zip(rows, folds):
+        train = [g for g, ff in zip(gts, folds) if ff != f and len(g)]
+        if not train:
+            return out
+        base_boxes.append(np.concatenate(train).mean(0)[None])
+        scores = np.ravel(np.asarray(r["box_scores"], np.float64))
+        base_scores.append([float(scores.max()) if scores.size else 0.0])
+    if any(len(g) for g in gts):
+        out["map50_baseline"] = average_precision(base_boxes, base_scores, gts, 0.5)
+    return out

@@ -24,7 +24,7 @@ from typing import Any, Sequence
 import numpy as np
 import pyarrow.parquet as pq
 
-from .detection_metrics import DETECTION_METRICS
+from .detection_metrics import DETECTION_METRICS, pooled_detection
 from .figures import pyplot
 from .jsonio import dumps as strict_dumps
 from .jsonio import json_safe, write_csv, write_text
@@ -147,6 +147,9 @@ def pooled_metrics(run: dict[str, Any], n_boot: int = N_BOOT, seed: int = 0
         yb, sb = per_breast([r["key"] for r in rows], y, p[:, 1])
         values["pf1"] = {"value": probabilistic_f1(yb, sb), "ci_low": math.nan,
                          "ci_high": math.nan, "breasts": int(len(yb))}
+    if "map50" in task.metrics:
+        values.update({k: {"value": v, "ci_low": math.nan, "ci_high": math.nan}
+                       for k, v in pooled_detection(rows).items()})
     return {"n": int(len(y)), "patients": len(set(groups)),
             "reason": undefined_reason(y, task.num_classes, task.classes), "values": values,
             "underpowered": underpowered(y, task.num_classes)}
@@ -171,7 +174,9 @@ def underpowered(y: np.ndarray, num_classes: int) -> str:
 
 POOLED_LABELS = {"auc": "AUC", "recall": "Sensitivity", "specificity": "Specificity",
                  "sens_at_90spec": "Sensitivity at 90 % specificity",
-                 "pf1": "pF1 (RSNA, per breast)"}
+                 "pf1": "pF1 (RSNA, per breast)", "map50": "mAP@0.5", "map25": "mAP@0.25",
+                 "recall25": "Recall@0.25",
+                 "map50_baseline": "mAP@0.5 of the baseline (training folds' mean box)"}
 
 
 def ci_text(v: dict[str, float]) -> str:
@@ -288,6 +293,9 @@ def summary_row(run: dict[str, Any], pooled: dict[str, Any] | None = None) -> di
     for m in task.metrics:
         row[task.metric_label(m)] = s[m].text()
     row[f"pooled {task.metric_label('auc')}"] = ci_text(pooled["values"].get("auc"))
+    if "map50_baseline" in pooled["values"]:
+        row["pooled mAP@0.5"] = ci_text(pooled["values"]["map50"])
+        row["baseline mAP@0.5 (mean box)"] = ci_text(pooled["values"]["map50_baseline"])
     return row
 
 
