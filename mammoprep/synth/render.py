@@ -371,9 +371,9 @@ def _place_lesion(spec: ImageSpec, g: dict, les: Lesion, half: int, rn: np.ndarr
     lesions already ``taken``; None when none fits."""
     rows, cols = spec.rows, spec.cols
     psi0 = les.psi_cc if spec.view == "CC" else les.psi_mlo
-    for scale in (1.0, 0.8, 0.6):
+    for scale in (1.0, 0.8, 0.6, 0.45):
         h2 = max(2, int(half * scale))
-        cands = [(rho, psi) for rho in (les.rho, 0.5, 0.42, 0.58, 0.35)
+        cands = [(rho, psi) for rho in (les.rho, 0.5, 0.42, 0.58, 0.35, 0.25)
                  for psi in (psi0, 0.5 * psi0, 0.0, 0.45, -0.45, 0.8)]
         for rho, psi in cands:
             r0, c0 = _lesion_center(g, rho, psi)
