@@ -31,7 +31,7 @@
 #   DET_SHARDS  shards whose JSON carries lesion boxes, for detection       [synthetic: the
 #               harmonised shards; none with SHARDS set: no detection run]
 #   DET_SIZE DET_EPOCHS DET_LR  detection input size, epochs, learning rate (paper: 512, 400
-#               with patience 150, 1e-4 with pretrained backbones)  [96 12; synthetic 1e-3]
+#               with patience 150, 1e-4 with pretrained backbones)  [96 8; synthetic 1e-3]
 #   EXTRA       more `mammotrain` options, e.g. "--max-steps-per-epoch 20"
 #   PATIENTS SYNTH_SIZE SHARD_SIZE KFOLDS  the synthetic cohort   [300 256x208 96 2]
 # Runs resume: finished folds are kept, so an interrupted run continues where it stopped.
@@ -91,7 +91,7 @@ if [ -z "${SHARDS:-}" ]; then
 fi
 DET_SHARDS=${DET_SHARDS:-}
 DET_SIZE=${DET_SIZE:-96}
-DET_EPOCHS=${DET_EPOCHS:-12}
+DET_EPOCHS=${DET_EPOCHS:-8}
 DET_LR=${DET_LR:-}
 RAW_SHARDS=${RAW_SHARDS:-}
 
