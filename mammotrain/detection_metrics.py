@@ -205,3 +205,26 @@ def detection_metrics(pred_boxes: Sequence, pred_scores: Sequence, gt_boxes: Seq
 def _finite(v) -> float:
     v = float(v)
     return v if math.isfinite(v) and v >= 0 else float("nan")
+
+
+def mean_box_baseline(rows: Sequence[dict]) -> float:
+    """AP@0.5 of the mean-box baseline over prediction rows (``fold``, ``boxes``,
+    ``box_scores``, ``gt_boxes``; pixel xyxy at the model input): each test image gets one
+    box at the mean lesion box of the other folds' images (the training folds of its
+    model), scored with the image's highest box score, so that only box placement differs
+    from the detector's. NaN where undefined (no lesion; a single fold has no other folds to
+    average)."""
+    rows = list(rows)
+    gts = [np.asarray(r["gt_boxes"], np.float64).reshape(-1, 4) for r in rows]
+    folds = [r["fold"] for r in rows]
+    base_boxes, base_scores = [], []
+    for r, f in zip(rows, folds):
+        train = [g for g, ff in zip(gts, folds) if ff != f and len(g)]
+        if not train:
+            return float("nan")
+        base_boxes.append(np.concatenate(train).mean(0)[None])
+        scores = np.ravel(np.asarray(r["box_scores"], np.float64))
+        base_scores.append([float(scores.max()) if scores.size else 0.0])
+    if not any(len(g) for g in gts):
+        return float("nan")
+    return average_precision(base_boxes, base_scores, gts, 0.5)

@@ -25,7 +25,8 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from .calibration import calibration_section, run_calibration
-from .detection_metrics import DETECTION_METRICS, detection_bootstrap_ci, detection_metrics
+from .detection_metrics import (DETECTION_METRICS, detection_bootstrap_ci, detection_metrics,
+                                mean_box_baseline)
 from .figures import pyplot
 from .jsonio import dumps as strict_dumps
 from .jsonio import json_safe, write_csv, write_text
@@ -151,6 +152,8 @@ def pooled_metrics(run: dict[str, Any], n_boot: int = N_BOOT, seed: int = 0
                          "ci_high": math.nan, "breasts": int(len(yb))}
     if task.kind == "detection":
         values.update(pooled_detection(rows, groups, n_boot, seed))
+        values["map50_baseline"] = {"value": mean_box_baseline(rows), "ci_low": math.nan,
+                                    "ci_high": math.nan}
     return {"n": int(len(y)), "patients": len(set(groups)),
             "reason": undefined_reason(y, task.num_classes, task.classes), "values": values,
             "underpowered": underpowered(y, task.num_classes)}
@@ -187,10 +190,11 @@ def underpowered(y: np.ndarray, num_classes: int) -> str:
 
 
 POOLED_LABELS = {"auc": "AUC", "acc": "ACC", "f1": "F1", "recall": "Sensitivity",
-                 "specificity": "Specificity", "map50": "mAP@.5", "map25": "mAP@.25",
-                 "recall25": "R@.25",
+                 "specificity": "Specificity",
                  "sens_at_90spec": "Sensitivity at 90 % specificity",
-                 "pf1": "pF1 (RSNA, per breast)"}
+                 "pf1": "pF1 (RSNA, per breast)", "map50": "mAP@0.5", "map25": "mAP@0.25",
+                 "recall25": "Recall@0.25",
+                 "map50_baseline": "mAP@0.5 of the baseline (training folds' mean box)"}
 
 
 def ci_text(v: dict[str, float], label: bool = True) -> str:
@@ -309,6 +313,9 @@ def summary_row(run: dict[str, Any], pooled: dict[str, Any] | None = None) -> di
     for m in task.metrics:
         row[task.metric_label(m)] = s[m].text()
     row[f"pooled {task.metric_label('auc')}"] = ci_text(pooled["values"].get("auc"))
+    if "map50_baseline" in pooled["values"]:
+        row["pooled mAP@0.5"] = ci_text(pooled["values"]["map50"])
+        row["baseline mAP@0.5 (mean box)"] = ci_text(pooled["values"]["map50_baseline"])
     return row
 
 

@@ -161,6 +161,7 @@ class Lesion:
     size: float
     contrast: float
     seed: int
+    spiculated: bool = True     # False: a round, circumscribed (benign-looking) mass
 
 
 @dataclass(frozen=True)
@@ -266,17 +267,52 @@ def _choice(rng: np.random.Generator, items: Sequence[Any], p: Sequence[float]) 
     return items[int(rng.choice(len(items), p=np.asarray(p) / np.sum(p)))]
 
 
-def _lesions(rng: np.random.Generator) -> tuple[Lesion, ...]:
+def _lesion(rng: np.random.Generator, kind: str, size: tuple[float, float],
+            contrast: tuple[float, float], spiculated: bool = True) -> Lesion:
+    return Lesion(kind, float(rng.uniform(0.35, 0.62)), float(rng.uniform(-0.8, 0.8)),
+                  float(rng.uniform(-0.5, 0.9)), float(rng.uniform(*size)),
+                  float(rng.uniform(*contrast)), int(rng.integers(0, 2**63)), spiculated)
+
+
+#: Share of cancers that are subtle (small, faint) and read as BI-RADS 2-3: missed at
+#: screening, as real readers miss some.
+_SUBTLE_CANCER = 0.15
+
+
+def _malignant_lesions(rng: np.random.Generator) -> tuple[tuple[Lesion, ...], str]:
+    """(lesions, BI-RADS) of a malignant breast: 1-3 spiculated masses or calcification
+    clusters, large enough to be seen at CPU training sizes (a mass radius of 4.5-7.5 % of
+    the image width). The assessment follows what is visible: a subtle cancer
+    (:data:`_SUBTLE_CANCER`: one small faint lesion) is read as 2 or 3, the others as 4-6,
+    more often 5-6 the larger and more numerous the lesions."""
+    if rng.random() < _SUBTLE_CANCER:
+        les = _lesion(rng, "mass", (0.030, 0.040), (0.25, 0.32))
+        return (les,), _choice(rng, ("2", "3"), (0.5, 0.5))
     n = _choice(rng, (1, 2, 3), (0.6, 0.3, 0.1))
     out = []
     for _ in range(n):
-        kind = _choice(rng, ("mass", "calcification"), (0.7, 0.3))
-        size = rng.uniform(0.030, 0.050) if kind == "mass" else rng.uniform(0.020, 0.032)
-        contrast = rng.uniform(0.40, 0.52) if kind == "mass" else rng.uniform(0.45, 0.60)
-        out.append(Lesion(kind, float(rng.uniform(0.35, 0.62)), float(rng.uniform(-0.8, 0.8)),
-                          float(rng.uniform(-0.5, 0.9)), float(size), float(contrast),
-                          int(rng.integers(0, 2**63))))
-    return tuple(out)
+        if _choice(rng, ("mass", "calcification"), (0.7, 0.3)) == "mass":
+            out.append(_lesion(rng, "mass", (0.045, 0.075), (0.50, 0.65)))
+        else:
+            out.append(_lesion(rng, "calcification", (0.040, 0.060), (0.60, 0.75)))
+    big = max(le.size / (0.075 if le.kind == "mass" else 0.060) for le in out)
+    suspicion = big + 0.25 * (n - 1) + rng.normal(0.0, 0.08)
+    birads = "4" if suspicion < 0.80 else _choice(rng, ("5", "6"), (0.65, 0.35))
+    return tuple(out), birads
+
+
+def _benign_findings(rng: np.random.Generator, named: bool) -> tuple[tuple[Lesion, ...], str]:
+    """(lesions, BI-RADS) of a benign breast. A breast the sheet names (the Benign group's
+    referred breast) has a round circumscribed mass half of the time, assessed 4 when it is
+    large (biopsied, benign) and 3 otherwise; without a finding 1 or 2. Other breasts have
+    no lesion (BI-RADS 1-2, a few 3)."""
+    if named and rng.random() < 0.5:
+        les = _lesion(rng, "mass", (0.035, 0.060), (0.38, 0.50), spiculated=False)
+        big = (les.size - 0.035) / 0.025 + rng.normal(0.0, 0.15)
+        return (les,), "4" if big > 0.5 else "3"
+    if named:
+        return (), _choice(rng, ("1", "2"), (0.4, 0.6))
+    return (), _choice(rng, ("1", "2", "3"), (0.60, 0.35, 0.05))
 
 
 def plan_cohort(patients: int, seed: int, size: tuple[int, int] = DEFAULT_SIZE
@@ -318,18 +354,15 @@ def plan_cohort(patients: int, seed: int, size: tuple[int, int] = DEFAULT_SIZE
             lo, hi = _DENSITY_FRACTION[klass]
             fraction = float(rng.uniform(lo, hi))
             if malignant:
-                birads = _choice(rng, ("4", "5", "6"), (0.45, 0.35, 0.20))
-            elif group == "Benign" and on_side:
-                birads = _choice(rng, ("1", "2", "3"), (0.20, 0.45, 0.35))
+                lesions, birads = _malignant_lesions(rng)
             else:
-                birads = _choice(rng, ("1", "2", "3"), (0.55, 0.35, 0.10))
+                lesions, birads = _benign_findings(rng, group == "Benign" and on_side)
             u = rng.random()
             if u < 0.05:
                 birads = "0"
             elif u < 0.10:
                 birads = "-"
             density = "-" if rng.random() < 0.07 else klass
-            lesions = _lesions(rng) if malignant else ()
             breasts.append(BreastPlan(lat, "malignant" if malignant else "benign", birads,
                                       density, klass, round(fraction, 4), lesions))
         drafts.append((case_id, group, vendors[i], side, tuple(breasts), identity))

@@ -133,11 +133,15 @@ def _lesion_center(g: dict, rho: float, psi: float
     return g["cy"] + u * s + v * c, u * c - v * s
 
 
-def _mass_field(rng: np.random.Generator, radius: float) -> np.ndarray:
-    """Irregular / spiculated mass profile in a square window, float32 in [0, 1]."""
-    harmonics = [(k, rng.uniform(0.03, 0.11) / math.sqrt(k - 1), rng.uniform(0, 2 * np.pi))
+def _mass_field(rng: np.random.Generator, radius: float, spiculated: bool = True
+                ) -> np.ndarray:
+    """Mass profile in a square window, float32 in [0, 1]: irregular and (three times in
+    four) spiculated, or with ``spiculated=False`` round and circumscribed (benign-looking:
+    a nearly circular outline, no spicules)."""
+    wobble = (0.03, 0.11) if spiculated else (0.0, 0.03)
+    harmonics = [(k, rng.uniform(*wobble) / math.sqrt(k - 1), rng.uniform(0, 2 * np.pi))
                  for k in range(2, 8)]
-    n_spic = int(rng.integers(5, 13)) if rng.random() < 0.75 else 0
+    n_spic = int(rng.integers(5, 13)) if rng.random() < 0.75 and spiculated else 0
     spic = [(rng.uniform(0, 2 * np.pi), radius * rng.uniform(0.4, 0.9)) for _ in range(n_spic)]
     ext = radius * (1.35 + max([ln / radius for _, ln in spic], default=0.0))
     half = int(math.ceil(ext)) + 2
@@ -177,7 +181,7 @@ def _calc_field(rng: np.random.Generator, radius: float, cols: int) -> np.ndarra
     yy, xx = np.ogrid[-half:half + 1, -half:half + 1]
     yy = yy.astype(np.float32)
     xx = xx.astype(np.float32)
-    out = 0.35 * np.exp(-(yy ** 2 + xx ** 2) / (radius ** 2))
+    out = 0.5 * np.exp(-(yy ** 2 + xx ** 2) / (radius ** 2))
     for y0, x0, s, a in zip(cy_, cx_, sd, rng.uniform(0.75, 1.0, size=n)):
         out = np.maximum(out, a * np.exp(-((yy - y0) ** 2 + (xx - x0) ** 2) / (2 * s * s)))
     return out.astype(np.float32)
@@ -272,23 +276,35 @@ def _tissue(rng: np.random.Generator, spec: ImageSpec, g: dict, rn: np.ndarray,
             breast: np.ndarray, gland_low: np.ndarray, ds: int) -> tuple:
     """(tissue value ``t``, mid-scale texture, fine noise), each ``float32 [rows, cols]``:
     fat + glandular fraction + texture, darkened towards the skin (thickness fall-off
-    ``p = s(2 - s)``, ``s = clip((1 - rn) / edge, 0, 1)``), with a brighter skin line."""
+    ``p = s(2 - s)``, ``s = clip((1 - rn) / edge, 0, 1)``), with a brighter skin line.
+
+    Density is not a brightness cue: the fat and glandular levels are set per image so that
+    the breast's mean tissue value is a draw from one range for every fibroglandular
+    fraction (``U(0.34, 0.46)``), with a glandular-minus-fat contrast from another
+    (``U(0.30, 0.42)``); what grows with the fraction is the glandular area (and its
+    texture), so a dense breast is a large glandular region with fat holes and a fatty one
+    fat with glandular islands. The ``bimodal`` artefact keeps fixed levels (0.30 / 0.75)."""
     rows, cols = spec.rows, spec.cols
     ds2 = max(1, ds // 4)
     mid = _upsample(_smooth_noise(rng, (-(-rows // ds2), -(-cols // ds2)), 1.0), rows, cols)
     fine = rng.standard_normal((rows, cols), dtype=np.float32)
-    fat, gland = rng.uniform(0.14, 0.22), rng.uniform(0.56, 0.66)
-    if "bimodal" in spec.artefacts:
-        fat, gland = 0.30, 0.75
-    t = _upsample(gland_low.astype(np.float32), rows, cols)
-    t *= np.float32(gland - fat)
-    t += np.float32(fat)
-    t += np.float32(0.045) * mid
-    t += np.float32(0.008) * fine
+    level, contrast = rng.uniform(0.34, 0.46), rng.uniform(0.30, 0.42)
+    gl = _upsample(gland_low.astype(np.float32), rows, cols)
     p = np.subtract(1.0, rn, dtype=np.float32)
     p *= np.float32(1.0 / g["edge"])
     np.clip(p, 0.0, 1.0, out=p)
     p *= 2.0 - p
+    if "bimodal" in spec.artefacts:
+        fat, gland = 0.30, 0.75
+    else:   # mean over the breast of p * (fat + contrast * gl) = level * mean(p)
+        pb = p[breast] if breast.any() else p.ravel()
+        gb = gl[breast] if breast.any() else gl.ravel()
+        fat = level - contrast * float((pb * gb).mean()) / max(float(pb.mean()), 1e-6)
+        gland = fat + contrast
+    t = gl * np.float32(gland - fat)
+    t += np.float32(fat)
+    t += np.float32(0.045) * mid * (np.float32(0.5) + gl)
+    t += np.float32(0.008) * fine
     t *= p
     del p
     skin_w = max(1.2, 0.005 * cols) / min(g["a"], g["b"])
@@ -327,7 +343,7 @@ def _add_lesions(spec: ImageSpec, g: dict, rn: np.ndarray, breast: np.ndarray,
     for les in spec.lesions:
         lrng = np.random.default_rng(np.random.SeedSequence(_key("lesion", les.seed)))
         radius = les.size * spec.cols
-        patch = (_mass_field(lrng, radius) if les.kind == "mass"
+        patch = (_mass_field(lrng, radius, les.spiculated) if les.kind == "mass"
                  else _calc_field(lrng, radius, spec.cols))
         placed = _place_lesion(spec, g, les, patch.shape[0] // 2, rn, pectoral, taken)
         if placed is None:
@@ -355,9 +371,9 @@ def _place_lesion(spec: ImageSpec, g: dict, les: Lesion, half: int, rn: np.ndarr
     lesions already ``taken``; None when none fits."""
     rows, cols = spec.rows, spec.cols
     psi0 = les.psi_cc if spec.view == "CC" else les.psi_mlo
-    for scale in (1.0, 0.8, 0.6):
+    for scale in (1.0, 0.8, 0.6, 0.45):
         h2 = max(2, int(half * scale))
-        cands = [(rho, psi) for rho in (les.rho, 0.5, 0.42, 0.58, 0.35)
+        cands = [(rho, psi) for rho in (les.rho, 0.5, 0.42, 0.58, 0.35, 0.25)
                  for psi in (psi0, 0.5 * psi0, 0.0, 0.45, -0.45, 0.8)]
         for rho, psi in cands:
             r0, c0 = _lesion_center(g, rho, psi)

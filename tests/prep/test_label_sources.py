@@ -317,7 +317,9 @@ def test_cbis_ddsm_view_in_both_tables_keeps_every_lesion(cohort, tmp_path):
         if k in ds:
             delattr(ds, k)
     rows_n, cols_n = int(ds.Rows), int(ds.Columns)
-    px = ds.pixel_array
+    px = ds.pixel_array.astype(np.int64)
+    if ds.PhotometricInterpretation == "MONOCHROME1":  # background stored as the maximum
+        px = (1 << int(ds.BitsStored)) - 1 - px
     ys, xs = np.nonzero(px > np.percentile(px[px > 0], 50))  # inside the breast
     cy, cx = int(np.median(ys)), int(np.median(xs))
     lesions = {"Mass": (cy - 12, cx - 6), "Calc": (cy + 6, cx - 3)}

@@ -114,7 +114,10 @@ def test_layout_and_csv_columns(synth_cohort, labels):
                                                                 prof.energy)
         boxes, types = json.loads(r["boxes"]), json.loads(r["lesion_types"])
         assert len(boxes) == len(types) and set(types) <= {"mass", "calcification"}
-        assert (len(boxes) > 0) == (r["pathology"] == "malignant")
+        if r["pathology"] == "malignant":
+            assert boxes
+        elif boxes:   # a benign finding: one round mass in a breast the Benign sheet names
+            assert r["group"] == "Benign" and types == ["mass"]
     assert {r["group"] for r in labels} == {"Benign", "Malign"}
     assert {r["vendor"] for r in labels} == set(synth.VENDORS)
 
@@ -196,22 +199,56 @@ def test_plan_missing_views_groups_and_density():
         assert lo <= b.fgt_fraction <= hi
         assert b.density in ("-", b.density_class)
         if b.pathology == "malignant":
-            assert b.lesions and b.birads in ("0", "-", "4", "5", "6")
+            assert b.lesions and all(le.spiculated for le in b.lesions)
+        elif b.lesions:
+            assert len(b.lesions) == 1 and not b.lesions[0].spiculated
+            assert b.birads in ("0", "-", "3", "4")
         else:
-            assert not b.lesions and b.birads in ("0", "-", "1", "2", "3")
+            assert b.birads in ("0", "-", "1", "2", "3")
     counts = {}
     for p in plans:
         counts[p.vendor] = counts.get(p.vendor, 0) + 1
     assert max(counts, key=counts.get) == "ims"
 
 
-def test_density_follows_fibroglandular_fraction():
-    base = dict(rows=256, cols=208, vendor="ims", laterality="L", view="CC", seed=3)
-    means = []
-    for f in (0.1, 0.35, 0.6, 0.85):
-        img = synth.render_image(synth.ImageSpec(fgt_fraction=f, **base))
-        means.append(float(img.pixels[img.foreground].mean()))
-    assert means == sorted(means) and means[-1] > 1.2 * means[0]
+def test_birads_is_read_from_findings_not_copied_from_pathology():
+    """As in screening: some benign findings are assessed 4, some cancers are read 2-3, yet
+    BI-RADS follows pathology and what is visible (every 4-6 has a lesion; 5-6 are the
+    larger or multiple malignant findings)."""
+    breasts = [b for p in synth.plan_cohort(400, 0) for b in p.breasts if b.birads not in "0-"]
+    malignant = [b for b in breasts if b.pathology == "malignant"]
+    benign = [b for b in breasts if b.pathology == "benign"]
+    assert any(b.birads == "4" for b in benign)
+    assert any(b.birads in ("2", "3") for b in malignant)
+    high_m = np.mean([b.birads >= "4" for b in malignant])
+    high_b = np.mean([b.birads >= "4" for b in benign])
+    assert high_m > 0.75 and high_b < 0.15
+    assert all(b.lesions for b in breasts if b.birads >= "4")
+    top = [max(le.size for le in b.lesions) + 0.03 * len(b.lesions) for b in malignant]
+    assert np.mean([t for t, b in zip(top, malignant) if b.birads in "56"]) > np.mean(
+        [t for t, b in zip(top, malignant) if b.birads == "4"])
+
+
+def test_density_is_glandular_area_not_brightness():
+    """Fatty (A) and dense (D) breasts have the same mean brightness (a mean-pixel classifier
+    is near chance), but a dense breast has most of its area above its own mean (the
+    glandular region) and a fatty one little."""
+    from sklearn.metrics import roc_auc_score
+
+    mean, area, dense = [], [], []
+    for i in range(24):
+        d = i % 2 == 1
+        lo, hi = synth.plan._DENSITY_FRACTION["D" if d else "A"]
+        vendor = list(synth.VENDORS)[i // 2 % 5]
+        img = synth.render_image(synth.ImageSpec(
+            rows=128, cols=104, vendor=vendor, laterality="L", view=("CC", "MLO")[i // 2 % 2],
+            fgt_fraction=lo + (hi - lo) * (i // 2) / 11, seed=100 + i))
+        px = img.pixels[img.foreground & ~img.pectoral].astype(float)
+        mean.append(px.mean() / synth.VENDORS[vendor].maxv)
+        area.append((px > px.mean()).mean())
+        dense.append(d)
+    assert 0.3 < roc_auc_score(dense, mean) < 0.7
+    assert roc_auc_score(dense, area) > 0.9
 
 
 # ----------------------------------------------------------------------------- DICOM

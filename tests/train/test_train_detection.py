@@ -340,3 +340,29 @@ def test_predict_errors(tmp_path, train_shards):
     r = CliRunner().invoke(main, ["predict", "-c", str(bad), "--shards", str(train_shards),
                                   "-o", str(tmp_path / "x.parquet")])
     assert r.exit_code == 1 and "not a mammotrain checkpoint" in r.output
+
+
+def test_pooled_detection_beats_the_mean_box_baseline_only_when_boxes_follow_lesions():
+    """Pooled AP over folds and the mean-box baseline: a detector that finds lesions at two
+    different places beats one box at the other fold's mean lesion box; when every lesion
+    sits at one place the baseline is as good as the detector."""
+    from mammotrain.detection_metrics import detection_metrics, mean_box_baseline
+
+    def rows(where):
+        out = []
+        for fold, (x, y) in enumerate(where):
+            for i in range(4):
+                gt = [[x, y, x + 10.0, y + 10.0]] if i < 2 else []
+                box = gt[0] if gt else [0.0, 0.0, 5.0, 5.0]
+                out.append({"fold": fold, "boxes": [box], "box_scores": [0.9 if gt else 0.2],
+                            "gt_boxes": gt})
+        return out
+
+    def pooled(r):
+        return detection_metrics([x["boxes"] for x in r], [x["box_scores"] for x in r],
+                                 [x["gt_boxes"] for x in r])
+
+    moved = rows([(10.0, 10.0), (40.0, 40.0)])
+    assert pooled(moved)["map50"] == pytest.approx(1.0) and mean_box_baseline(moved) == 0.0
+    assert mean_box_baseline(rows([(10.0, 10.0), (10.0, 10.0)])) == pytest.approx(1.0)
+    assert np.isnan(mean_box_baseline(rows([(10.0, 10.0)])))

@@ -20,17 +20,18 @@ fold 2's validation loss stays at or under 0.75 in all 16 epochs and every fold'
 model is calibrated (accuracy 0.72-0.81). Gradient
 clipping (1.0) or a 2-epoch warm-up did not remove the jumps (fold 2, one run each).
 
-Measured on this setting, 2026-11-30 (the run is deterministic on CPU): held-out AUC per
-test fold 0 / 1 / 2 = 0.836 / 0.806 / 0.857, 95 % interval lower bounds 0.778 / 0.730 /
-0.793, accuracy 0.716 / 0.738 / 0.808; pooled out-of-fold AUC 0.824 (95 % CI 0.785-0.861).
-Without the average (two identical runs): 0.853 / 0.805 / 0.842, lower bounds 0.794 /
-0.734 / 0.779, pooled 0.732 (0.671-0.785). Earlier versions of the pipeline measured
-0.855 / 0.878 / 0.883 (pooled 0.871) and 0.857 / 0.879 / 0.815 (pooled 0.791). The bars:
-AUC > 0.75 on every fold (a margin of 0.056 under the lowest fold) with the fold's whole
-95 % interval (patient-level bootstrap) above 0.6, so no fold passes by luck; and pooled
-AUC > 0.7 (a margin of 0.124). Other settings move the folds by 0.02-0.05 (lr 1e-3: 0.794
-/ 0.832 / 0.806, pooled 0.805; lr 1e-3 over 20 epochs: 0.778 / 0.829 / 0.810, pooled
-0.761; both without the average), about the size of the fold margin.
+Measured on this setting, 2026-12-07, with the synthetic cohort of issue 24 (half of the
+Benign group's named breasts now hold a round benign mass, and 15 % of cancers are small and
+faint, so diagnosis is no longer "is there a lesion"; the run is deterministic on CPU):
+held-out AUC per test fold 0 / 1 / 2 = 0.771 / 0.766 / 0.754, 95 % interval lower bounds
+0.699 / 0.680 / 0.671, accuracy 0.701 / 0.709 / 0.672; pooled out-of-fold AUC 0.759 (95 %
+CI 0.712-0.804). With the earlier cohort (malignant breasts the only ones with lesions):
+0.836 / 0.806 / 0.857, pooled 0.824 (0.785-0.861); without the average 0.853 / 0.805 /
+0.842, pooled 0.732 (0.671-0.785). The bars: AUC > 0.7 on every fold (a margin of 0.054
+under the lowest fold) with the fold's whole 95 % interval (patient-level bootstrap) above
+0.6, so no fold passes by luck; and pooled AUC > 0.7 (a margin of 0.059). Other settings
+moved the folds by 0.02-0.05 on the earlier cohort (lr 1e-3: 0.794 / 0.832 / 0.806), about
+the size of the fold margin.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ from mammotrain.report import load_run, pooled_metrics
 from ..conftest import build
 
 FOLDS = (0, 1, 2)
-FOLD_BAR, FOLD_CI_BAR, POOLED_BAR = 0.75, 0.6, 0.7
+FOLD_BAR, FOLD_CI_BAR, POOLED_BAR = 0.7, 0.6, 0.7
 
 
 @pytest.fixture(scope="module")
