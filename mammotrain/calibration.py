@@ -21,6 +21,7 @@ confidence on [0, 1], and ``ECE = sum_b n_b / N * |accuracy_b - mean confidence_
 from __future__ import annotations
 
 import math
+import textwrap
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -168,7 +169,8 @@ def plot_reliability(probs_before: Any, probs_after: Any, labels: Any, path: Pat
                 label=f"{name}: ECE {100 * ece:.2f} %")
         hx.bar(centres + shift * width, b["count"], width=0.4 * width, color=colour)
     ax.plot([0, 1], [0, 1], "k--", lw=0.8, label="perfectly calibrated")
-    ax.set(xlim=(0, 1), ylim=(0, 1.01), ylabel="accuracy in bin", title=title)
+    ax.set(xlim=(0, 1), ylim=(0, 1.01), ylabel="accuracy in bin",
+           title="\n".join(textwrap.wrap(title, 48)))  # the figure is 5 inches wide
     ax.legend(loc="upper left", fontsize=7)
     hx.set(xlabel=f"confidence (largest class probability, {n_bins} bins)",
            ylabel="examples")

@@ -178,6 +178,14 @@ MIN_POOLED_TEST = 30
 MIN_CLASS_TEST = 10
 
 
+def scored_unit(run: dict[str, Any]) -> str:
+    """What one pooled prediction is: the plan's unit (image, breast), except for four-view
+    runs, planned by exam but scored per breast."""
+    if int(run["config"].get("views", 1)) == 4:
+        return "breast"
+    return run["plan"].get("unit", "example")
+
+
 def underpowered(y: np.ndarray, num_classes: int) -> str:
     """Why the pooled test set is too small to support its figures ('' when it is not):
     fewer than ``MIN_POOLED_TEST`` examples or fewer than ``MIN_CLASS_TEST`` of a class."""
@@ -496,7 +504,7 @@ def _run_sections(out: Path, run: dict[str, Any], task, s: dict[str, FoldStat],
         md += [f"Fold {', '.join(map(str, undefined_any))} has undefined values (see the "
                "per-fold table), so no mean over folds is given for them; the pooled "
                "out-of-fold values below use every test prediction.", ""]
-    md += [f"## Pooled out-of-fold ({pooled['n']} {run['plan'].get('unit', 'example')}s of "
+    md += [f"## Pooled out-of-fold ({pooled['n']} {scored_unit(run)}s of "
            f"{pooled['patients']} patients, every test fold's predictions; 95 % CI: "
            f"patient-level bootstrap, {N_BOOT} resamples; %)", ""]
     if pooled.get("reason"):

@@ -29,7 +29,7 @@ from .detection_metrics import detection_paired_bootstrap
 from .jsonio import dumps as strict_dumps
 from .jsonio import json_safe, write_text
 from .report import (N_BOOT_PAIRED, _size_text, ci_text, load_run, md_table, pooled_metrics,
-                     summarize)
+                     scored_unit, summarize)
 from .tasks import get_task
 
 KINDS = ("raw", "harmonised")
@@ -140,7 +140,7 @@ def _side(entry: dict | None) -> dict[str, Any] | None:
     pooled = pooled_metrics(run, seed=int(run["config"].get("seed", 0)))
     folds = summarize(run["folds"])
     return {"run": str(entry["dir"]), "folds": len(run["folds"]), "n": pooled["n"],
-            "unit": run["plan"].get("unit", "example"),
+            "unit": scored_unit(run),
             "patients": pooled["patients"], "pooled": pooled["values"],
             "fold_mean": {m: {"mean": s.mean, "std": s.std, "text": s.text()}
                           for m, s in folds.items()}, "note": entry["note"]}
