@@ -173,7 +173,11 @@ def test_cv_official_split(official_shards, tmp_path):
     split = json.loads((out / "fold0" / "split.json").read_text())
     assert split["split"] == "official" and set(split["test"]) == test
     assert split["val"] and not leaked & set(split["train"] + split["val"])
-    assert len(split["train"] + split["val"]) == 16  # 4 train-part patients x 4 images
+    # every labelled image of the train part (4 patients; a BI-RADS 0 breast has no
+    # diagnosis label), the leaking patient's excluded
+    train_part = {uid[id(r)] for r in rows if r["split"] == "train"
+                  and r["label_diagnosis"] is not None and r["patient"] != leak[0]}
+    assert len(train_part) >= 12 and set(split["train"] + split["val"]) == train_part
     summary = json.loads((out / "summary.json").read_text())
     assert summary["split"] == "official" and summary["per_fold"][0]["test_group"] == "test"
     md = (out / "summary.md").read_text()
