@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -19,6 +21,22 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DICOM = (REPO.parent / "shared" / "testdata" / "dicom").resolve()
+
+
+@contextmanager
+def deadline(seconds: int = 30):
+    """Turn a hang into a test failure (SIGALRM raises TimeoutError) instead of a stuck
+    suite."""
+    def on_alarm(signum, frame):
+        raise TimeoutError(f"blocked for more than {seconds} s")
+
+    old = signal.signal(signal.SIGALRM, on_alarm)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
 
 
 def real(name: str) -> Path:

@@ -5,13 +5,11 @@ never a hang, an unbounded allocation, a traceback or a forged output line; the 
 from __future__ import annotations
 
 import os
-import signal
 import struct
 import subprocess
 import sys
 import tracemalloc
 import zlib
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +18,7 @@ import pytest
 from click.testing import CliRunner
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filebase import DicomBytesIO
-from pydicom.filewriter import write_dataset, write_file_meta_info
+from pydicom.filewriter import write_file_meta_info
 from pydicom.uid import ExplicitVRLittleEndian
 
 from mammoprep.cli import main
@@ -30,24 +28,14 @@ from mammoprep.io.paths import iter_dicom_paths
 from mammoprep.errors import (InvalidHeaderError, NotRegularFileError, TooLargeError,
                               TruncatedError, display_path)
 
+from ..conftest import deadline
+
 REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "benchmarks"))
+import hostile_files as hf  # noqa: E402  (the builders benchmarks/memory.py uses too)
+
 DEFLATED = "1.2.840.10008.1.2.1.99"
 MG = "1.2.840.10008.5.1.4.1.1.1.2"
-
-
-@contextmanager
-def deadline(seconds: int = 30):
-    """Turn a hang into a test failure (SIGALRM) instead of a stuck suite."""
-    def on_alarm(signum, frame):
-        raise TimeoutError(f"blocked for more than {seconds} s")
-
-    old = signal.signal(signal.SIGALRM, on_alarm)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, old)
 
 
 COHORT = dict(patients=2, seed=3, size=(160, 128))  # the `cohort` fixture (conftest.py)
@@ -75,23 +63,12 @@ def _file_meta(ts: str) -> bytes:
     return b"\0" * 128 + b"DICM" + fp.getvalue()
 
 
-def _explicit_le(ds: Dataset) -> bytes:
-    fp = DicomBytesIO()
-    fp.is_little_endian, fp.is_implicit_VR = True, False
-    write_dataset(fp, ds)
-    return fp.getvalue()
-
-
-def _pixel_element(nbytes: int) -> bytes:
-    return struct.pack("<HH2sHI", 0x7FE0, 0x0010, b"OW", 0, nbytes)
-
-
 def deflate_bomb(path: Path, inflated_mib: int, rows=64, cols=64) -> Path:
     """A deflated-transfer-syntax file whose header says rows x cols x 16 bits but whose
     pixel data inflate to ``inflated_mib`` MiB of zeros (streamed through zlib, never held)."""
     z = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
     nbytes = inflated_mib << 20
-    parts = [z.compress(_explicit_le(_header(rows, cols)) + _pixel_element(nbytes))]
+    parts = [z.compress(hf.body(_header(rows, cols)) + hf.pixel_header(nbytes))]
     zeros = bytes(1 << 20)
     for _ in range(inflated_mib):
         parts.append(z.compress(zeros))
@@ -102,7 +79,7 @@ def deflate_bomb(path: Path, inflated_mib: int, rows=64, cols=64) -> Path:
 
 def nested_sequence(path: Path, depth: int) -> Path:
     """Explicit VR LE Part 10 file with a sequence nested ``depth`` deep (undefined lengths)."""
-    head = _explicit_le(_header())
+    head = hf.body(_header())
     open_level = (struct.pack("<HH2sHI", 0x0008, 0x1115, b"SQ", 0, 0xFFFFFFFF)
                   + struct.pack("<HHI", 0xFFFE, 0xE000, 0xFFFFFFFF))
     close_level = struct.pack("<HHI", 0xFFFE, 0xE00D, 0) + struct.pack("<HHI", 0xFFFE, 0xE0DD, 0)
@@ -243,7 +220,7 @@ def test_deflate_bomb_is_rejected_without_inflating_it(tmp_path):
 def test_deflated_file_of_the_right_size_still_reads(tmp_path):
     px = (np.arange(64 * 64, dtype=np.uint16) % 4096).reshape(64, 64)
     z = zlib.compressobj(6, zlib.DEFLATED, -zlib.MAX_WBITS)
-    body = _explicit_le(_header()) + _pixel_element(px.nbytes) + px.astype("<u2").tobytes()
+    body = hf.body(_header()) + hf.pixel_header(px.nbytes) + px.astype("<u2").tobytes()
     path = tmp_path / "ok.dcm"
     path.write_bytes(_file_meta(DEFLATED) + z.compress(body) + z.flush())
     rec = read_dicom(path)
@@ -259,7 +236,7 @@ def test_header_bomb_is_rejected(tmp_path):
     """A private element of 40 MiB before the pixel data: the header alone is too large."""
     ds = _header()
     ds.add_new(0x00291010, "OB", b"")
-    raw = _explicit_le(ds)
+    raw = hf.body(ds)
     i = raw.index(struct.pack("<HH2sH", 0x0029, 0x1010, b"OB", 0))
     big = 40 << 20
     z = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
@@ -345,8 +322,8 @@ def _native(path: Path, px: np.ndarray, extra: bytes = b"", **attrs) -> Path:
         setattr(ds, k, v)
     data = px.astype("<u2").tobytes() + extra
     data += b"\0" * (len(data) % 2)
-    path.write_bytes(_file_meta(ExplicitVRLittleEndian) + _explicit_le(ds)
-                     + _pixel_element(len(data)) + data)
+    path.write_bytes(_file_meta(ExplicitVRLittleEndian) + hf.body(ds)
+                     + hf.pixel_header(len(data)) + data)
     return path
 
 
@@ -368,7 +345,7 @@ def test_pixel_data_longer_than_the_header_is_rejected(tmp_path):
     ds = _header(9, 7)
     ds.BitsAllocated, ds.BitsStored, ds.HighBit = 8, 8, 7
     p = tmp_path / "odd.dcm"
-    p.write_bytes(_file_meta(ExplicitVRLittleEndian) + _explicit_le(ds)
+    p.write_bytes(_file_meta(ExplicitVRLittleEndian) + hf.body(ds)
                   + struct.pack("<HH2sHI", 0x7FE0, 0x0010, b"OB", 0, 64) + odd.tobytes()
                   + b"\0")
     assert read_dicom(p).pixels.shape == (9, 7)

@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -20,26 +18,13 @@ import pytest
 from mammoprep.errors import MammoprepError, NotRegularFileError, TooLargeError
 from mammoprep.io.dicom import read_dicom, safe_read
 
+from ..conftest import deadline
+
 REPO = Path(__file__).resolve().parents[2]
 PAGEMAP = "/proc/self/pagemap"
 COHORT = dict(patients=2, seed=3, size=(160, 128))  # the `cohort` fixture (conftest.py)
 needs_proc = pytest.mark.skipif(not os.path.exists(PAGEMAP), reason="no /proc here")
 needs_zero = pytest.mark.skipif(not os.path.exists("/dev/zero"), reason="no /dev/zero here")
-
-
-@contextmanager
-def deadline(seconds: int = 20):
-    """A hang becomes a TimeoutError (SIGALRM) instead of a stuck suite."""
-    def on_alarm(signum, frame):
-        raise TimeoutError(f"blocked for more than {seconds} s")
-
-    old = signal.signal(signal.SIGALRM, on_alarm)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, old)
 
 
 # -------------------------------------------------------------------------------- DICOM
