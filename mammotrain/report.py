@@ -237,10 +237,10 @@ def pct(v: float) -> str:
 
 def run_title(cfg: dict[str, Any]) -> str:
     mode = "" if cfg["views"] == 1 else (", shared" if cfg.get("shared", True) else ", independent")
-    return (f"{cfg['task']} {cfg['views']}-view, {cfg['backbone']}{mode}, {_size_text(cfg['size'])}")
+    return (f"{cfg['task']} {cfg['views']}-view, {cfg['backbone']}{mode}, {size_text(cfg['size'])}")
 
 
-def _size_text(size: Any) -> str:
+def size_text(size: Any) -> str:
     """``224²`` (square) or ``1024x512`` (rows x cols)."""
     if isinstance(size, (list, tuple)) and len(size) == 2 and size[0] != size[1]:
         return f"{size[0]}x{size[1]}"

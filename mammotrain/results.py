@@ -28,8 +28,8 @@ from .config import RESUME_FREE
 from .detection_metrics import detection_paired_bootstrap
 from .jsonio import dumps as strict_dumps
 from .jsonio import json_safe, write_text
-from .report import (N_BOOT_PAIRED, _size_text, ci_text, load_run, md_table, pooled_metrics,
-                     scored_unit, summarize)
+from .report import (N_BOOT_PAIRED, ci_text, load_run, md_table, pooled_metrics, scored_unit,
+                     size_text, summarize)
 from .tasks import get_task
 
 KINDS = ("raw", "harmonised")
@@ -180,7 +180,7 @@ def result_rows(pairs: list[dict[str, dict | None]]) -> list[dict[str, Any]]:
         cfg = (pair["harmonised"] or pair["raw"])["run"]["config"]
         table = "detection" if get_task(cfg["task"]).kind == "detection" else "classification"
         row = {"table": table, "task": cfg["task"], "views": cfg["views"],
-               "backbone": cfg["backbone"], "input": _size_text(cfg["size"]),
+               "backbone": cfg["backbone"], "input": size_text(cfg["size"]),
                **{k: _side(pair[k]) for k in KINDS}, "paired": None}
         if pair["raw"] is not None and pair["harmonised"] is not None:
             row["paired"] = paired_p(pair["raw"], pair["harmonised"], table)
